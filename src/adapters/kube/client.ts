@@ -1,0 +1,175 @@
+// A thin REST client over a kubeconfig. @kubernetes/client-node parses the kubeconfig and
+// applies its credentials (certificates, tokens, exec plugins); requests go through node's https
+// so that LIST pages, discovery and watch streams are plain JSON we control.
+import http from 'node:http';
+import https from 'node:https';
+import { KubeConfig } from '@kubernetes/client-node';
+import type { KubeObject, ResourceType } from '../../core/types.ts';
+
+export class KubeApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface ListResult {
+  items: KubeObject[];
+  resourceVersion: string;
+}
+
+interface ApiResourceList {
+  groupVersion: string;
+  resources: { name: string; singularName?: string; namespaced: boolean; kind: string; verbs: string[]; shortNames?: string[] }[];
+}
+
+export class KubeClient {
+  readonly server: string;
+  private readonly agent: https.Agent | http.Agent;
+
+  private constructor(
+    readonly kc: KubeConfig,
+    private readonly baseOpts: https.RequestOptions,
+  ) {
+    const cluster = kc.getCurrentCluster();
+    if (!cluster) throw new Error('kubeconfig has no current cluster: set current-context');
+    this.server = cluster.server.replace(/\/$/, '');
+    const { ca, cert, key, pfx, passphrase, rejectUnauthorized, servername } = baseOpts;
+    this.agent = this.server.startsWith('https:')
+      ? new https.Agent({ keepAlive: true, maxSockets: 16, ca, cert, key, pfx, passphrase, rejectUnauthorized, servername })
+      : new http.Agent({ keepAlive: true, maxSockets: 16 });
+  }
+
+  static async fromKubeConfig(kc: KubeConfig): Promise<KubeClient> {
+    const opts: https.RequestOptions = {};
+    await kc.applyToHTTPSOptions(opts);
+    return new KubeClient(kc, opts);
+  }
+
+  static async fromFile(file: string): Promise<KubeClient> {
+    const kc = new KubeConfig();
+    kc.loadFromFile(file);
+    return KubeClient.fromKubeConfig(kc);
+  }
+
+  static async fromString(content: string): Promise<KubeClient> {
+    const kc = new KubeConfig();
+    kc.loadFromString(content);
+    return KubeClient.fromKubeConfig(kc);
+  }
+
+  /** Credentials that expire (exec plugins, OIDC) are refreshed per request by client-node. */
+  private async headers(): Promise<Record<string, string>> {
+    const opts: https.RequestOptions = { headers: {} };
+    await this.kc.applyToHTTPSOptions(opts);
+    return (opts.headers ?? {}) as Record<string, string>;
+  }
+
+  async request<T = unknown>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
+    const res = await this.raw(method, path, body, contentType);
+    const text = await readAll(res);
+    if ((res.statusCode ?? 0) >= 400) throw toApiError(res.statusCode ?? 0, text, method, path);
+    return (text ? JSON.parse(text) : undefined) as T;
+  }
+
+  /** Starts a request and returns the response stream (used for watches). */
+  async raw(method: string, path: string, body?: unknown, contentType = 'application/json', signal?: AbortSignal): Promise<http.IncomingMessage> {
+    const url = new URL(this.server + path);
+    const headers = { ...(await this.headers()), Accept: 'application/json' } as Record<string, string>;
+    const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
+    if (payload !== undefined) headers['Content-Type'] = contentType;
+    const mod = url.protocol === 'https:' ? https : http;
+    return new Promise((resolve, reject) => {
+      const req = mod.request(url, { ...this.baseOpts, method, headers, agent: this.agent, signal }, resolve);
+      req.on('error', reject);
+      if (payload !== undefined) req.write(payload);
+      req.end();
+    });
+  }
+
+  get<T = unknown>(path: string): Promise<T> {
+    return this.request<T>('GET', path);
+  }
+
+  /** LIST with pagination, so 10,000 objects never arrive as one huge response. */
+  async list(path: string, query: Record<string, string> = {}, pageSize = 500): Promise<ListResult> {
+    const items: KubeObject[] = [];
+    let cont = '';
+    let resourceVersion = '';
+    do {
+      const q = new URLSearchParams({ ...query, limit: String(pageSize) });
+      if (cont) q.set('continue', cont);
+      const page = await this.get<{ items: KubeObject[]; metadata: { continue?: string; resourceVersion: string }; apiVersion: string; kind: string }>(`${path}?${q}`);
+      // List items carry no apiVersion/kind; restore them from the list's own.
+      const apiVersion = page.apiVersion;
+      const kind = page.kind.replace(/List$/, '');
+      for (const it of page.items) items.push({ ...it, apiVersion: it.apiVersion ?? apiVersion, kind: it.kind ?? kind });
+      cont = page.metadata.continue ?? '';
+      resourceVersion = page.metadata.resourceVersion;
+    } while (cont);
+    return { items, resourceVersion };
+  }
+
+  async version(): Promise<{ gitVersion: string; major: string; minor: string }> {
+    return this.get('/version');
+  }
+
+  /** Every resource the server serves, at each group's preferred version. */
+  async discover(): Promise<ResourceType[]> {
+    const out: ResourceType[] = [];
+    const add = (list: ApiResourceList, group: string, version: string) => {
+      for (const r of list.resources) {
+        out.push({
+          group, version, resource: r.name, kind: r.kind, namespaced: r.namespaced, verbs: r.verbs,
+          singular: r.singularName || r.kind.toLowerCase(), shortNames: r.shortNames ?? [],
+        });
+      }
+    };
+    add(await this.get<ApiResourceList>('/api/v1'), '', 'v1');
+    const groups = await this.get<{ groups: { name: string; preferredVersion: { groupVersion: string; version: string } }[] }>('/apis');
+    const lists = await Promise.all(
+      groups.groups.map(async (g) => {
+        try {
+          return { g, list: await this.get<ApiResourceList>(`/apis/${g.preferredVersion.groupVersion}`) };
+        } catch (err) {
+          // An unavailable aggregated API (metrics-server down) must not stop discovery of the rest.
+          if (err instanceof KubeApiError && err.status === 503) return undefined;
+          throw err;
+        }
+      }),
+    );
+    for (const x of lists) if (x) add(x.list, x.g.name, x.g.preferredVersion.version);
+    return out;
+  }
+}
+
+export function resourcePath(t: Pick<ResourceType, 'group' | 'version' | 'resource'>, namespace?: string, name?: string): string {
+  const base = t.group === '' ? `/api/${t.version}` : `/apis/${t.group}/${t.version}`;
+  const ns = namespace ? `/namespaces/${encodeURIComponent(namespace)}` : '';
+  return `${base}${ns}/${t.resource}${name ? `/${encodeURIComponent(name)}` : ''}`;
+}
+
+function readAll(res: http.IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    res.on('data', (c: Buffer) => chunks.push(c));
+    res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    res.on('error', reject);
+  });
+}
+
+function toApiError(status: number, text: string, method: string, path: string): KubeApiError {
+  let reason = '';
+  let message = text;
+  try {
+    const s = JSON.parse(text) as { reason?: string; message?: string };
+    reason = s.reason ?? '';
+    message = s.message ?? text;
+  } catch {
+    /* not a Status object */
+  }
+  return new KubeApiError(status, reason, `${method} ${path}: ${status} ${reason}: ${message}`);
+}

@@ -1,0 +1,103 @@
+// Render: transformed objects become files of the DR repository. Layout, for spec.git.path P:
+//   P/kustomization.yaml                      lists every namespace folder under P
+//   P/<ns>/kustomization.yaml                 lists the files of the folder
+//   P/<ns>/namespace.yaml                     the Namespace, marked with its owner
+//   P/<ns>/<kind>[.<group>]-<name>.yaml       one file per object
+// so an Argo CD Application or a Flux Kustomization can point at P.
+import type { KubeObject } from './types.ts';
+import { apiGroupOf } from './types.ts';
+import { toYaml } from './yaml.ts';
+
+export const MANAGED_BY_LABEL = 'dr-syncer.io/managed-by';
+export const SOURCE_NAMESPACE_LABEL = 'dr-syncer.io/source-namespace';
+export const REPLICATION_ANNOTATION = 'dr-syncer.io/replication';
+export const SOURCE_CLUSTER_ANNOTATION = 'dr-syncer.io/source-cluster';
+/** Deleting a namespace or a claim in the source must never delete the DR copy of its data. */
+const PRUNE_PROTECTION = {
+  'kustomize.toolkit.fluxcd.io/prune': 'disabled',
+  'argocd.argoproj.io/sync-options': 'Prune=false',
+};
+const PROTECTED_KINDS = new Set(['Namespace', 'PersistentVolumeClaim']);
+
+export const KUSTOMIZATION = 'kustomization.yaml';
+export const NAMESPACE_FILE = 'namespace.yaml';
+
+/** Labels the API server sets on every namespace; they follow the DR name instead. */
+const NAMESPACE_SERVER_LABELS = ['kubernetes.io/metadata.name'];
+
+export interface Owner {
+  /** "<namespace>/<name>" of the Replication. */
+  replication: string;
+  sourceCluster: string;
+}
+
+export interface NamespaceInput {
+  sourceNamespace: string;
+  destinationNamespace: string;
+  /** The source Namespace object, for its labels and annotations (absent if it could not be read). */
+  source?: KubeObject;
+  /** Already transformed objects, all in destinationNamespace. */
+  objects: KubeObject[];
+}
+
+export function normalizeRepoPath(p: string | undefined): string {
+  return (p ?? '').split('/').filter((s) => s !== '' && s !== '.').join('/');
+}
+
+export const joinPath = (...parts: string[]): string => parts.filter((p) => p !== '').join('/');
+
+export function objectFileName(obj: { apiVersion: string; kind: string; metadata: { name: string } }): string {
+  const g = apiGroupOf(obj.apiVersion);
+  return `${obj.kind.toLowerCase()}${g ? `.${g}` : ''}-${obj.metadata.name}.yaml`;
+}
+
+export function namespaceObject(ns: NamespaceInput, owner: Owner): KubeObject {
+  const labels: Record<string, string> = { ...(ns.source?.metadata.labels ?? {}) };
+  for (const l of NAMESPACE_SERVER_LABELS) delete labels[l];
+  labels[MANAGED_BY_LABEL] = 'dr-syncer';
+  labels[SOURCE_NAMESPACE_LABEL] = ns.sourceNamespace;
+  const annotations: Record<string, string> = { ...(ns.source?.metadata.annotations ?? {}) };
+  delete annotations['kubectl.kubernetes.io/last-applied-configuration'];
+  Object.assign(annotations, PRUNE_PROTECTION, {
+    [REPLICATION_ANNOTATION]: owner.replication,
+    [SOURCE_CLUSTER_ANNOTATION]: owner.sourceCluster,
+  });
+  return { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns.destinationNamespace, labels, annotations } };
+}
+
+export function kustomization(resources: string[]): string {
+  return toYaml({ apiVersion: 'kustomize.config.k8s.io/v1beta1', kind: 'Kustomization', resources: [...resources].sort() });
+}
+
+function protect(obj: KubeObject): KubeObject {
+  if (!PROTECTED_KINDS.has(obj.kind) || apiGroupOf(obj.apiVersion) !== '') return obj;
+  return { ...obj, metadata: { ...obj.metadata, annotations: { ...(obj.metadata.annotations ?? {}), ...PRUNE_PROTECTION } } };
+}
+
+export interface RenderedFolder {
+  /** Folder path inside the repository, e.g. "clusters/dr/shop". */
+  folder: string;
+  /** File name → content. */
+  files: Map<string, string>;
+}
+
+export class RenderError extends Error {}
+
+/** Renders one destination namespace folder. Throws RenderError on two objects mapping to one file. */
+export function renderNamespace(basePath: string, ns: NamespaceInput, owner: Owner): RenderedFolder {
+  const files = new Map<string, string>();
+  files.set(NAMESPACE_FILE, toYaml(namespaceObject(ns, owner)));
+  const sorted = [...ns.objects].sort((a, b) => objectFileName(a).localeCompare(objectFileName(b)));
+  for (const obj of sorted) {
+    const name = objectFileName(obj);
+    if (files.has(name)) throw new RenderError(`two objects render to ${ns.destinationNamespace}/${name}; rename one or exclude its type`);
+    files.set(name, toYaml(protect(obj)));
+  }
+  files.set(KUSTOMIZATION, kustomization([...files.keys()]));
+  return { folder: joinPath(basePath, ns.destinationNamespace), files };
+}
+
+/** The kustomization at the base path lists every namespace folder that has one. */
+export function renderRootKustomization(namespaceFolders: string[]): string {
+  return kustomization(namespaceFolders.map((f) => `${f}`));
+}

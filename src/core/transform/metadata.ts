@@ -1,0 +1,44 @@
+// Removes what the source API server and its controllers own: identity, bookkeeping and status.
+// Applying these to another cluster is at best noise and at worst rejected (managedFields with
+// server-side apply) or harmful (ownerReferences to UIDs that do not exist there).
+import type { KubeObject } from '../types.ts';
+
+const SERVER_METADATA = [
+  'uid', 'resourceVersion', 'generation', 'creationTimestamp', 'managedFields', 'selfLink',
+  'ownerReferences', 'finalizers', 'deletionTimestamp', 'deletionGracePeriodSeconds',
+] as const;
+
+/** Annotations written by kubectl or controllers, never by the application's owner. */
+const SERVER_ANNOTATIONS = [
+  'kubectl.kubernetes.io/last-applied-configuration',
+  'deployment.kubernetes.io/revision',
+  'deployment.kubernetes.io/desired-replicas',
+  'deployment.kubernetes.io/max-replicas',
+  'pv.kubernetes.io/bind-completed',
+  'pv.kubernetes.io/bound-by-controller',
+  'pv.kubernetes.io/migrated-to',
+  'volume.kubernetes.io/selected-node',
+  'volume.beta.kubernetes.io/storage-provisioner',
+  'volume.kubernetes.io/storage-provisioner',
+  'endpoints.kubernetes.io/last-change-trigger-time',
+  'kubernetes.io/service-account.uid',
+];
+
+export function stripServerFields(obj: KubeObject): KubeObject {
+  const { status: _status, ...rest } = obj;
+  const md = { ...rest.metadata };
+  for (const f of SERVER_METADATA) delete md[f];
+  if (md.generateName !== undefined && md.name) delete md.generateName;
+  if (md.annotations) {
+    const ann = { ...md.annotations };
+    for (const a of SERVER_ANNOTATIONS) delete ann[a];
+    if (Object.keys(ann).length === 0) delete md.annotations;
+    else md.annotations = ann;
+  }
+  if (md.labels && Object.keys(md.labels).length === 0) delete md.labels;
+  return { ...rest, metadata: md };
+}
+
+export function setAnnotation(obj: KubeObject, key: string, value: string): void {
+  obj.metadata.annotations = { ...(obj.metadata.annotations ?? {}), [key]: value };
+}

@@ -1,0 +1,277 @@
+// One sync of one Replication: read the source (kube adapter), run the pure core, write the DR
+// repository (git adapter). The CLI's `sync` command and the controller both call runSync.
+import { parse as parseYaml } from 'yaml';
+import type { Author, GitRepo, Snapshot } from '../adapters/git/repo.ts';
+import { blobOid, PushConflictError } from '../adapters/git/repo.ts';
+import type { KubeClient } from '../adapters/kube/client.ts';
+import { KubeApiError, resourcePath } from '../adapters/kube/client.ts';
+import { commitMessage, diffFiles } from '../core/commit.ts';
+import type { FileDiff } from '../core/commit.ts';
+import { selectorToQuery } from '../core/labels.ts';
+import type { NamespacePlan, ObjectError, PlanOptions } from '../core/plan.ts';
+import { countByKind, planNamespace } from '../core/plan.ts';
+import type { Owner } from '../core/render.ts';
+import {
+  joinPath, KUSTOMIZATION, kustomization, NAMESPACE_FILE, normalizeRepoPath, objectFileName, REPLICATION_ANNOTATION, renderNamespace,
+} from '../core/render.ts';
+import { resolveResourceTypes } from '../core/select.ts';
+import type { KubeObject, LabelSelector, ResourceType, Skipped } from '../core/types.ts';
+import { isRecord } from '../core/types.ts';
+import type { Logger } from '../util/log.ts';
+import { silentLogger } from '../util/log.ts';
+
+export interface NamespaceSource {
+  sourceNamespace?: string;
+  destinationNamespace?: string;
+  namespaceSelector?: { labelSelector?: LabelSelector; destinationSuffix?: string };
+}
+
+/** Everything a sync needs, independent of how the Replication CR spells it. */
+export interface SyncSpec extends NamespaceSource {
+  /** "<namespace>/<name>" of the Replication. */
+  replication: string;
+  sourceCluster: string;
+  resourceTypes?: string[];
+  excludeResourceTypes?: string[];
+  plan: PlanOptions;
+  git: { path?: string; author: Author; prune: boolean };
+}
+
+/** Turns Secrets into what is written for them (mode SOPS); `previous` is the last rendered file content. */
+export type SecretSealer = (secrets: KubeObject[], previous: (obj: KubeObject) => KubeObject | undefined) => Promise<KubeObject[]>;
+
+export interface SyncDeps {
+  source: KubeClient;
+  repo: GitRepo;
+  sealSecrets?: SecretSealer;
+  now?: () => Date;
+  log?: Logger;
+  /** Attempts when the push is rejected because the branch moved. */
+  maxAttempts?: number;
+}
+
+export interface SyncResult {
+  commit?: string;
+  /** The branch tip after the sync (the new commit, or the unchanged tip). */
+  head?: string;
+  diff: FileDiff;
+  counts: Record<string, number>;
+  skipped: Skipped[];
+  errors: ObjectError[];
+  namespaces: { source: string; destination: string }[];
+  unknownTypes: string[];
+  warnings: string[];
+  attempts: number;
+  durationMs: number;
+}
+
+export class SyncError extends Error {
+  constructor(
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+interface SourceNamespace {
+  source: string;
+  destination: string;
+  object?: KubeObject;
+  listed: KubeObject[];
+  /** Types whose LIST failed: their files are kept as they are, never pruned. */
+  failedTypes: ResourceType[];
+}
+
+const typePrefix = (t: ResourceType): string => `${t.kind.toLowerCase()}${t.group ? `.${t.group}` : ''}-`;
+
+export async function resolveNamespaces(client: KubeClient, spec: NamespaceSource): Promise<{ source: string; destination: string; object?: KubeObject }[]> {
+  if (spec.sourceNamespace) {
+    let object: KubeObject | undefined;
+    try {
+      object = await client.get<KubeObject>(`/api/v1/namespaces/${encodeURIComponent(spec.sourceNamespace)}`);
+    } catch (err) {
+      if (err instanceof KubeApiError && err.status === 404) {
+        throw new SyncError('SourceNamespaceNotFound', `source namespace "${spec.sourceNamespace}" does not exist in the source cluster; nothing was changed in the DR repository`);
+      }
+      throw err;
+    }
+    return [{ source: spec.sourceNamespace, destination: spec.destinationNamespace || spec.sourceNamespace, object }];
+  }
+  const sel = spec.namespaceSelector;
+  if (!sel) throw new SyncError('InvalidSpec', 'set spec.sourceNamespace or spec.namespaceSelector');
+  const q = selectorToQuery(sel.labelSelector);
+  const { items } = await client.list('/api/v1/namespaces', q ? { labelSelector: q } : {});
+  return items
+    .filter((ns) => !isRecord(ns.status) || ns.status.phase !== 'Terminating')
+    .map((ns) => ({ source: ns.metadata.name, destination: `${ns.metadata.name}${sel.destinationSuffix ?? ''}`, object: ns }))
+    .sort((a, b) => a.source.localeCompare(b.source));
+}
+
+async function readSource(client: KubeClient, spec: SyncSpec, log: Logger): Promise<{ namespaces: SourceNamespace[]; unknownTypes: string[]; warnings: string[] }> {
+  const discovered = await client.discover();
+  const resolved = resolveResourceTypes(spec.resourceTypes, spec.excludeResourceTypes, discovered);
+  const warnings = resolved.refused.map((r) => `resource type "${r.name}" skipped: ${r.reason}`);
+  if (resolved.unknown.length) {
+    warnings.push(`unknown resource types (not served by the source cluster): ${resolved.unknown.join(', ')}`);
+  }
+  const targets = await resolveNamespaces(client, spec);
+  const namespaces: SourceNamespace[] = [];
+  // Namespaces one after another, the types of one namespace in parallel: bounded concurrency.
+  for (const t of targets) {
+    const failedTypes: ResourceType[] = [];
+    const lists = await Promise.all(
+      resolved.types.map(async (rt) => {
+        try {
+          return (await client.list(resourcePath(rt, t.source))).items;
+        } catch (err) {
+          failedTypes.push(rt);
+          const msg = err instanceof Error ? err.message : String(err);
+          warnings.push(`listing ${rt.resource}${rt.group ? `.${rt.group}` : ''} in ${t.source} failed; its DR files are kept as they are: ${msg}`);
+          log.warn({ err, namespace: t.source, resource: rt.resource }, 'list failed');
+          return [];
+        }
+      }),
+    );
+    namespaces.push({ ...t, listed: lists.flat(), failedTypes });
+  }
+  return { namespaces, unknownTypes: resolved.unknown, warnings };
+}
+
+interface RepoState {
+  snapshot: Snapshot;
+  parent: string;
+  /** Destination folder name → blob entries (file → oid) for folders this Replication owns. */
+  owned: Map<string, Map<string, string>>;
+  /** Destination folder name → owning Replication, for folders owned by someone else. */
+  foreign: Map<string, string>;
+}
+
+async function readRepoState(repo: GitRepo, parent: string, replication: string): Promise<RepoState> {
+  const snapshot = await repo.fetch();
+  const owned = new Map<string, Map<string, string>>();
+  const foreign = new Map<string, string>();
+  for (const e of (await repo.readDir(snapshot.tree, parent)) ?? []) {
+    if (e.type !== 'tree') continue;
+    const entries = (await repo.readDir(snapshot.tree, joinPath(parent, e.path))) ?? [];
+    const nsFile = entries.find((x) => x.path === NAMESPACE_FILE && x.type === 'blob');
+    if (!nsFile) continue;
+    const ns = parseYaml(await repo.readBlob(nsFile.oid)) as KubeObject | null;
+    const ownerOf = ns?.metadata?.annotations?.[REPLICATION_ANNOTATION];
+    if (ownerOf === replication) owned.set(e.path, new Map(entries.filter((x) => x.type === 'blob').map((x) => [x.path, x.oid])));
+    else if (ownerOf) foreign.set(e.path, ownerOf);
+  }
+  return { snapshot, parent, owned, foreign };
+}
+
+/** Files whose previous content the transforms need: scaled workloads and sealed Secrets. */
+const NEEDS_PREVIOUS = /^(deployment\.apps|statefulset\.apps|secret)-/;
+
+async function loadPrevious(repo: GitRepo, state: RepoState): Promise<Map<string, KubeObject>> {
+  const out = new Map<string, KubeObject>();
+  for (const [folder, files] of state.owned) {
+    for (const [file, oid] of files) {
+      if (!NEEDS_PREVIOUS.test(file)) continue;
+      const obj = parseYaml(await repo.readBlob(oid)) as KubeObject | null;
+      if (obj && isRecord(obj)) out.set(`${folder}/${file}`, obj);
+    }
+  }
+  return out;
+}
+
+export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResult> {
+  const started = Date.now();
+  const log = deps.log ?? silentLogger;
+  const now = deps.now ?? (() => new Date());
+  const parent = normalizeRepoPath(spec.git.path);
+  const owner: Owner = { replication: spec.replication, sourceCluster: spec.sourceCluster };
+
+  const src = await readSource(deps.source, spec, log);
+  const maxAttempts = deps.maxAttempts ?? 5;
+  for (let attempt = 1; ; attempt++) {
+    const state = await readRepoState(deps.repo, parent, spec.replication);
+    const previous = await loadPrevious(deps.repo, state);
+    const errors: ObjectError[] = [];
+    const skipped: Skipped[] = [];
+    const warnings = [...src.warnings];
+    const folders = new Map<string, Map<string, string> | null>();
+    const written: KubeObject[] = [];
+
+    for (const ns of src.namespaces) {
+      const foreignOwner = state.foreign.get(ns.destination);
+      if (foreignOwner) {
+        errors.push({
+          ref: `Namespace ${ns.destination}`, file: NAMESPACE_FILE,
+          message: `the DR repository folder ${joinPath(parent, ns.destination)} belongs to Replication ${foreignOwner}; choose another destination namespace or git path`,
+        });
+        continue;
+      }
+      const prevOf = (o: KubeObject) => previous.get(`${ns.destination}/${objectFileName(o)}`);
+      const plan: NamespacePlan = planNamespace(ns.listed, ns.source, ns.destination, spec.plan, prevOf);
+      skipped.push(...plan.skipped);
+      errors.push(...plan.errors);
+      let objects = plan.objects;
+      if (plan.secrets.length) {
+        if (!deps.sealSecrets) throw new SyncError('SecretsModeUnsupported', 'secrets.mode SOPS needs a sealer');
+        objects = [...objects, ...(await deps.sealSecrets(plan.secrets, prevOf))];
+      }
+      written.push(...objects);
+      const folder = renderNamespace(parent, { sourceNamespace: ns.source, destinationNamespace: ns.destination, source: ns.object, objects }, owner);
+      const prevFiles = state.owned.get(ns.destination);
+      if (prevFiles) {
+        // Keep what must not change: files of failed objects and failed types, and with prune
+        // off, files of objects that no longer exist at the source.
+        const keep = (file: string) =>
+          !spec.git.prune ||
+          ns.failedTypes.some((t) => file.startsWith(typePrefix(t))) ||
+          plan.errors.some((e) => e.file === file);
+        for (const [file, oid] of prevFiles) {
+          if (folder.files.has(file) || file === KUSTOMIZATION || !keep(file)) continue;
+          folder.files.set(file, await deps.repo.readBlob(oid));
+        }
+        folder.files.set(KUSTOMIZATION, kustomization([...folder.files.keys()].filter((f) => f !== KUSTOMIZATION)));
+      }
+      folders.set(folder.folder, folder.files);
+    }
+    // Folders this Replication wrote before but no longer selects (a namespace lost its label).
+    const selected = new Set(src.namespaces.map((n) => n.destination));
+    for (const dest of state.owned.keys()) if (!selected.has(dest)) folders.set(joinPath(parent, dest), null);
+
+    const tree = await deps.repo.buildTree(state.snapshot.tree, parent, folders, async (entries) => {
+      const withKustomization: string[] = [];
+      for (const e of entries) {
+        if (e.type !== 'tree') continue;
+        const files = folders.get(joinPath(parent, e.path));
+        const has = files ? files.has(KUSTOMIZATION) : ((await deps.repo.readDir(state.snapshot.tree, joinPath(parent, e.path))) ?? []).some((x) => x.path === KUSTOMIZATION);
+        if (has) withKustomization.push(e.path);
+      }
+      return new Map([[KUSTOMIZATION, kustomization(withKustomization)]]);
+    });
+
+    const before = new Map<string, string>();
+    for (const [dest, files] of state.owned) for (const [f, oid] of files) before.set(`${joinPath(parent, dest)}/${f}`, oid);
+    const after = new Map<string, string>();
+    for (const [folder, files] of folders) if (files) for (const [f, c] of files) after.set(`${folder}/${f}`, blobOid(c));
+    const diff = diffFiles(before, after);
+    const counts = countByKind(written);
+    const base = {
+      diff, counts, skipped, errors, warnings, attempts: attempt, unknownTypes: src.unknownTypes,
+      namespaces: src.namespaces.map((n) => ({ source: n.source, destination: n.destination })),
+    };
+
+    if (tree === state.snapshot.tree) {
+      return { ...base, head: state.snapshot.commit, diff: { added: [], changed: [], removed: [] }, durationMs: Date.now() - started };
+    }
+    const message = commitMessage({ replication: spec.replication, sourceCluster: spec.sourceCluster, diff, counts, notes: warnings });
+    const commit = await deps.repo.commit(tree, state.snapshot.commit, message, spec.git.author, now());
+    try {
+      await deps.repo.push(commit, state.snapshot.commit);
+      log.info({ commit, added: diff.added.length, changed: diff.changed.length, removed: diff.removed.length }, 'committed');
+      return { ...base, commit, head: commit, durationMs: Date.now() - started };
+    } catch (err) {
+      if (!(err instanceof PushConflictError) || attempt >= maxAttempts) throw err;
+      log.info({ attempt, err: err.message }, 'branch moved; re-rendering onto the new head');
+      await new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** attempt) * (0.5 + Math.random())));
+    }
+  }
+}
