@@ -53,6 +53,9 @@ export function blobOid(content: string | Uint8Array): string {
 
 function describeError(err: unknown): string {
   if (err instanceof Error) {
+    if (err.name === 'UserCanceledError') {
+      return 'authentication failed: the server refused the credentials (check the credentials Secret: keys username/password or token)';
+    }
     const data = (err as { data?: { statusCode?: number; statusMessage?: string } }).data;
     if (data?.statusCode === 401 || data?.statusCode === 403) {
       return `authentication failed (HTTP ${data.statusCode}): check the credentials Secret (keys username/password or token)`;
@@ -101,6 +104,7 @@ export class GitRepo {
       if (!fs.existsSync(path.join(this.gitdir, 'HEAD'))) {
         await fs.promises.mkdir(this.gitdir, { recursive: true });
         await git.init({ fs, gitdir: this.gitdir, bare: true, defaultBranch: this.branch });
+        await git.addRemote({ fs, gitdir: this.gitdir, remote: 'origin', url: this.url, force: true });
       }
       try {
         const res = await git.fetch({
@@ -110,8 +114,9 @@ export class GitRepo {
         if (!res.fetchHead) return {};
         await git.writeRef({ fs, gitdir: this.gitdir, ref: this.trackingRef, value: res.fetchHead, force: true });
       } catch (err) {
-        // A new repository, or one without our branch yet: we create the branch with the first push.
-        if (err instanceof Error && (err.name === 'NotFoundError' || /could not find|empty/i.test(err.message))) {
+        // A repository without our branch yet: we create the branch with the first push.
+        // (An empty repository answers with no fetchHead, above.)
+        if (err instanceof Error && err.name === 'NotFoundError' && err.message === `Could not find ${this.branch}.`) {
           await git.deleteRef({ fs, gitdir: this.gitdir, ref: this.trackingRef }).catch(() => undefined);
           return {};
         }

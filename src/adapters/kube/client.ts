@@ -49,16 +49,22 @@ export class KubeClient {
     return new KubeClient(kc, opts);
   }
 
-  static async fromFile(file: string): Promise<KubeClient> {
+  static async fromFile(file: string, context?: string): Promise<KubeClient> {
     const kc = new KubeConfig();
     kc.loadFromFile(file);
+    if (context) kc.setCurrentContext(context);
     return KubeClient.fromKubeConfig(kc);
   }
 
-  static async fromString(content: string): Promise<KubeClient> {
+  static async fromString(content: string, context?: string): Promise<KubeClient> {
     const kc = new KubeConfig();
     kc.loadFromString(content);
+    if (context) kc.setCurrentContext(context);
     return KubeClient.fromKubeConfig(kc);
+  }
+
+  get contextName(): string {
+    return this.kc.getCurrentContext();
   }
 
   /** Credentials that expire (exec plugins, OIDC) are refreshed per request by client-node. */
