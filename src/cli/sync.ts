@@ -87,17 +87,22 @@ export async function runSyncCommand(argv: string[]): Promise<number> {
     console.error(`${args.file} has no object of kind Replication`);
     return 2;
   }
+  // Command-line overrides go into the manifest before validation: --repo satisfies "needs a repository".
+  const raw = doc as { spec?: { git?: Record<string, unknown> } };
+  if (args.repo || args.branch || args.path) {
+    raw.spec = { ...(raw.spec ?? {}) };
+    raw.spec.git = { ...(raw.spec.git ?? {}), ...(args.repo ? { url: args.repo } : {}), ...(args.branch ? { branch: args.branch } : {}), ...(args.path ? { path: args.path } : {}) };
+  }
   const valid = validateReplication(doc);
   if (!valid.ok) {
     console.error(`${args.file}: invalid Replication:\n${valid.errors.map((e) => `  - ${e}`).join('\n')}`);
     return 2;
   }
   const rep = valid.value;
-  if (args.branch || args.path) rep.spec.git = { ...(rep.spec.git ?? {}), ...(args.branch ? { branch: args.branch } : {}), ...(args.path ? { path: args.path } : {}) };
 
   let target;
   try {
-    target = gitTarget(rep, undefined, args.repo);
+    target = gitTarget(rep);
   } catch (err) {
     console.error(`${err instanceof Error ? err.message : String(err)} (or pass --repo; the CLI does not read RemoteClusters)`);
     return 2;
