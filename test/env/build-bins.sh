@@ -22,13 +22,22 @@ if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
   log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS has no kube-apiserver/etcd; building our own"
 fi
 
-have() { [ -x "$OUT/$1" ] && "$OUT/$1" --version 2>/dev/null | grep -q "$2"; }
+# Capture first: `cmd | grep -q` under pipefail fails when grep exits early and cmd gets SIGPIPE.
+have() { [ -x "$OUT/$1" ] || return 1; local v; v=$("$OUT/$1" --version 2>/dev/null) || return 1; [[ "$v" == *"$2"* ]]; }
 if have kube-apiserver "$K8S_VERSION" && have kube-controller-manager "$K8S_VERSION" \
    && [ -x "$OUT/kubectl" ] && have etcd "${ETCD_VERSION#v}"; then
   echo "$OUT"; exit 0
 fi
 
 command -v go >/dev/null || { log "Go is required to build the test control plane (https://go.dev/dl)"; exit 1; }
+# One build at a time: parallel test processes wait for the first one instead of racing it.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/build-bins.lock"
+flock 9
+if have kube-apiserver "$K8S_VERSION" && have kube-controller-manager "$K8S_VERSION" \
+   && [ -x "$OUT/kubectl" ] && have etcd "${ETCD_VERSION#v}"; then
+  echo "$OUT"; exit 0
+fi
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 mkdir -p "$OUT"
 start=$(date +%s)

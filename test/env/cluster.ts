@@ -1,0 +1,663 @@
+// A real Kubernetes control plane on loopback for integration tests: etcd, kube-apiserver and
+// (optionally) kube-controller-manager built by build-bins.sh, each cluster with its own PKI,
+// free ports and working dir. Processes are tracked by PID and killed on exit or signal, so a
+// failed or interrupted run leaves nothing behind; detached clusters (for the CLI) outlive us.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, openSync, closeSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile, open } from 'node:fs/promises';
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface TestCluster {
+  name: string;
+  /** Working dir: pki/, etcd data, logs, pids. */
+  dir: string;
+  /** Admin kubeconfig (client cert, O=system:masters), server https://127.0.0.1:<port>. */
+  kubeconfigPath: string;
+  /** https://127.0.0.1:<port> */
+  server: string;
+  /** Kill by PID (apiserver, kcm, etcd), wait for exit, remove dir unless KEEP_TESTENV=1. */
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  name?: string;
+  dir?: string;
+  /** Default true. */
+  controllerManager?: boolean;
+  /** For the CLI: processes outlive this node process; pids in dir/*.pid. */
+  detached?: boolean;
+}
+
+const START_TIMEOUT_MS = 90_000;
+const KILL_GRACE_MS = 5_000;
+/** Marks a dir as ours, so stop/down never removes a folder it did not create. */
+const MARKER = '.dr-syncer-testenv';
+const COMPONENTS = ['kube-controller-manager', 'kube-apiserver', 'etcd'] as const; // stop order
+type Component = (typeof COMPONENTS)[number];
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const BUILD_SCRIPT = path.join(HERE, 'build-bins.sh');
+
+// ---------------------------------------------------------------------------------------------
+// Binaries
+
+let binDirPromise: Promise<string> | undefined;
+
+/** Runs build-bins.sh once per process (it honours KUBEBUILDER_ASSETS) and returns the folder. */
+export function binDir(): Promise<string> {
+  binDirPromise ??= runBuild().catch((err: unknown) => {
+    binDirPromise = undefined; // let a later call retry
+    throw err;
+  });
+  return binDirPromise;
+}
+
+function runBuild(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('bash', [BUILD_SCRIPT], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    // A warm check is quiet; a cold build takes many minutes, so show its progress after a while.
+    let echo = process.env.TESTENV_VERBOSE === '1';
+    const timer = setTimeout(() => {
+      echo = true;
+      process.stderr.write(err);
+    }, 5_000);
+    timer.unref();
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (echo) process.stderr.write(d);
+    });
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot run ${BUILD_SCRIPT}: ${e.message}`));
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      const dir = out.trim().split('\n').pop() ?? '';
+      if (code !== 0 || dir === '') {
+        reject(new Error(`${BUILD_SCRIPT} failed (exit ${code}):\n${tailText(err, 30)}`));
+      } else {
+        resolve(dir);
+      }
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// kubectl
+
+export async function kubectl(
+  kubeconfig: string,
+  args: string[],
+  opts: { input?: string; check?: boolean } = {},
+): Promise<{ stdout: string; stderr: string; code: number }> {
+  const bin = await kubectlPath();
+  const res = await run(bin, ['--kubeconfig', kubeconfig, ...args], { input: opts.input });
+  if ((opts.check ?? true) && res.code !== 0) {
+    throw new Error(`kubectl ${args.join(' ')} failed (exit ${res.code}): ${res.stderr.trim()}`);
+  }
+  return res;
+}
+
+let kubectlBin: Promise<string> | undefined;
+function kubectlPath(): Promise<string> {
+  kubectlBin ??= binDir().then(
+    (d) => (existsSync(path.join(d, 'kubectl')) ? path.join(d, 'kubectl') : 'kubectl'),
+    () => 'kubectl', // no Go / build failed: the PATH one is good enough for a client
+  );
+  return kubectlBin;
+}
+
+function run(
+  cmd: string,
+  args: string[],
+  opts: { input?: string | undefined; cwd?: string } = {},
+): Promise<{ stdout: string; stderr: string; code: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', (e) => reject(new Error(`cannot run ${cmd}: ${e.message}`)));
+    child.on('close', (code, signal) => resolve({ stdout, stderr, code: code ?? (signal ? 128 : 1) }));
+    child.stdin.on('error', () => {}); // EPIPE if the command exits without reading stdin
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process tracking and cleanup
+
+/** Children of this process that must die with it (non-detached clusters). */
+const owned = new Map<number, ChildProcess>();
+/** Their working dirs, removed on exit too (unless KEEP_TESTENV=1). */
+const ownedDirs = new Set<string>();
+let handlersInstalled = false;
+
+function installHandlers(): void {
+  if (handlersInstalled) return;
+  handlersInstalled = true;
+  process.on('exit', () => killOwnedSync());
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    const onSignal = (): void => {
+      killOwnedSync();
+      // We replaced the default action; if nobody else handles the signal, restore and re-raise it.
+      if (process.listenerCount(sig) === 1) {
+        process.removeListener(sig, onSignal);
+        process.kill(process.pid, sig);
+      }
+    };
+    process.on(sig, onSignal);
+  }
+}
+
+function killOwnedSync(): void {
+  const pids = [...owned.keys()];
+  for (const pid of pids) signal(pid, 'SIGTERM');
+  const deadline = Date.now() + KILL_GRACE_MS;
+  const sleeper = new Int32Array(new SharedArrayBuffer(4));
+  while (Date.now() < deadline && pids.some(isAlive)) Atomics.wait(sleeper, 0, 0, 50);
+  for (const pid of pids) if (isAlive(pid)) signal(pid, 'SIGKILL');
+  owned.clear();
+  if (process.env.KEEP_TESTENV !== '1') {
+    for (const dir of ownedDirs) {
+      try {
+        if (existsSync(path.join(dir, MARKER))) rmSync(dir, { recursive: true, force: true });
+      } catch {
+        // best effort while exiting
+      }
+    }
+  }
+  ownedDirs.clear();
+}
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // already gone
+  }
+}
+
+/** Alive and not a zombie (an unreaped child still answers kill(pid, 0), e.g. in an exit handler). */
+function isAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    if (existsSync('/proc/self/stat')) return false; // Linux: no entry means gone
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}
+
+/** Guards against PID reuse when killing from a pid file: the process must still be that binary. */
+function isComponent(pid: number, comp: Component): boolean {
+  try {
+    const argv0 = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] ?? '';
+    return path.basename(argv0) === comp;
+  } catch {
+    return !existsSync('/proc/self/cmdline') && isAlive(pid);
+  }
+}
+
+async function killAndWait(pids: number[]): Promise<void> {
+  for (const pid of pids) signal(pid, 'SIGTERM');
+  const deadline = Date.now() + KILL_GRACE_MS;
+  while (Date.now() < deadline && pids.some(isAlive)) await sleep(50);
+  const stuck = pids.filter(isAlive);
+  for (const pid of stuck) signal(pid, 'SIGKILL');
+  const hard = Date.now() + KILL_GRACE_MS;
+  while (Date.now() < hard && stuck.some(isAlive)) await sleep(50);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ports, PKI, kubeconfig
+
+const handedOut = new Set<number>();
+
+/** A free loopback port; never the same one twice in this process (parallel starts). */
+async function freePort(): Promise<number> {
+  for (;;) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const srv = net.createServer();
+      srv.unref();
+      srv.on('error', reject);
+      srv.listen(0, '127.0.0.1', () => {
+        const addr = srv.address();
+        srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+      });
+    });
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+}
+
+async function openssl(cwd: string, args: string[]): Promise<void> {
+  const res = await run('openssl', args, { cwd });
+  if (res.code !== 0) throw new Error(`openssl ${args.join(' ')} failed (exit ${res.code}): ${res.stderr.trim()}`);
+}
+
+function serial(): string {
+  return '0x' + randomBytes(16).toString('hex');
+}
+
+/** CA, apiserver serving cert, admin client cert (O=system:masters) and the SA key pair. */
+async function makePki(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const rsa = ['-newkey', 'rsa:2048', '-nodes'];
+  await writeFile(
+    path.join(dir, 'server.ext'),
+    'subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n' +
+      'extendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n',
+  );
+  await writeFile(path.join(dir, 'client.ext'), 'extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n');
+  const sign = (base: string, ext: string): Promise<void> =>
+    openssl(dir, ['x509', '-req', '-in', `${base}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-set_serial', serial(),
+      '-days', '30', '-extfile', ext, '-out', `${base}.crt`]);
+  await Promise.all([
+    openssl(dir, ['req', '-x509', ...rsa, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '30', '-subj', '/CN=dr-syncer-testenv-ca',
+      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign,digitalSignature']),
+    openssl(dir, ['req', ...rsa, '-keyout', 'apiserver.key', '-out', 'apiserver.csr', '-subj', '/CN=kube-apiserver']),
+    // CN = user name, O = group; system:masters bypasses RBAC.
+    openssl(dir, ['req', ...rsa, '-keyout', 'admin.key', '-out', 'admin.csr', '-subj', '/O=system:masters/CN=admin']),
+    openssl(dir, ['genrsa', '-out', 'sa.key', '2048']).then(() => openssl(dir, ['rsa', '-in', 'sa.key', '-pubout', '-out', 'sa.pub'])),
+  ]);
+  await Promise.all([sign('apiserver', 'server.ext'), sign('admin', 'client.ext')]);
+}
+
+function kubeconfigYaml(name: string, server: string, ca: Buffer, cert: Buffer, key: Buffer): string {
+  const n = JSON.stringify(name); // a JSON string is a valid YAML scalar
+  const b64 = (b: Buffer): string => b.toString('base64');
+  return [
+    'apiVersion: v1',
+    'kind: Config',
+    'clusters:',
+    `- name: ${n}`,
+    '  cluster:',
+    `    server: ${server}`,
+    `    certificate-authority-data: ${b64(ca)}`,
+    'users:',
+    '- name: admin',
+    '  user:',
+    `    client-certificate-data: ${b64(cert)}`,
+    `    client-key-data: ${b64(key)}`,
+    'contexts:',
+    `- name: ${n}`,
+    '  context:',
+    `    cluster: ${n}`,
+    '    user: admin',
+    `current-context: ${n}`,
+    '',
+  ].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Readiness probes
+
+interface Tls {
+  ca: Buffer;
+  cert: Buffer;
+  key: Buffer;
+}
+
+function httpGet(url: string, tls?: Tls): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const mod = u.protocol === 'https:' ? https : http;
+    const req = mod.request(
+      { host: u.hostname, port: u.port, path: u.pathname + u.search, method: 'GET', agent: false, timeout: 3_000, ...tls },
+      (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function ok(url: string, tls?: Tls): Promise<boolean> {
+  try {
+    return (await httpGet(url, tls)).status === 200;
+  } catch {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start / stop
+
+interface Proc {
+  comp: Component;
+  pid: number;
+  child: ChildProcess;
+  log: string;
+}
+
+class StartError extends Error {
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+  ) {
+    super(message);
+  }
+}
+
+let clusterCounter = 0;
+
+export async function startCluster(opts: StartOptions = {}): Promise<TestCluster> {
+  const bins = await binDir();
+  const name = opts.name ?? `testenv-${process.pid}-${++clusterCounter}`;
+  const dir = await prepareDir(opts.dir, name);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(bins, name, dir, opts);
+    } catch (err) {
+      // Ports are probed then released, so another process can take one in between: retry.
+      if (err instanceof StartError && err.retryable && attempt < 3) {
+        await clearDir(dir);
+        continue;
+      }
+      ownedDirs.delete(dir);
+      if (process.env.KEEP_TESTENV !== '1') await removeDir(dir);
+      else if (err instanceof Error) err.message += `\n(kept ${dir})`;
+      throw err;
+    }
+  }
+}
+
+export async function startClusters(n: number, opts: Omit<StartOptions, 'name' | 'dir'> = {}): Promise<TestCluster[]> {
+  await binDir(); // build once, not n times concurrently
+  const base = `testenv-${process.pid}-${++clusterCounter}`;
+  const results = await Promise.allSettled(
+    Array.from({ length: n }, (_, i) => startCluster({ ...opts, name: `${base}-${i + 1}` })),
+  );
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
+    await Promise.all(results.map((r) => (r.status === 'fulfilled' ? r.value.stop() : undefined)));
+    throw failed.reason;
+  }
+  return results.map((r) => (r as PromiseFulfilledResult<TestCluster>).value);
+}
+
+async function prepareDir(dir: string | undefined, name: string): Promise<string> {
+  if (dir === undefined) {
+    const d = await mkdtemp(path.join(os.tmpdir(), `drs-${name.replace(/[^A-Za-z0-9_.-]/g, '_')}-`));
+    await writeFile(path.join(d, MARKER), '');
+    return d;
+  }
+  const abs = path.resolve(dir);
+  await mkdir(abs, { recursive: true });
+  const entries = await readdir(abs);
+  if (entries.length > 0 && !entries.includes(MARKER)) {
+    throw new Error(`${abs} is not empty and not a test cluster dir; use an empty or new folder`);
+  }
+  const live = livePids(abs);
+  if (live.length > 0) {
+    throw new Error(`a test cluster is already running in ${abs} (pids ${live.map((p) => p.pid).join(', ')}); stop it first`);
+  }
+  await clearDir(abs);
+  return abs;
+}
+
+/** Empties an (own) cluster dir, keeping the marker. */
+async function clearDir(dir: string): Promise<void> {
+  for (const e of await readdir(dir)) if (e !== MARKER) await rm(path.join(dir, e), { recursive: true, force: true });
+  await writeFile(path.join(dir, MARKER), '');
+}
+
+async function removeDir(dir: string): Promise<void> {
+  if (existsSync(path.join(dir, MARKER))) await rm(dir, { recursive: true, force: true });
+}
+
+async function startOnce(bins: string, name: string, dir: string, opts: StartOptions): Promise<TestCluster> {
+  const t0 = Date.now();
+  const detached = opts.detached === true;
+  if (!detached) {
+    installHandlers();
+    ownedDirs.add(dir);
+  }
+  const [etcdPort, peerPort, apiPort] = [await freePort(), await freePort(), await freePort()];
+  const pki = path.join(dir, 'pki');
+  await makePki(pki);
+  const server = `https://127.0.0.1:${apiPort}`;
+  const read = (f: string): Promise<Buffer> => readFile(path.join(pki, f));
+  const tls: Tls = { ca: await read('ca.crt'), cert: await read('admin.crt'), key: await read('admin.key') };
+  const kubeconfigPath = path.join(dir, 'kubeconfig');
+  await writeFile(kubeconfigPath, kubeconfigYaml(name, server, tls.ca, tls.cert, tls.key), { mode: 0o600 });
+
+  const procs: Proc[] = [];
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  const launch = async (comp: Component, args: string[]): Promise<Proc> => {
+    const log = path.join(dir, `${comp}.log`);
+    const fd = openSync(log, 'a');
+    let child: ChildProcess;
+    try {
+      child = spawn(path.join(bins, comp), args, { cwd: dir, stdio: ['ignore', fd, fd], detached });
+    } finally {
+      closeSync(fd);
+    }
+    const pid = await new Promise<number>((resolve, reject) => {
+      child.once('spawn', () => resolve(child.pid as number));
+      child.once('error', (e) => reject(new Error(`cannot start ${comp}: ${e.message}`)));
+    });
+    const p: Proc = { comp, pid, child, log };
+    procs.push(p);
+    await writeFile(path.join(dir, `${comp}.pid`), `${pid}\n`);
+    if (detached) {
+      child.unref();
+    } else {
+      owned.set(pid, child);
+      child.once('exit', () => owned.delete(pid));
+    }
+    return p;
+  };
+  const waitFor = async (p: Proc, what: string, probe: () => Promise<boolean>): Promise<void> => {
+    for (;;) {
+      if (await probe()) {
+        if (process.env.TESTENV_VERBOSE === '1') process.stderr.write(`[testenv] ${name}: ${what} after ${Date.now() - t0} ms\n`);
+        return;
+      }
+      if (p.child.exitCode !== null || p.child.signalCode !== null) {
+        const tail = await logTail(p.log);
+        const inUse = /address already in use/i.test(tail);
+        throw new StartError(
+          `${name}: ${p.comp} exited (${p.child.exitCode ?? p.child.signalCode}) before ${what}; ${p.log}:\n${tail}`,
+          inUse,
+        );
+      }
+      if (Date.now() > deadline) {
+        throw new StartError(
+          `${name}: timed out after ${START_TIMEOUT_MS / 1000}s waiting for ${what}; ${p.log}:\n${await logTail(p.log)}`,
+          false,
+        );
+      }
+      await sleep(200);
+    }
+  };
+
+  try {
+    const etcdUrl = `http://127.0.0.1:${etcdPort}`;
+    const peerUrl = `http://127.0.0.1:${peerPort}`;
+    const etcd = await launch('etcd', [
+      '--name=testenv',
+      `--data-dir=${path.join(dir, 'etcd')}`,
+      `--listen-client-urls=${etcdUrl}`,
+      `--advertise-client-urls=${etcdUrl}`,
+      `--listen-peer-urls=${peerUrl}`,
+      `--initial-advertise-peer-urls=${peerUrl}`,
+      `--initial-cluster=testenv=${peerUrl}`,
+      '--unsafe-no-fsync',
+      '--snapshot-count=10000', // fewer raft entries kept in memory
+      '--log-level=warn',
+    ]);
+    await waitFor(etcd, 'etcd /health', () => ok(`${etcdUrl}/health`));
+
+    const api = await launch('kube-apiserver', [
+      `--etcd-servers=${etcdUrl}`,
+      '--bind-address=127.0.0.1',
+      // A loopback bind address otherwise advertises the host's default-route IP (or fails without one).
+      '--advertise-address=127.0.0.1',
+      `--secure-port=${apiPort}`,
+      `--cert-dir=${pki}`,
+      `--tls-cert-file=${path.join(pki, 'apiserver.crt')}`,
+      `--tls-private-key-file=${path.join(pki, 'apiserver.key')}`,
+      `--client-ca-file=${path.join(pki, 'ca.crt')}`,
+      `--service-account-issuer=${server}`,
+      `--service-account-key-file=${path.join(pki, 'sa.pub')}`,
+      `--service-account-signing-key-file=${path.join(pki, 'sa.key')}`,
+      '--service-cluster-ip-range=10.0.0.0/24',
+      '--authorization-mode=RBAC',
+      // Pods are created without waiting for the default SA (and there is none without kcm).
+      '--disable-admission-plugins=ServiceAccount',
+      '--allow-privileged=true',
+      // A loopback address is invalid in Endpoints: do not reconcile the kubernetes service.
+      '--endpoint-reconciler-type=none',
+      '--v=0',
+    ]);
+    await waitFor(api, 'kube-apiserver /readyz', () => ok(`${server}/readyz`, tls));
+    await waitFor(api, 'the default namespace', () => ok(`${server}/api/v1/namespaces/default`, tls));
+
+    if (opts.controllerManager ?? true) {
+      const kcm = await launch('kube-controller-manager', [
+        `--kubeconfig=${kubeconfigPath}`,
+        '--secure-port=0', // no HTTPS endpoint, so no authn/authz kubeconfigs needed
+        '--leader-elect=false',
+        `--controllers=${KCM_CONTROLLERS.join(',')}`,
+        `--service-account-private-key-file=${path.join(pki, 'sa.key')}`,
+        `--root-ca-file=${path.join(pki, 'ca.crt')}`,
+        '--use-service-account-credentials=false',
+        '--v=0',
+      ]);
+      // The default ServiceAccount appears only when the serviceaccount controller runs.
+      await waitFor(kcm, 'the default ServiceAccount (kube-controller-manager)', () =>
+        ok(`${server}/api/v1/namespaces/default/serviceaccounts/default`, tls),
+      );
+    }
+  } catch (err) {
+    await killAndWait(procs.map((p) => p.pid));
+    throw err;
+  }
+
+  let stopped: Promise<void> | undefined;
+  return {
+    name,
+    dir,
+    kubeconfigPath,
+    server,
+    stop: () => (stopped ??= stopProcs(dir, procs)),
+  };
+}
+
+const KCM_CONTROLLERS = [
+  'namespace-controller',
+  'garbage-collector-controller',
+  'deployment-controller',
+  'replicaset-controller',
+  'statefulset-controller',
+  'job-controller',
+  'cronjob-controller',
+  'serviceaccount-controller',
+  'serviceaccount-token-controller',
+  'root-ca-certificate-publisher-controller',
+  'clusterrole-aggregation-controller',
+  'persistentvolume-binder-controller',
+  'persistentvolumeclaim-protection-controller',
+  'persistentvolume-protection-controller',
+  'resourcequota-controller',
+];
+
+async function stopProcs(dir: string, procs: Proc[]): Promise<void> {
+  // kcm and the apiserver first, so neither logs a storm of etcd errors while it shuts down.
+  const byComp = (c: Component): number[] => procs.filter((p) => p.comp === c).map((p) => p.pid);
+  await killAndWait([...byComp('kube-controller-manager'), ...byComp('kube-apiserver')]);
+  await killAndWait(byComp('etcd'));
+  for (const p of procs) owned.delete(p.pid);
+  await finishStop(dir);
+  ownedDirs.delete(dir);
+}
+
+async function finishStop(dir: string): Promise<void> {
+  if (process.env.KEEP_TESTENV === '1') {
+    for (const c of COMPONENTS) await rm(path.join(dir, `${c}.pid`), { force: true });
+  } else {
+    await removeDir(dir);
+  }
+}
+
+function livePids(dir: string): { comp: Component; pid: number }[] {
+  const out: { comp: Component; pid: number }[] = [];
+  for (const comp of COMPONENTS) {
+    let text: string;
+    try {
+      text = readFileSync(path.join(dir, `${comp}.pid`), 'utf8');
+    } catch {
+      continue;
+    }
+    const pid = Number.parseInt(text.trim(), 10);
+    if (Number.isInteger(pid) && pid > 0 && isAlive(pid) && isComponent(pid, comp)) out.push({ comp, pid });
+  }
+  return out;
+}
+
+/** Stops a cluster started with detached:true (possibly by another process) from its pid files. */
+export async function stopDetached(dir: string): Promise<void> {
+  const abs = path.resolve(dir);
+  if (!existsSync(abs)) throw new Error(`${abs} does not exist`);
+  const names = readdirSync(abs);
+  if (!names.includes(MARKER) || !names.some((n) => n.endsWith('.pid'))) {
+    throw new Error(`no test cluster in ${abs} (no pid files)`);
+  }
+  const live = livePids(abs);
+  const of = (c: Component): number[] => live.filter((p) => p.comp === c).map((p) => p.pid);
+  await killAndWait([...of('kube-controller-manager'), ...of('kube-apiserver')]);
+  await killAndWait(of('etcd'));
+  await finishStop(abs);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function tailText(text: string, lines: number): string {
+  return text.trimEnd().split('\n').slice(-lines).join('\n');
+}
+
+async function logTail(file: string, lines = 25): Promise<string> {
+  try {
+    const fh = await open(file, 'r');
+    try {
+      const { size } = await fh.stat();
+      const len = Math.min(size, 16_384);
+      const buf = Buffer.alloc(len);
+      await fh.read(buf, 0, len, size - len);
+      return tailText(buf.toString('utf8'), lines);
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return '(no log)';
+  }
+}
