@@ -1,0 +1,558 @@
+// Replication: copy the objects of one namespace (or of every namespace a selector matches) from
+// a source cluster into the DR cluster's GitOps repository, optionally with PVC data.
+import { Type } from '@sinclair/typebox';
+import type { Static } from '@sinclair/typebox';
+import {
+  AnyValue,
+  Conditions,
+  Duration,
+  GIT_CREDENTIALS_DESCRIPTION,
+  GitPath,
+  GitUrl,
+  LabelSelector,
+  LocalSecretRef,
+  MatchString,
+  NamespaceName,
+  ObjectMeta,
+  ObjectName,
+  PatternString,
+  StringEnum,
+  Timestamp,
+  withRules,
+} from './common.ts';
+
+export const REPLICATION_MODES = ['Continuous', 'Scheduled', 'Manual'] as const;
+export type ReplicationMode = (typeof REPLICATION_MODES)[number];
+
+export { DEFAULT_RESOURCE_TYPES } from '../../core/select.ts';
+import { DEFAULT_RESOURCE_TYPES } from '../../core/select.ts';
+
+// 5-field cron (minute hour day-of-month month day-of-week; numbers, names, *, ?, lists, ranges,
+// steps) or one of the @ macros. The controller validates the ranges when it parses it.
+export const CRON_PATTERN =
+  '^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*?/,-]+( +[0-9A-Za-z*?/,-]+){4})$';
+
+const RESOURCE_TYPE_PATTERN = '^(\\*|[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*)$';
+const RESOURCE_TYPE_HINT =
+  'must be a resource name such as "deployments" (the Kind "Deployment", its singular or short name work too, case-insensitive), "resource.group" for other API groups ' +
+  '(for example "certificates.cert-manager.io"), or "*"';
+
+function ResourceTypeList(description: string, def?: readonly string[]) {
+  return Type.Array(MatchString(RESOURCE_TYPE_PATTERN, RESOURCE_TYPE_HINT, { description: 'A resource type.', maxLength: 253 }), {
+    description,
+    maxItems: 256,
+    'x-kubernetes-list-type': 'set',
+    ...(def !== undefined ? { default: [...def] } : {}),
+  });
+}
+
+export const NamespaceSelector = Type.Object(
+  {
+    labelSelector: LabelSelector(
+      'Source namespaces whose labels match are replicated, for example matchLabels {dr-syncer.io/replicate: "true"}. ' +
+        'Namespaces that start or stop matching are picked up on the next sync.',
+    ),
+    destinationSuffix: Type.Optional(
+      PatternString('^([-a-z0-9]*[a-z0-9])?$', 'must be lowercase letters, digits and "-", ending with a letter or digit, such as "-dr"', {
+        description:
+          'Appended to each source namespace name to form its destination namespace, for example "-dr" maps "shop" to "shop-dr". ' +
+          'Empty: same name.',
+        maxLength: 30,
+      }),
+    ),
+  },
+  { description: 'Select source namespaces by label instead of naming one. Mutually exclusive with sourceNamespace.' },
+);
+
+export const ContinuousSpec = Type.Object(
+  {
+    debounce: Type.Optional(
+      Duration('In Continuous mode, how long to wait after a change before syncing, so bursts of changes become one commit.', '2s'),
+    ),
+    resyncInterval: Type.Optional(
+      Duration('In Continuous mode, a full sync also runs this often, to repair anything a missed watch event left behind.', '1h'),
+    ),
+  },
+  { description: 'Tuning for mode Continuous (watch-driven sync).', default: {} },
+);
+
+export const TriggerSpec = Type.Object(
+  {
+    manual: Type.Optional(
+      Type.String({
+        description:
+          'Set or change this value (for example to the current time) to request one sync now, in any mode. ' +
+          'When the sync finishes, status.lastManualSync is set to the same value.',
+        maxLength: 253,
+      }),
+    ),
+  },
+  { description: 'On-demand sync requests.' },
+);
+
+const ACCESS_MODES = ['ReadWriteOnce', 'ReadOnlyMany', 'ReadWriteMany', 'ReadWriteOncePod'] as const;
+
+const StorageClassMapping = Type.Object(
+  {
+    from: Type.String({ description: 'StorageClass name in the source cluster.', minLength: 1, maxLength: 253 }),
+    to: Type.String({ description: 'StorageClass name to use in the DR cluster instead.', minLength: 1, maxLength: 253 }),
+  },
+  { description: 'Replace one StorageClass name with another.' },
+);
+
+const AccessModeMapping = Type.Object(
+  {
+    from: StringEnum(ACCESS_MODES, { description: 'Access mode in the source PVC: ReadWriteOnce, ReadOnlyMany, ReadWriteMany or ReadWriteOncePod.' }),
+    to: StringEnum(ACCESS_MODES, { description: 'Access mode to use in the DR cluster instead.' }),
+  },
+  { description: 'Replace one PVC access mode with another.' },
+);
+
+const RsyncOption = withRules(
+  PatternString('^--?[A-Za-z0-9][-A-Za-z0-9]*(=.*)?$', 'must be an rsync option such as "--checksum" or "--bwlimit=1000"', {
+    description: 'An rsync command-line option.',
+    maxLength: 1024,
+  }),
+  [
+    {
+      rule: "!self.matches('^(--rsh|--rsync-path|-[A-Za-z0-9]*e)')",
+      message: 'rsync options that run commands (-e, --rsh, --rsync-path) are not allowed',
+      check: (self) => !/^(--rsh|--rsync-path|-[A-Za-z0-9]*e)/.test(self),
+    },
+  ],
+);
+
+export const DataSyncSpec = Type.Object(
+  {
+    bandwidthLimit: Type.Optional(
+      Type.Integer({ description: 'Bandwidth limit per PVC transfer in KB/s (rsync --bwlimit). 0 or unset: no limit.', minimum: 0, format: 'int64' }),
+    ),
+    concurrency: Type.Optional(
+      Type.Integer({ description: 'How many PVCs are copied at the same time.', default: 2, minimum: 1, maximum: 16 }),
+    ),
+    timeout: Type.Optional(Duration('A single PVC transfer that runs longer than this is stopped and reported as failed.', '30m')),
+    excludePaths: Type.Optional(
+      Type.Array(Type.String({ description: 'An rsync exclude pattern, for example "cache/" or "*.tmp".', minLength: 1, maxLength: 4096 }), {
+        description: 'Paths inside the volumes that are not copied (rsync --exclude patterns).',
+        maxItems: 128,
+        'x-kubernetes-list-type': 'atomic',
+      }),
+    ),
+    rsyncOptions: Type.Optional(
+      Type.Array(RsyncOption, {
+        description: 'Extra rsync options, for example ["--checksum"]. Options that run commands are refused.',
+        maxItems: 32,
+        'x-kubernetes-list-type': 'atomic',
+      }),
+    ),
+  },
+  { description: 'How PVC data is copied (when syncData is true).', default: {} },
+);
+
+export const PvcSpec = Type.Object(
+  {
+    storageClassMappings: Type.Optional(
+      Type.Array(StorageClassMapping, {
+        description: 'StorageClass names to replace in replicated PVCs, for the DR cluster\'s storage.',
+        maxItems: 64,
+        'x-kubernetes-list-type': 'map',
+        'x-kubernetes-list-map-keys': ['from'],
+      }),
+    ),
+    accessModeMappings: Type.Optional(
+      Type.Array(AccessModeMapping, {
+        description: 'Access modes to replace in replicated PVCs.',
+        maxItems: 4,
+        'x-kubernetes-list-type': 'map',
+        'x-kubernetes-list-map-keys': ['from'],
+      }),
+    ),
+    preserveVolumeAttributes: Type.Optional(
+      Type.Boolean({
+        description: 'Keep volumeMode, selector, dataSource and dataSourceRef on replicated PVCs (they are removed by default).',
+        default: false,
+      }),
+    ),
+    syncData: Type.Optional(
+      Type.Boolean({
+        description: 'Also copy the data in the PVCs to the destination cluster with rsync over SSH (needs pvcSync.enabled on both RemoteClusters).',
+        default: false,
+      }),
+    ),
+    dataSync: Type.Optional(DataSyncSpec),
+  },
+  { description: 'How PersistentVolumeClaims are replicated.', default: {} },
+);
+
+const JSON_POINTER_PATTERN = '^(/.*)?$';
+const JSON_POINTER_HINT = 'must be a JSON pointer such as "/spec/replicas" or "/metadata/labels/app" (starting with "/")';
+
+export const PatchOperation = withRules(
+  Type.Object(
+    {
+      op: StringEnum(['add', 'remove', 'replace', 'move', 'copy', 'test'], {
+        description: 'The RFC 6902 operation: add, remove, replace, move, copy or test.',
+      }),
+      path: MatchString(JSON_POINTER_PATTERN, JSON_POINTER_HINT, {
+        description: 'JSON pointer to the target location, for example /spec/replicas. "~1" stands for "/" in a key.',
+        maxLength: 1024,
+      }),
+      from: Type.Optional(
+        MatchString(JSON_POINTER_PATTERN, JSON_POINTER_HINT, { description: 'JSON pointer to the source location (move and copy).', maxLength: 1024 }),
+      ),
+      value: Type.Optional(AnyValue({ description: 'The value to add, replace with or test against: any JSON value. Required for add, replace and test ' +
+          '(checked by dr-syncer itself: the API server cannot inspect free-form values).' })),
+    },
+    { description: 'One RFC 6902 JSON-patch operation.' },
+  ),
+  [
+    {
+      rule: "self.op in ['move', 'copy'] ? has(self.from) : true",
+      message: 'from is required when op is move or copy',
+      fieldPath: '.from',
+      reason: 'FieldValueRequired',
+      check: (self) => (self.op === 'move' || self.op === 'copy' ? self.from !== undefined : true),
+    },
+    {
+      rule: "self.op in ['add', 'replace', 'test'] ? has(self.value) : true",
+      message: 'value is required when op is add, replace or test',
+      fieldPath: '.value',
+      reason: 'FieldValueRequired',
+      check: (self) => (self.op === 'add' || self.op === 'replace' || self.op === 'test' ? 'value' in self : true),
+      tsOnly: 'CEL cannot see value: a free-form (any JSON) field has no CEL type',
+    },
+  ],
+);
+export type PatchOperation = Static<typeof PatchOperation>;
+
+export const TransformSpec = Type.Object(
+  {
+    target: Type.Optional(
+      Type.Object(
+        {
+          kind: Type.Optional(Type.String({ description: 'Kind of the objects to patch, for example Deployment. Empty: every kind.', maxLength: 63 })),
+          name: Type.Optional(Type.String({ description: 'Name of the object to patch. Empty: every name.', maxLength: 253 })),
+          labelSelector: Type.Optional(LabelSelector('Only patch objects whose labels match.')),
+        },
+        { description: 'Which replicated objects the patch applies to. All given criteria must match; empty matches every object.' },
+      ),
+    ),
+    patch: Type.Array(PatchOperation, {
+      description: 'RFC 6902 JSON-patch operations applied, in order, to each matching object before it is written.',
+      minItems: 1,
+      maxItems: 64,
+      'x-kubernetes-list-type': 'atomic',
+    }),
+  },
+  { description: 'A JSON patch applied to matching objects on their way to the DR cluster.' },
+);
+
+export const SECRET_MODES = ['Omit', 'SOPS', 'Plaintext'] as const;
+
+export const SecretsSpec = withRules(
+  Type.Object(
+    {
+      mode: Type.Optional(
+        StringEnum(SECRET_MODES, {
+          description:
+            'How Secrets are written to Git. Omit: not written. SOPS: data encrypted with SOPS for the age recipients, ' +
+            'so the DR cluster decrypts them (Flux, ksops). Plaintext: written as is; only for repositories as protected as the cluster.',
+          default: 'Omit',
+        }),
+      ),
+      sops: Type.Optional(
+        Type.Object(
+          {
+            ageRecipients: Type.Optional(
+              Type.Array(
+                PatternString('^age1[0-9a-z]{58}$', 'must be an age public key: "age1" followed by 58 lowercase letters and digits', {
+                  description: 'An age public key (age1...).',
+                }),
+                {
+                  description: 'age public keys that can decrypt the Secrets. The matching private key belongs in the DR cluster.',
+                  maxItems: 32,
+                  'x-kubernetes-list-type': 'set',
+                },
+              ),
+            ),
+          },
+          { description: 'SOPS encryption settings (mode SOPS).' },
+        ),
+      ),
+    },
+    { description: 'How Secrets are handled. The default keeps Secrets out of Git.', default: {} },
+  ),
+  [
+    {
+      rule: "(has(self.mode) ? self.mode : 'Omit') != 'SOPS' || (has(self.sops) && has(self.sops.ageRecipients) && size(self.sops.ageRecipients) > 0)",
+      message: 'sops.ageRecipients must list at least one age public key when mode is SOPS',
+      fieldPath: '.sops.ageRecipients',
+      reason: 'FieldValueRequired',
+      check: (self) => (self.mode ?? 'Omit') !== 'SOPS' || (self.sops?.ageRecipients?.length ?? 0) > 0,
+    },
+  ],
+);
+
+export const ReplicationGitSpec = Type.Object(
+  {
+    url: Type.Optional(
+      GitUrl(
+        'Repository to commit to (https://..., http://..., or a local path). Overrides the destination RemoteCluster\'s git.url. ' +
+          'Required when destinationCluster is not set.',
+      ),
+    ),
+    branch: Type.Optional(
+      Type.String({
+        description: 'Branch to commit to. Default: the destination RemoteCluster\'s git.branch, or "main".',
+        minLength: 1,
+        maxLength: 255,
+      }),
+    ),
+    path: Type.Optional(
+      GitPath(
+        'Directory inside the repository for this Replication\'s manifests. Default: the destination RemoteCluster\'s git.path, or the repository root. ' +
+          'Each destination namespace gets a subdirectory.',
+      ),
+    ),
+    credentialsSecretRef: Type.Optional(Type.Object(LocalSecretRef.properties, { description: GIT_CREDENTIALS_DESCRIPTION })),
+    author: Type.Optional(
+      Type.Object(
+        {
+          name: Type.Optional(Type.String({ description: 'Commit author name.', default: 'dr-syncer', minLength: 1, maxLength: 256 })),
+          email: Type.Optional(
+            Type.String({ description: 'Commit author email.', default: 'dr-syncer@localhost', minLength: 1, maxLength: 256 }),
+          ),
+        },
+        { description: 'Author and committer of the commits.', default: {} },
+      ),
+    ),
+    prune: Type.Optional(
+      Type.Boolean({
+        description: 'Remove files from the repository when their source objects are deleted or no longer selected.',
+        default: true,
+      }),
+    ),
+  },
+  { description: 'Where the manifests are committed. Fields set here override the destination RemoteCluster\'s git settings.', default: {} },
+);
+
+export const ReplicationSpec = withRules(
+  Type.Object(
+    {
+      sourceCluster: Type.Optional(
+        ObjectName('RemoteCluster (same namespace) to copy from. Omit to copy from the cluster the controller runs in.'),
+      ),
+      destinationCluster: Type.Optional(
+        ObjectName(
+          'RemoteCluster (same namespace) that is the DR target: its git repository receives the manifests and, with pvc.syncData, ' +
+            'its agents receive the PVC data. Required unless git.url is set.',
+        ),
+      ),
+      sourceNamespace: Type.Optional(NamespaceName('Namespace to replicate. Exactly one of sourceNamespace and namespaceSelector must be set.')),
+      destinationNamespace: Type.Optional(
+        NamespaceName('Namespace name in the DR cluster. Default: the same as sourceNamespace. Only with sourceNamespace.'),
+      ),
+      namespaceSelector: Type.Optional(NamespaceSelector),
+      mode: Type.Optional(
+        StringEnum(REPLICATION_MODES, {
+          description:
+            'When to sync. Continuous: on every change (watch), plus continuous.resyncInterval. Scheduled: on the cron schedule. ' +
+            'Manual: only when trigger.manual changes.',
+          default: 'Scheduled',
+        }),
+      ),
+      schedule: Type.Optional(
+        MatchString(CRON_PATTERN, 'schedule must be a 5-field cron expression (minute hour day-of-month month day-of-week) such as "0 */6 * * *", or @hourly, @daily, @weekly, @monthly or @yearly', {
+          description:
+            'Cron schedule for mode Scheduled, in UTC: 5 fields (minute hour day-of-month month day-of-week), for example "*/15 * * * *", ' +
+            'or @hourly, @daily, @weekly, @monthly, @yearly. Required when mode is Scheduled.',
+          maxLength: 256,
+        }),
+      ),
+      continuous: Type.Optional(ContinuousSpec),
+      paused: Type.Optional(
+        Type.Boolean({ description: 'Stop syncing (including manual triggers) until set back to false. Nothing is deleted.', default: false }),
+      ),
+      trigger: Type.Optional(TriggerSpec),
+      resourceTypes: Type.Optional(
+        ResourceTypeList(
+          'Resource types to replicate, as lowercase plural names ("deployments") or "resource.group" for other API groups ' +
+            '("certificates.cert-manager.io"). "*" means every namespaced type the source API server lists. ' +
+            'Default: the common workload, config, network and RBAC types.',
+          DEFAULT_RESOURCE_TYPES,
+        ),
+      ),
+      excludeResourceTypes: Type.Optional(
+        ResourceTypeList('Resource types never replicated, even when resourceTypes includes them (useful with "*").'),
+      ),
+      labelSelector: Type.Optional(LabelSelector('Only replicate objects whose labels match. Empty: every object.')),
+      scaleToZero: Type.Optional(
+        Type.Boolean({
+          description:
+            'Write Deployments and StatefulSets with replicas 0, keeping the source count in the annotation ' +
+            'dr-syncer.io/original-replicas, so the DR copies stay idle until failover.',
+          default: true,
+        }),
+      ),
+      pvc: Type.Optional(PvcSpec),
+      transforms: Type.Optional(
+        Type.Array(TransformSpec, {
+          description: 'JSON patches applied to matching objects, in order, after the built-in clean-up.',
+          maxItems: 64,
+          'x-kubernetes-list-type': 'atomic',
+        }),
+      ),
+      secrets: Type.Optional(SecretsSpec),
+      git: Type.Optional(ReplicationGitSpec),
+    },
+    { description: 'Desired state: what to replicate, from where, to where and when.' },
+  ),
+  [
+    {
+      rule: 'has(self.sourceNamespace) != has(self.namespaceSelector)',
+      message: 'exactly one of spec.sourceNamespace and spec.namespaceSelector must be set',
+      check: (self) => (self.sourceNamespace !== undefined) !== (self.namespaceSelector !== undefined),
+    },
+    {
+      rule: '!has(self.destinationNamespace) || has(self.sourceNamespace)',
+      message: 'destinationNamespace can only be set together with sourceNamespace (with namespaceSelector use namespaceSelector.destinationSuffix)',
+      fieldPath: '.destinationNamespace',
+      reason: 'FieldValueForbidden',
+      check: (self) => self.destinationNamespace === undefined || self.sourceNamespace !== undefined,
+    },
+    {
+      rule: "(has(self.mode) ? self.mode : 'Scheduled') != 'Scheduled' || has(self.schedule)",
+      message: 'schedule is required when mode is Scheduled (the default mode), for example "0 * * * *" or "@hourly"',
+      fieldPath: '.schedule',
+      reason: 'FieldValueRequired',
+      check: (self) => (self.mode ?? 'Scheduled') !== 'Scheduled' || self.schedule !== undefined,
+    },
+    {
+      rule: 'has(self.destinationCluster) || (has(self.git) && has(self.git.url))',
+      message: 'destinationCluster is required unless git.url is set: the manifests need a Git repository to go to',
+      fieldPath: '.destinationCluster',
+      reason: 'FieldValueRequired',
+      check: (self) => self.destinationCluster !== undefined || self.git?.url !== undefined,
+    },
+    {
+      rule: '!(has(self.pvc) && has(self.pvc.syncData) && self.pvc.syncData) || has(self.destinationCluster)',
+      message: 'destinationCluster is required when pvc.syncData is true: PVC data is copied to that cluster',
+      fieldPath: '.destinationCluster',
+      reason: 'FieldValueRequired',
+      check: (self) => self.pvc?.syncData !== true || self.destinationCluster !== undefined,
+    },
+  ],
+);
+export type ReplicationSpec = Static<typeof ReplicationSpec>;
+
+export const REPLICATION_PHASES = ['Pending', 'Syncing', 'Synced', 'Failed', 'Paused'] as const;
+export type ReplicationPhase = (typeof REPLICATION_PHASES)[number];
+
+const ResourceCount = Type.Object(
+  {
+    group: Type.String({ description: 'API group; empty for the core group.' }),
+    kind: Type.String({ description: 'Kind, for example Deployment.' }),
+    count: Type.Integer({ description: 'Number of objects.', format: 'int32', minimum: 0 }),
+  },
+  { description: 'Number of objects of one kind.' },
+);
+
+const SkippedCount = Type.Object(
+  {
+    group: Type.String({ description: 'API group; empty for the core group.' }),
+    kind: Type.String({ description: 'Kind, for example Secret.' }),
+    reason: Type.String({ description: 'Why they were skipped, for example SecretsOmitted, OwnedByController or Forbidden.' }),
+    count: Type.Integer({ description: 'Number of objects skipped for this reason.', format: 'int32', minimum: 0 }),
+  },
+  { description: 'Number of objects of one kind that were left out, and why.' },
+);
+
+const PvcStatus = Type.Object(
+  {
+    name: Type.String({ description: 'Name of the PVC.' }),
+    namespace: Type.String({ description: 'Source namespace of the PVC.' }),
+    phase: Type.Optional(Type.String({ description: 'Data-sync state of the PVC: Pending, Syncing, Synced, Failed or Skipped.' })),
+    bytesTransferred: Type.Optional(Type.Integer({ description: 'Bytes sent during the last data sync.', format: 'int64', minimum: 0 })),
+    filesTransferred: Type.Optional(Type.Integer({ description: 'Files sent during the last data sync.', format: 'int64', minimum: 0 })),
+    lastSyncTime: Type.Optional(Timestamp('When the last successful data sync of the PVC finished.')),
+    lastSyncDuration: Type.Optional(Type.String({ description: 'How long the last data sync took, for example "42.5s".' })),
+    message: Type.Optional(Type.String({ description: 'Details, for example the error of a failed sync.', maxLength: 32768 })),
+  },
+  { description: 'Data-sync state of one PVC.' },
+);
+
+export const ReplicationStatus = Type.Object(
+  {
+    phase: Type.Optional(
+      StringEnum(REPLICATION_PHASES, { description: 'Summary state: Pending, Syncing, Synced, Failed or Paused.' }),
+    ),
+    conditions: Type.Optional(
+      Conditions(
+        'Current state. Types: Ready (the last sync succeeded and the configuration is valid), Synced (the last sync result), ' +
+          'Syncing (a sync is running), Paused. Each carries the observedGeneration it was computed for.',
+      ),
+    ),
+    observedGeneration: Type.Optional(
+      Type.Integer({ description: 'The .metadata.generation the last sync used.', format: 'int64', minimum: 0 }),
+    ),
+    lastSyncTime: Type.Optional(Timestamp('When the last successful sync finished.')),
+    lastSyncDuration: Type.Optional(Type.String({ description: 'How long the last sync took, for example "1.2s".' })),
+    nextSyncTime: Type.Optional(Timestamp('When the next scheduled sync is due (Scheduled mode, and Continuous mode\'s resync).')),
+    lastManualSync: Type.Optional(
+      Type.String({ description: 'The spec.trigger.manual value the controller handled last. Equal to spec.trigger.manual once the requested sync ran.' }),
+    ),
+    lastCommit: Type.Optional(Type.String({ description: 'SHA of the last commit written to the Git repository.' })),
+    resources: Type.Optional(
+      Type.Array(ResourceCount, {
+        description: 'Objects written by the last sync, per kind.',
+        maxItems: 1024,
+        'x-kubernetes-list-type': 'atomic',
+      }),
+    ),
+    skipped: Type.Optional(
+      Type.Array(SkippedCount, {
+        description: 'Objects the last sync left out, per kind and reason.',
+        maxItems: 1024,
+        'x-kubernetes-list-type': 'atomic',
+      }),
+    ),
+    pvcs: Type.Optional(
+      Type.Array(PvcStatus, { description: 'Data-sync state per PVC (pvc.syncData).', maxItems: 4096, 'x-kubernetes-list-type': 'atomic' }),
+    ),
+    lastError: Type.Optional(
+      Type.Object(
+        {
+          message: Type.String({ description: 'The error message.', maxLength: 32768 }),
+          time: Type.Optional(Timestamp('When the error happened.')),
+          reason: Type.Optional(Type.String({ description: 'CamelCase category, for example SourceUnreachable, GitPushFailed or InvalidSpec.' })),
+        },
+        { description: 'The last error, kept until a sync succeeds.' },
+      ),
+    ),
+    sourceNamespaces: Type.Optional(
+      Type.Array(Type.String({ description: 'A namespace name.' }), {
+        description: 'Source namespaces the last sync covered (with namespaceSelector: the namespaces that matched).',
+        maxItems: 4096,
+        'x-kubernetes-list-type': 'atomic',
+      }),
+    ),
+  },
+  { description: 'Observed state, written by the controller.' },
+);
+export type ReplicationStatus = Static<typeof ReplicationStatus>;
+
+export const ReplicationSchema = Type.Object(
+  {
+    apiVersion: StringEnum(['dr-syncer.io/v1alpha1'], { description: 'API version: dr-syncer.io/v1alpha1.' }),
+    kind: StringEnum(['Replication'], { description: 'Kind: Replication.' }),
+    metadata: ObjectMeta,
+    spec: ReplicationSpec,
+    status: Type.Optional(ReplicationStatus),
+  },
+  {
+    description:
+      'Replication copies the objects of a namespace (or of every namespace a selector matches) from a source cluster ' +
+      'into the DR cluster\'s GitOps repository, on a schedule, continuously or on demand, optionally with PVC data.',
+  },
+);
+export type Replication = Static<typeof ReplicationSchema>;
