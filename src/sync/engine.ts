@@ -63,6 +63,8 @@ export interface SyncResult {
   warnings: string[];
   attempts: number;
   durationMs: number;
+  /** Where the time went, in ms: read (discovery + LIST), fetch, render, write (objects), push. */
+  phases: Record<'read' | 'fetch' | 'render' | 'write' | 'push', number>;
 }
 
 export class SyncError extends Error {
@@ -186,11 +188,20 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
   const parent = normalizeRepoPath(spec.git.path);
   const owner: Owner = { replication: spec.replication, sourceCluster: spec.sourceCluster };
 
+  const phases = { read: 0, fetch: 0, render: 0, write: 0, push: 0 };
+  let mark = performance.now();
+  const lap = (phase: keyof typeof phases) => {
+    const t = performance.now();
+    phases[phase] += Math.round(t - mark);
+    mark = t;
+  };
   const src = await readSource(deps.source, spec, log);
+  lap('read');
   const maxAttempts = deps.maxAttempts ?? 5;
   for (let attempt = 1; ; attempt++) {
     const state = await readRepoState(deps.repo, parent, spec.replication);
     const previous = await loadPrevious(deps.repo, state);
+    lap('fetch');
     const errors: ObjectError[] = [];
     const skipped: Skipped[] = [];
     const warnings = [...src.warnings];
@@ -236,6 +247,7 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
     // Folders this Replication wrote before but no longer selects (a namespace lost its label).
     const selected = new Set(src.namespaces.map((n) => n.destination));
     for (const dest of state.owned.keys()) if (!selected.has(dest)) folders.set(joinPath(parent, dest), null);
+    lap('render');
 
     const tree = await deps.repo.buildTree(state.snapshot.tree, parent, folders, async (entries) => {
       const withKustomization: string[] = [];
@@ -254,8 +266,9 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
     for (const [folder, files] of folders) if (files) for (const [f, c] of files) after.set(`${folder}/${f}`, blobOid(c));
     const diff = diffFiles(before, after);
     const counts = countByKind(written);
+    lap('write');
     const base = {
-      diff, counts, skipped, errors, warnings, attempts: attempt, unknownTypes: src.unknownTypes,
+      diff, counts, skipped, errors, warnings, attempts: attempt, unknownTypes: src.unknownTypes, phases,
       namespaces: src.namespaces.map((n) => ({ source: n.source, destination: n.destination })),
     };
 
@@ -266,9 +279,11 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
     const commit = await deps.repo.commit(tree, state.snapshot.commit, message, spec.git.author, now());
     try {
       await deps.repo.push(commit, state.snapshot.commit);
+      lap('push');
       log.info({ commit, added: diff.added.length, changed: diff.changed.length, removed: diff.removed.length }, 'committed');
       return { ...base, commit, head: commit, durationMs: Date.now() - started };
     } catch (err) {
+      lap('push');
       if (!(err instanceof PushConflictError) || attempt >= maxAttempts) throw err;
       log.info({ attempt, err: err.message }, 'branch moved; re-rendering onto the new head');
       await new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** attempt) * (0.5 + Math.random())));

@@ -35,7 +35,7 @@ describe('rendering', () => {
     const b = renderNamespace('', { sourceNamespace: 'shop', destinationNamespace: 'shop', objects: planNamespace(shuffled, 'shop', 'shop', planOpts).objects }, owner);
     assert.deepEqual([...a.files.entries()], [...b.files.entries()]);
     const text = a.files.get('deployment.apps-web.yaml')!;
-    assert.match(text, /^apiVersion: apps\/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: shop\n/);
+    assert.match(text, /^apiVersion: apps\/v1\nkind: Deployment\nmetadata:\n {2}name: web\n {2}namespace: shop\n/);
     assert.equal(toYaml(parse(text)), text);
   });
   it('names files kind[.group]-name', () => {
@@ -54,7 +54,7 @@ describe('commits', () => {
     const d = diffFiles(new Map([['a', '1'], ['b', '2'], ['c', '3']]), new Map([['a', '1'], ['b', '9'], ['d', '4']]));
     assert.deepEqual(d, { added: ['d'], changed: ['b'], removed: ['c'] });
     const msg = commitMessage({ replication: 'dr-syncer/shop', sourceCluster: 'prod', diff: d, counts: { ConfigMap: 2 } });
-    assert.match(msg, /^dr-syncer: sync dr-syncer\/shop \(1 added, 1 changed, 1 removed\)\n\nAdded:\n  d\n\nChanged:\n  b\n\nRemoved:\n  c\n/);
+    assert.match(msg, /^dr-syncer: sync dr-syncer\/shop \(1 added, 1 changed, 1 removed\)\n\nAdded:\n {2}d\n\nChanged:\n {2}b\n\nRemoved:\n {2}c\n/);
     assert.match(msg, /\nDr-Syncer-Replication: dr-syncer\/shop\nDr-Syncer-Source-Cluster: prod\n$/);
   });
 });

@@ -104,7 +104,7 @@ export class KubeClient {
   async list(path: string, query: Record<string, string> = {}, pageSize = 500): Promise<ListResult> {
     const items: KubeObject[] = [];
     let cont = '';
-    let resourceVersion = '';
+    let resourceVersion: string;
     do {
       const q = new URLSearchParams({ ...query, limit: String(pageSize) });
       if (cont) q.set('continue', cont);

@@ -1,0 +1,37 @@
+// Runs one sync (or one LIST pass) in its own process, so its peak RSS is its own; prints JSON.
+// Used by bench/sync.bench.ts; not meant to be run by hand.
+import os from 'node:os';
+import { GitRepo } from '../src/adapters/git/repo.ts';
+import { KubeClient, resourcePath } from '../src/adapters/kube/client.ts';
+import { resolveResourceTypes } from '../src/core/select.ts';
+import { resolveNamespaces, runSync } from '../src/sync/engine.ts';
+import type { SyncSpec } from '../src/sync/engine.ts';
+
+const [mode, kubeconfig, url, user, password, cacheDir] = process.argv.slice(2) as [string, string, string, string, string, string];
+const source = await KubeClient.fromFile(kubeconfig);
+const spec: SyncSpec = {
+  replication: 'bench/bench', sourceCluster: 'bench',
+  namespaceSelector: { labelSelector: { matchLabels: { bench: 'true' } } },
+  resourceTypes: ['configmaps', 'services', 'deployments'],
+  plan: { scaleToZero: true, pvc: {}, secretsMode: 'Omit' },
+  git: { path: 'clusters/dr', author: { name: 'bench', email: 'b@x' }, prune: true },
+};
+const t0 = performance.now();
+let extra: Record<string, unknown>;
+if (mode === 'list') {
+  // The baseline: the same discovery and LIST calls the sync makes, nothing else.
+  const types = resolveResourceTypes(spec.resourceTypes, [], await source.discover()).types;
+  let n = 0;
+  for (const ns of await resolveNamespaces(source, spec)) {
+    const lists = await Promise.all(types.map((t) => source.list(resourcePath(t, ns.source))));
+    n += lists.reduce((a, l) => a + l.items.length, 0);
+  }
+  extra = { objects: n };
+} else {
+  const repo = new GitRepo({ url, branch: 'main', auth: { username: user, password }, cacheDir });
+  const r = await runSync(spec, { source, repo });
+  extra = { phases: r.phases, commit: r.commit ?? null, files: r.diff.added.length + r.diff.changed.length, objects: Object.values(r.counts).reduce((a, b) => a + b, 0) };
+}
+const ms = performance.now() - t0;
+console.log(JSON.stringify({ mode, ms, maxRssMB: process.resourceUsage().maxRSS / 1024, cpus: os.cpus().length, ...extra }));
+process.exit(0);

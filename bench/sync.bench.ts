@@ -1,0 +1,73 @@
+// Benchmark: a full sync of 10,000 objects in 100 namespaces into a fresh repository, against
+// a real API server and a real Git server, compared with merely LISTing the same objects from
+// the same server in the same run. Also a no-op resync and the sync's peak RSS.
+//
+//   npx tsx bench/sync.bench.ts [--namespaces 100] [--per-namespace 100]
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs, promisify } from 'node:util';
+import { KubeClient } from '../src/adapters/kube/client.ts';
+import { startCluster } from '../test/env/cluster.ts';
+import { startGitServer } from '../test/env/git-server.ts';
+
+const run = promisify(execFile);
+const { values } = parseArgs({ options: { namespaces: { type: 'string', default: '100' }, 'per-namespace': { type: 'string', default: '100' }, profile: { type: 'string' }, help: { type: 'boolean', default: false } } });
+if (values.help) {
+  console.log('usage: npx tsx bench/sync.bench.ts [--namespaces N] [--per-namespace M] [--profile <dir>]\n\n--profile writes V8 CPU profiles of the sync processes into <dir>.');
+  process.exit(0);
+}
+const N = Number(values.namespaces);
+const M = Number(values['per-namespace']);
+const here = path.dirname(new URL(import.meta.url).pathname);
+const log = (s: string) => console.error(`[bench] ${s}`);
+
+const [cluster, git] = await Promise.all([startCluster({ controllerManager: false }), startGitServer()]);
+try {
+  const client = await KubeClient.fromFile(cluster.kubeconfigPath);
+  log(`creating ${N * M} objects in ${N} namespaces (70% ConfigMaps, 20% Services, 10% Deployments)`);
+  const t0 = Date.now();
+  const post = async (p: string, body: unknown) => client.request('POST', p, body);
+  for (let i = 0; i < N; i++) {
+    const ns = `bench-${String(i).padStart(3, '0')}`;
+    await post('/api/v1/namespaces', { metadata: { name: ns, labels: { bench: 'true' } } });
+    const jobs: Promise<unknown>[] = [];
+    for (let j = 0; j < M; j++) {
+      const name = `obj-${j}`;
+      const r = j % 10;
+      if (r < 7) jobs.push(post(`/api/v1/namespaces/${ns}/configmaps`, { metadata: { name, labels: { app: name } }, data: { 'config.yaml': `key: ${j}\nvalue: ${'x'.repeat(200)}\n`, other: String(j) } }));
+      else if (r < 9) jobs.push(post(`/api/v1/namespaces/${ns}/services`, { metadata: { name }, spec: { selector: { app: name }, ports: [{ port: 80, targetPort: 8080 }] } }));
+      else jobs.push(post(`/apis/apps/v1/namespaces/${ns}/deployments`, { metadata: { name }, spec: { replicas: 2, selector: { matchLabels: { app: name } }, template: { metadata: { labels: { app: name } }, spec: { containers: [{ name: 'c', image: 'nginx:1.27' }] } } } }));
+    }
+    await Promise.all(jobs);
+    if (i % 20 === 19) log(`  ${(i + 1) * M} objects (${((Date.now() - t0) / 1000).toFixed(0)}s)`);
+  }
+  const url = await git.createRepo('bench');
+  const cacheDir = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'drs-bench-cache-'));
+  const child = async (mode: string) => {
+    const prof = values.profile && mode === 'sync' ? ['--cpu-prof', `--cpu-prof-dir=${values.profile}`] : [];
+    const { stdout } = await run(process.execPath, [...prof, '--import', 'tsx', path.join(here, 'sync-child.ts'), mode, cluster.kubeconfigPath, url, git.user, git.password, cacheDir], { maxBuffer: 1 << 26 });
+    return JSON.parse(stdout.trim().split('\n').pop()!) as { ms: number; maxRssMB: number; objects: number; commit?: string | null; phases?: Record<string, number> };
+  };
+  await child('list'); // warm the API server's caches the same way for both
+  const list = await child('list');
+  log(`LIST baseline: ${list.objects} objects in ${list.ms.toFixed(0)} ms`);
+  const full = await child('sync');
+  log(`full sync: ${full.objects} objects in ${full.ms.toFixed(0)} ms, commit ${full.commit}, phases ${JSON.stringify(full.phases)}`);
+  const noop = await child('sync');
+  log(`no-op resync: ${noop.ms.toFixed(0)} ms, commit ${noop.commit}, phases ${JSON.stringify(noop.phases)}`);
+  const list2 = await child('list');
+  const baseline = (list.ms + list2.ms) / 2;
+  const rows = [
+    ['objects', String(full.objects)],
+    ['LIST baseline (mean of 2)', `${baseline.toFixed(0)} ms`],
+    ['full sync, fresh repo', `${full.ms.toFixed(0)} ms = ${(full.ms / baseline).toFixed(2)}x LIST (goal <= 1.5x)`],
+    ['no-op resync', `${noop.ms.toFixed(0)} ms = ${(noop.ms / baseline).toFixed(2)}x LIST, commit: ${noop.commit ?? 'none'} (goal <= 1 s, no commit)`],
+    ['peak RSS, full sync', `${full.maxRssMB.toFixed(0)} MB (goal <= 250 MB); LIST-only process: ${list.maxRssMB.toFixed(0)} MB`],
+  ];
+  console.log(rows.map(([k, v]) => `${k!.padEnd(28)} ${v}`).join('\n'));
+  await fs.promises.rm(cacheDir, { recursive: true, force: true });
+} finally {
+  await Promise.all([cluster.stop(), git.stop()]);
+}
