@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // dr-syncer: the command line. Each subcommand lives in its own file and prints its own --help.
+import { runControllerCommand } from './controller.ts';
 import { runSyncCommand, SYNC_HELP } from './sync.ts';
 import { VERSION } from '../version.ts';
 
@@ -8,6 +9,7 @@ const HELP = `dr-syncer ${VERSION}: keeps a disaster-recovery cluster ready to t
 Usage: dr-syncer <command> [options]
 
 Commands:
+  controller  run the operator (watches Replications and RemoteClusters)
   sync        run one sync of a Replication into its DR Git repository (no controller needed)
   version     print the version
 
@@ -18,6 +20,8 @@ export async function main(argv: string[]): Promise<number> {
   switch (cmd) {
     case 'sync':
       return runSyncCommand(rest);
+    case 'controller':
+      return runControllerCommand(rest);
     case 'version':
     case '--version':
       console.log(VERSION);

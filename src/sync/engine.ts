@@ -166,6 +166,53 @@ async function readRepoState(repo: GitRepo, parent: string, replication: string)
   return { snapshot, parent, owned, foreign };
 }
 
+/** The new root tree; the kustomization at the base path lists every folder that has one. */
+function buildRepoTree(repo: GitRepo, state: RepoState, folders: Map<string, Map<string, string> | null>): Promise<string> {
+  const { parent } = state;
+  return repo.buildTree(state.snapshot.tree, parent, folders, async (entries) => {
+    const withKustomization: string[] = [];
+    for (const e of entries) {
+      if (e.type !== 'tree') continue;
+      const files = folders.get(joinPath(parent, e.path));
+      const has = files !== undefined
+        ? files !== null && files.has(KUSTOMIZATION)
+        : ((await repo.readDir(state.snapshot.tree, joinPath(parent, e.path))) ?? []).some((x) => x.path === KUSTOMIZATION);
+      if (has) withKustomization.push(e.path);
+    }
+    return new Map([[KUSTOMIZATION, kustomization(withKustomization)]]);
+  });
+}
+
+const backoff = (attempt: number) => new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** attempt) * (0.5 + Math.random())));
+
+/**
+ * Removes every folder the Replication owns from the DR repository in one commit (its
+ * finalizer). Folders of other Replications are untouched. Returns the commit, or undefined when
+ * there was nothing to remove.
+ */
+export async function removeReplication(
+  target: { replication: string; sourceCluster: string; path?: string; author: Author },
+  deps: Pick<SyncDeps, 'repo' | 'log' | 'now' | 'maxAttempts'>,
+): Promise<string | undefined> {
+  const parent = normalizeRepoPath(target.path);
+  for (let attempt = 1; ; attempt++) {
+    const state = await readRepoState(deps.repo, parent, target.replication);
+    if (state.owned.size === 0) return undefined;
+    const folders = new Map<string, Map<string, string> | null>([...state.owned.keys()].map((d) => [joinPath(parent, d), null]));
+    const tree = await buildRepoTree(deps.repo, state, folders);
+    const removed = [...state.owned].flatMap(([d, files]) => [...files.keys()].map((f) => `${joinPath(parent, d)}/${f}`)).sort();
+    const message = commitMessage({ replication: target.replication, sourceCluster: target.sourceCluster, diff: { added: [], changed: [], removed }, counts: {}, notes: ['The Replication was deleted; its folders are removed.'] });
+    const commit = await deps.repo.commit(tree, state.snapshot.commit, message, target.author, (deps.now ?? (() => new Date()))());
+    try {
+      await deps.repo.push(commit, state.snapshot.commit);
+      return commit;
+    } catch (err) {
+      if (!(err instanceof PushConflictError) || attempt >= (deps.maxAttempts ?? 5)) throw err;
+      await backoff(attempt);
+    }
+  }
+}
+
 /** Files whose previous content the transforms need: scaled workloads and sealed Secrets. */
 const NEEDS_PREVIOUS = /^(deployment\.apps|statefulset\.apps|secret)-/;
 
@@ -249,16 +296,7 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
     for (const dest of state.owned.keys()) if (!selected.has(dest)) folders.set(joinPath(parent, dest), null);
     lap('render');
 
-    const tree = await deps.repo.buildTree(state.snapshot.tree, parent, folders, async (entries) => {
-      const withKustomization: string[] = [];
-      for (const e of entries) {
-        if (e.type !== 'tree') continue;
-        const files = folders.get(joinPath(parent, e.path));
-        const has = files ? files.has(KUSTOMIZATION) : ((await deps.repo.readDir(state.snapshot.tree, joinPath(parent, e.path))) ?? []).some((x) => x.path === KUSTOMIZATION);
-        if (has) withKustomization.push(e.path);
-      }
-      return new Map([[KUSTOMIZATION, kustomization(withKustomization)]]);
-    });
+    const tree = await buildRepoTree(deps.repo, state, folders);
 
     const before = new Map<string, string>();
     for (const [dest, files] of state.owned) for (const [f, oid] of files) before.set(`${joinPath(parent, dest)}/${f}`, oid);
@@ -286,7 +324,7 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
       lap('push');
       if (!(err instanceof PushConflictError) || attempt >= maxAttempts) throw err;
       log.info({ attempt, err: err.message }, 'branch moved; re-rendering onto the new head');
-      await new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** attempt) * (0.5 + Math.random())));
+      await backoff(attempt);
     }
   }
 }

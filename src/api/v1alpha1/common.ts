@@ -329,6 +329,8 @@ export const ObjectMeta = Type.Object(
     resourceVersion: Type.Optional(Type.String({ description: 'Version of the object, set by the API server.' })),
     generation: Type.Optional(Type.Integer({ description: 'Generation of the desired state (spec), set by the API server.' })),
     creationTimestamp: Type.Optional(Type.String({ description: 'When the object was created.' })),
+    deletionTimestamp: Type.Optional(Type.String({ description: 'When deletion was requested; finalizers still run.' })),
+    finalizers: Type.Optional(Type.Array(Type.String({ description: 'A finalizer.' }), { description: 'Finalizers that must finish before the object is deleted.' })),
   },
   {
     description: 'Standard object metadata.',

@@ -1,0 +1,86 @@
+// `dr-syncer controller`: the operator, as the container runs it.
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { startManager } from '../manager.ts';
+import { createLogger } from '../util/log.ts';
+
+export const CONTROLLER_HELP = `Usage: dr-syncer controller [options]
+
+Runs the dr-syncer operator: watches RemoteClusters and Replications and keeps the DR
+repositories in sync. Every option also reads an environment variable (shown in brackets).
+
+Options:
+      --kubeconfig <path>                  cluster the controller runs in [KUBECONFIG]; default in-cluster
+      --metrics-bind-address <host:port>   Prometheus /metrics [METRICS_ADDR] (default :8080)
+      --health-probe-bind-address <addr>   /healthz and /readyz [PROBE_ADDR] (default :8081)
+      --leader-elect                       elect a leader through a Lease [ENABLE_LEADER_ELECTION=true]
+      --leader-election-namespace <ns>     namespace of the Lease [LEADER_ELECTION_NAMESPACE, POD_NAMESPACE] (default dr-syncer)
+      --leader-election-id <name>          name of the Lease [LEADER_ELECTION_ID] (default dr-syncer.io)
+      --workers <n>                        concurrent Replication syncs [WORKERS] (default 4)
+      --namespace <ns>                     only this namespace's resources [WATCH_NAMESPACE] (default all)
+      --cluster-name <name>                name recorded for the local source cluster [CLUSTER_NAME] (default local)
+      --cache-dir <dir>                    Git caches [CACHE_DIR] (default ~/.cache/dr-syncer)
+      --log-level <level>                  fatal|error|warn|info|debug|trace [LOG_LEVEL] (default info)
+  -h, --help                               this help`;
+
+export async function runControllerCommand(argv: string[]): Promise<number> {
+  let v;
+  try {
+    v = parseArgs({
+      args: argv,
+      options: {
+        kubeconfig: { type: 'string' },
+        'metrics-bind-address': { type: 'string' },
+        'health-probe-bind-address': { type: 'string' },
+        'leader-elect': { type: 'boolean' },
+        'leader-election-namespace': { type: 'string' },
+        'leader-election-id': { type: 'string' },
+        workers: { type: 'string' },
+        namespace: { type: 'string' },
+        'cluster-name': { type: 'string' },
+        'cache-dir': { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+    }).values;
+  } catch (err) {
+    console.error(`${err instanceof Error ? err.message : String(err)}\n\n${CONTROLLER_HELP}`);
+    return 2;
+  }
+  if (v.help) {
+    console.log(CONTROLLER_HELP);
+    return 0;
+  }
+  const env = process.env;
+  const workers = Number(v.workers ?? env.WORKERS ?? 4);
+  if (!Number.isInteger(workers) || workers < 1) {
+    console.error(`--workers must be a positive integer, got "${v.workers ?? env.WORKERS}"`);
+    return 2;
+  }
+  const log = createLogger({ level: v['log-level'] ?? env.LOG_LEVEL ?? 'info' });
+  const mgr = await startManager({
+    kubeconfig: v.kubeconfig ?? (env.KUBECONFIG || undefined),
+    metricsAddress: v['metrics-bind-address'] ?? env.METRICS_ADDR ?? ':8080',
+    probeAddress: v['health-probe-bind-address'] ?? env.PROBE_ADDR ?? ':8081',
+    leaderElect: v['leader-elect'] ?? env.ENABLE_LEADER_ELECTION === 'true',
+    leaderElectionNamespace: v['leader-election-namespace'] ?? env.LEADER_ELECTION_NAMESPACE ?? env.POD_NAMESPACE ?? 'dr-syncer',
+    leaderElectionId: v['leader-election-id'] ?? env.LEADER_ELECTION_ID ?? 'dr-syncer.io',
+    workers,
+    namespace: v.namespace ?? (env.WATCH_NAMESPACE || undefined),
+    cacheDir: v['cache-dir'] ?? env.CACHE_DIR ?? path.join(os.homedir(), '.cache', 'dr-syncer'),
+    clusterName: v['cluster-name'] ?? env.CLUSTER_NAME ?? 'local',
+    log,
+  });
+  log.info({ metricsPort: mgr.metricsPort, probePort: mgr.probePort }, 'dr-syncer controller started');
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      log.info({ signal: sig }, 'shutting down');
+      void mgr.stop().then(resolve);
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  return 0;
+}

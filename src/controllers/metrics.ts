@@ -1,0 +1,41 @@
+// dr-syncer's own metrics, next to the controller-runtime ones in the same registry.
+import { Counter, Gauge, Histogram } from 'prom-client';
+import type { Registry } from 'prom-client';
+
+export interface SyncMetrics {
+  syncDuration: Histogram<'replication' | 'result'>;
+  objectsSynced: Gauge<'replication' | 'kind'>;
+  lastSuccess: Gauge<'replication'>;
+  outOfSync: Gauge<'replication'>;
+  commits: Counter<'replication'>;
+  pushFailures: Counter<'replication'>;
+  pvcBytes: Counter<'replication' | 'pvc'>;
+  clusterHealthy: Gauge<'remotecluster'>;
+  /** Drops every series of a deleted Replication. */
+  forget(replication: string): void;
+}
+
+export function createSyncMetrics(registry: Registry): SyncMetrics {
+  const registers = [registry];
+  const m = {
+    syncDuration: new Histogram({
+      name: 'dr_syncer_sync_duration_seconds', help: 'Duration of resource syncs (read source, render, commit, push).',
+      labelNames: ['replication', 'result'] as const, buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300], registers,
+    }),
+    objectsSynced: new Gauge({ name: 'dr_syncer_objects_synced', help: 'Objects written to the DR repository by the last sync, per kind.', labelNames: ['replication', 'kind'] as const, registers }),
+    lastSuccess: new Gauge({ name: 'dr_syncer_last_successful_sync_timestamp_seconds', help: 'Unix time of the last successful sync.', labelNames: ['replication'] as const, registers }),
+    outOfSync: new Gauge({ name: 'dr_syncer_out_of_sync', help: '1 when the DR repository is known to lag the source (last sync failed or changes are pending).', labelNames: ['replication'] as const, registers }),
+    commits: new Counter({ name: 'dr_syncer_commits_total', help: 'Commits pushed to DR repositories.', labelNames: ['replication'] as const, registers }),
+    pushFailures: new Counter({ name: 'dr_syncer_push_failures_total', help: 'Rejected or failed pushes (a rejected push is retried on the new head).', labelNames: ['replication'] as const, registers }),
+    pvcBytes: new Counter({ name: 'dr_syncer_pvc_bytes_transferred_total', help: 'Bytes of PVC data sent by rsync.', labelNames: ['replication', 'pvc'] as const, registers }),
+    clusterHealthy: new Gauge({ name: 'dr_syncer_remotecluster_healthy', help: '1 when the RemoteCluster is reachable.', labelNames: ['remotecluster'] as const, registers }),
+  };
+  return {
+    ...m,
+    forget(replication) {
+      for (const metric of [m.syncDuration, m.objectsSynced, m.lastSuccess, m.outOfSync, m.commits, m.pushFailures, m.pvcBytes]) {
+        (metric as { remove(labels: Record<string, string>): void }).remove({ replication });
+      }
+    },
+  };
+}

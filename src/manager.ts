@@ -1,0 +1,176 @@
+// The manager, as in controller-runtime: it owns the client of the cluster it runs in, the shared
+// informers, the work queues, leader election, metrics and probes, and starts the reconcilers
+// (only while it leads). Followers keep warm caches so a takeover starts at once.
+import os from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { KubeConfig } from '@kubernetes/client-node';
+import { KubeClient } from './adapters/kube/client.ts';
+import type { RemoteCluster, Replication } from './api/v1alpha1/index.ts';
+import { ClusterClients } from './controllers/clusters.ts';
+import { createSyncMetrics } from './controllers/metrics.ts';
+import { RemoteClusterController } from './controllers/remotecluster.ts';
+import { ReplicationController, SYNC_NOW_ANNOTATION } from './controllers/replication.ts';
+import { SourceWatches } from './controllers/source-watches.ts';
+import { keyOf, runController } from './runtime/controller.ts';
+import { EventRecorder } from './runtime/events.ts';
+import { Informer } from './runtime/informer.ts';
+import { LeaderElector } from './runtime/leader.ts';
+import { createMetrics } from './runtime/metrics.ts';
+import type { ProbeServer } from './runtime/server.ts';
+import { startProbeServer } from './runtime/server.ts';
+import { WorkQueue } from './runtime/workqueue.ts';
+import type { Logger } from './util/log.ts';
+
+export interface ManagerOptions {
+  /** kubeconfig file; default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account. */
+  kubeconfig?: string;
+  metricsAddress: string;
+  probeAddress: string;
+  leaderElect: boolean;
+  leaderElectionNamespace: string;
+  leaderElectionId: string;
+  identity?: string;
+  workers: number;
+  /** Only this namespace's Replications and RemoteClusters; default all. */
+  namespace?: string;
+  cacheDir: string;
+  /** Name recorded in commits for Replications without sourceCluster. */
+  clusterName: string;
+  log: Logger;
+  /** Leader election timings (ms), for tests. */
+  lease?: { durationMs: number; renewDeadlineMs: number; retryPeriodMs: number };
+  /** Source watch stall detection (ms), for tests. */
+  watchStallTimeoutMs?: number;
+  /** What happens when leadership is lost while running (default: exit the process, so it restarts clean). */
+  onLostLeadership?: () => void;
+}
+
+export interface RunningManager {
+  metricsPort: number;
+  probePort: number;
+  isLeader(): boolean;
+  stop(): Promise<void>;
+}
+
+function loadKubeConfig(file?: string): KubeConfig {
+  const kc = new KubeConfig();
+  if (file) kc.loadFromFile(file);
+  else kc.loadFromDefault();
+  return kc;
+}
+
+const annotationsOf = (o: Replication) => JSON.stringify(o.metadata.annotations?.[SYNC_NOW_ANNOTATION] ?? null);
+
+export async function startManager(opts: ManagerOptions): Promise<RunningManager> {
+  const log = opts.log;
+  const client = await KubeClient.fromKubeConfig(loadKubeConfig(opts.kubeconfig));
+  const metrics = createMetrics({ defaultMetrics: true });
+  const syncMetrics = createSyncMetrics(metrics.registry);
+  const identity = opts.identity ?? `${process.env.POD_NAME ?? os.hostname()}_${randomBytes(4).toString('hex')}`;
+  const ns = opts.namespace ? `/namespaces/${opts.namespace}` : '';
+  const replications = new Informer<Replication>({ client, path: `/apis/dr-syncer.io/v1alpha1${ns}/replications`, log, name: 'replications' });
+  const remoteClusters = new Informer<RemoteCluster>({ client, path: `/apis/dr-syncer.io/v1alpha1${ns}/remoteclusters`, log, name: 'remoteclusters' });
+  const repQueue = new WorkQueue<string>({ name: 'replication', metrics });
+  const rcQueue = new WorkQueue<string>({ name: 'remotecluster', metrics });
+  const events = new EventRecorder({ client, component: 'dr-syncer', host: identity, log });
+  const clusters = new ClusterClients(client);
+
+  let repController: ReplicationController | undefined;
+  const watches = new SourceWatches(log, (key) => {
+    repController?.markDirty(key);
+    repQueue.add(key);
+  }, opts.watchStallTimeoutMs);
+  repController = new ReplicationController({
+    client, replications, remoteClusters, clusters, watches, events, metrics: syncMetrics,
+    cacheDir: path.join(opts.cacheDir, 'git'), localClusterName: opts.clusterName, log,
+  });
+  const rcController = new RemoteClusterController({ client, remoteClusters, clusters, events, metrics: syncMetrics });
+
+  // Only what the user changed triggers a reconcile: a status write does not.
+  replications.addHandler({
+    add: (o) => repQueue.add(keyOf(o)),
+    update: (o, n) => {
+      if (o.metadata.generation !== n.metadata.generation || annotationsOf(o) !== annotationsOf(n) || (n.metadata.deletionTimestamp && !o.metadata.deletionTimestamp)) {
+        repQueue.add(keyOf(n));
+      }
+    },
+    delete: (o) => repQueue.add(keyOf(o)),
+  });
+  const replicationsOf = (rc: RemoteCluster) =>
+    replications.list().filter((r) => r.metadata.namespace === rc.metadata.namespace && (r.spec.sourceCluster === rc.metadata.name || r.spec.destinationCluster === rc.metadata.name));
+  remoteClusters.addHandler({
+    add: (o) => rcQueue.add(keyOf(o)),
+    update: (o, n) => {
+      if (o.metadata.generation !== n.metadata.generation) rcQueue.add(keyOf(n));
+      // A cluster that became healthy unblocks the Replications waiting for it.
+      if (o.status?.health !== n.status?.health) for (const r of replicationsOf(n)) repQueue.add(keyOf(r));
+    },
+    delete: (o) => {
+      rcQueue.add(keyOf(o));
+      for (const r of replicationsOf(o)) repQueue.add(keyOf(r));
+    },
+  });
+  replications.start();
+  remoteClusters.start();
+
+  const servers: ProbeServer[] = [];
+  const synced = () => replications.hasSynced() && remoteClusters.hasSynced();
+  let elector: LeaderElector | undefined;
+  servers.push(await startProbeServer({ address: opts.metricsAddress, registry: metrics.registry, serve: ['metrics'], log }));
+  servers.push(await startProbeServer({
+    address: opts.probeAddress, log, serve: ['healthz', 'readyz'],
+    checks: {
+      healthz: { ping: () => true, ...(opts.leaderElect ? { leaderElection: () => elector?.check(2000) ?? true } : {}) },
+      readyz: { informers: () => synced() || 'caches are not synced yet' },
+    },
+  }));
+
+  const stopping = new AbortController();
+  let workers: Promise<unknown> | undefined;
+  let leading = false;
+  const lead = async (signal: AbortSignal) => {
+    leading = true;
+    log.info({ identity }, 'leading: starting controllers');
+    await Promise.all([replications.waitForSync(signal), remoteClusters.waitForSync(signal)]).catch(() => undefined);
+    if (signal.aborted) return;
+    workers = Promise.all([
+      runController({ name: 'replication', queue: repQueue, workers: opts.workers, reconcile: repController.reconcile, metrics, log, signal }),
+      runController({ name: 'remotecluster', queue: rcQueue, workers: Math.max(1, Math.min(opts.workers, 4)), reconcile: rcController.reconcile, metrics, log, signal }),
+    ]);
+    await workers;
+  };
+
+  let electorRun: Promise<void> | undefined;
+  if (opts.leaderElect) {
+    elector = new LeaderElector({
+      client, namespace: opts.leaderElectionNamespace, name: opts.leaderElectionId, identity, log, registry: metrics.registry,
+      leaseDurationMs: opts.lease?.durationMs, renewDeadlineMs: opts.lease?.renewDeadlineMs, retryPeriodMs: opts.lease?.retryPeriodMs,
+      onStartedLeading: lead,
+      onStoppedLeading: () => {
+        leading = false;
+        if (stopping.signal.aborted) return;
+        log.error({ identity }, 'lost leadership: stopping so that only the leader writes');
+        (opts.onLostLeadership ?? (() => process.exit(1)))();
+      },
+      onNewLeader: (id) => log.info({ leader: id }, 'leader observed'),
+    });
+    electorRun = elector.run(stopping.signal);
+  } else {
+    void lead(stopping.signal);
+  }
+
+  return {
+    metricsPort: servers[0]!.port,
+    probePort: servers[1]!.port,
+    isLeader: () => (opts.leaderElect ? (elector?.isLeader() ?? false) : leading),
+    async stop() {
+      stopping.abort();
+      await electorRun?.catch(() => undefined);
+      await workers?.catch(() => undefined);
+      await Promise.all([replications.stop(), remoteClusters.stop(), watches.stop()]);
+      await events.flush?.();
+      await Promise.all(servers.map((s) => s.close()));
+    },
+  };
+}
