@@ -26,7 +26,8 @@ const log = (s: string) => console.error(`[bench] ${s}`);
 const [cluster, git] = await Promise.all([startCluster({ controllerManager: false }), startGitServer()]);
 try {
   const client = await KubeClient.fromFile(cluster.kubeconfigPath);
-  log(`creating ${N * M} objects in ${N} namespaces (70% ConfigMaps, 20% Services, 10% Deployments)`);
+  // Headless Services: the test API server's service IP range (a /24) cannot hold 2,000 ClusterIPs.
+  log(`creating ${N * M} objects in ${N} namespaces (70% ConfigMaps, 20% headless Services, 10% Deployments)`);
   const t0 = Date.now();
   const post = async (p: string, body: unknown) => client.request('POST', p, body);
   for (let i = 0; i < N; i++) {
@@ -37,7 +38,7 @@ try {
       const name = `obj-${j}`;
       const r = j % 10;
       if (r < 7) jobs.push(post(`/api/v1/namespaces/${ns}/configmaps`, { metadata: { name, labels: { app: name } }, data: { 'config.yaml': `key: ${j}\nvalue: ${'x'.repeat(200)}\n`, other: String(j) } }));
-      else if (r < 9) jobs.push(post(`/api/v1/namespaces/${ns}/services`, { metadata: { name }, spec: { selector: { app: name }, ports: [{ port: 80, targetPort: 8080 }] } }));
+      else if (r < 9) jobs.push(post(`/api/v1/namespaces/${ns}/services`, { metadata: { name }, spec: { clusterIP: 'None', selector: { app: name }, ports: [{ port: 80, targetPort: 8080 }] } }));
       else jobs.push(post(`/apis/apps/v1/namespaces/${ns}/deployments`, { metadata: { name }, spec: { replicas: 2, selector: { matchLabels: { app: name } }, template: { metadata: { labels: { app: name } }, spec: { containers: [{ name: 'c', image: 'nginx:1.27' }] } } } }));
     }
     await Promise.all(jobs);

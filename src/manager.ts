@@ -76,12 +76,12 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
   const events = new EventRecorder({ client, component: 'dr-syncer', host: identity, log });
   const clusters = new ClusterClients(client);
 
-  let repController: ReplicationController | undefined;
-  const watches = new SourceWatches(log, (key) => {
-    repController?.markDirty(key);
+  // The watches call back into the controller only after it exists (events arrive later).
+  const watches: SourceWatches = new SourceWatches(log, (key) => {
+    repController.markDirty(key);
     repQueue.add(key);
   }, opts.watchStallTimeoutMs);
-  repController = new ReplicationController({
+  const repController: ReplicationController = new ReplicationController({
     client, replications, remoteClusters, clusters, watches, events, metrics: syncMetrics,
     cacheDir: path.join(opts.cacheDir, 'git'), localClusterName: opts.clusterName, log,
   });

@@ -1,15 +1,28 @@
-// The DR repository, through isomorphic-git, without a working tree: we fetch the branch into a
-// bare cache, build new tree objects for the folders we own, commit on top of the fetched tip
-// and push. The remote only ever moves from one complete commit to the next (git's ref update
-// is atomic), so a crash at any moment leaves it at the old or at the new commit. We never force.
+// The DR repository, without a working tree: we keep a bare cache of the branch, build new
+// tree objects for the folders we own, commit on top of the fetched tip and push. The remote
+// only ever moves from one complete commit to the next: the push carries the tip we built on
+// as the ref's expected old value, which the server checks under its ref lock, so a moved
+// branch is a PushConflictError and never overwritten. We never force.
+//
+// Fetching and reading stored objects go through isomorphic-git; objects are written here
+// (node:crypto, node:zlib; one pack file per big batch) and pushed as our own pack of exactly
+// the new objects, over smart HTTP (http.ts). A fetch whose remote tip we already have costs
+// one ref advertisement round trip.
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import git from 'isomorphic-git';
-import type { TreeEntry } from 'isomorphic-git';
 import http from 'isomorphic-git/http/node';
 import type { Logger } from '../../util/log.ts';
 import { silentLogger } from '../../util/log.ts';
+import type { Credentials } from './http.ts';
+import { advertisement, GitAuthError, receivePack, splitUrl } from './http.ts';
+import type { TreeEntry } from './objects.ts';
+import { EMPTY_TREE, encodeCommit, encodePack, encodeTree, hashObject, ZERO_OID } from './objects.ts';
+import type { NewObject } from './store.ts';
+import { ObjectStore } from './store.ts';
+
+export type { TreeEntry } from './objects.ts';
 
 export interface GitAuth {
   username?: string;
@@ -42,28 +55,45 @@ export interface Snapshot {
 
 export class PushConflictError extends Error {}
 
-const EMPTY_TREE = '4b825dc642cb6eb9a060e54bf8d69288fbee4904';
-
 export const isRemoteUrl = (url: string): boolean => /^https?:\/\//.test(url);
 
+// Content → oid of the files of recent syncs: the engine hashes every file again after
+// buildTree did. Cleared, not evicted, when full; strings are hashed by V8 once.
+const oidMemo = new Map<string, string>();
+let oidMemoChars = 0;
+const OID_MEMO_CHARS = 16 * 1024 * 1024;
+
 export function blobOid(content: string | Uint8Array): string {
-  const buf = typeof content === 'string' ? Buffer.from(content) : Buffer.from(content);
-  return createHash('sha1').update(`blob ${buf.length}\0`).update(buf).digest('hex');
+  if (typeof content !== 'string') return hashObject('blob', Buffer.from(content.buffer, content.byteOffset, content.byteLength));
+  let oid = oidMemo.get(content);
+  if (oid === undefined) {
+    oid = hashObject('blob', content);
+    if (oidMemoChars + content.length > OID_MEMO_CHARS) {
+      oidMemo.clear();
+      oidMemoChars = 0;
+    }
+    oidMemo.set(content, oid);
+    oidMemoChars += content.length;
+  }
+  return oid;
 }
 
+const AUTH_401 = 'authentication failed: the server refused the credentials (check the credentials Secret: keys username/password or token)';
+const auth403 = (status: number) => `authentication failed (HTTP ${status}): check the credentials Secret (keys username/password or token)`;
+
 function describeError(err: unknown): string {
+  if (err instanceof GitAuthError) return err.status === 401 ? AUTH_401 : auth403(err.status);
   if (err instanceof Error) {
-    if (err.name === 'UserCanceledError') {
-      return 'authentication failed: the server refused the credentials (check the credentials Secret: keys username/password or token)';
-    }
+    if (err.name === 'UserCanceledError') return AUTH_401;
     const data = (err as { data?: { statusCode?: number; statusMessage?: string } }).data;
-    if (data?.statusCode === 401 || data?.statusCode === 403) {
-      return `authentication failed (HTTP ${data.statusCode}): check the credentials Secret (keys username/password or token)`;
-    }
+    if (data?.statusCode === 401 || data?.statusCode === 403) return auth403(data.statusCode);
     return err.message;
   }
   return String(err);
 }
+
+/** Reasons receive-pack gives when the ref was not at the old value we sent. */
+const CONFLICT_REASON = /non-fast-forward|fetch first|failed to (lock|update)|stale info|cannot lock|incorrect old value|already exists|but expected/i;
 
 export class GitRepo {
   readonly url: string;
@@ -72,6 +102,10 @@ export class GitRepo {
   private readonly remote: boolean;
   private readonly auth?: GitAuth;
   private readonly log: Logger;
+  private readonly store: ObjectStore;
+  /** The URL without credentials, and the credentials for our own HTTP requests. */
+  private readonly httpUrl: string;
+  private readonly credentials?: Credentials;
 
   constructor(opts: RepoOptions) {
     this.url = opts.url;
@@ -82,10 +116,16 @@ export class GitRepo {
     if (this.remote) {
       const key = createHash('sha256').update(opts.url).digest('hex').slice(0, 16);
       this.gitdir = path.join(opts.cacheDir, `${key}.git`);
+      const { url, credentials } = splitUrl(opts.url);
+      this.httpUrl = url;
+      const a = this.auth;
+      this.credentials = a ? (a.token ? { username: a.username ?? 'x-access-token', password: a.token } : { username: a.username ?? '', password: a.password ?? '' }) : credentials;
     } else {
       const dir = path.resolve(opts.url);
       this.gitdir = fs.existsSync(path.join(dir, '.git')) ? path.join(dir, '.git') : dir;
+      this.httpUrl = '';
     }
+    this.store = new ObjectStore(this.gitdir);
   }
 
   private onAuth = () => {
@@ -98,38 +138,59 @@ export class GitRepo {
     return this.remote ? `refs/remotes/origin/${this.branch}` : `refs/heads/${this.branch}`;
   }
 
+  private async ensureInit(): Promise<void> {
+    if (fs.existsSync(path.join(this.gitdir, 'HEAD'))) return;
+    await fs.promises.mkdir(this.gitdir, { recursive: true });
+    await git.init({ fs, gitdir: this.gitdir, bare: true, defaultBranch: this.branch });
+    if (this.remote) await git.addRemote({ fs, gitdir: this.gitdir, remote: 'origin', url: this.url, force: true });
+  }
+
+  private resolveLocal(ref: string): Promise<string | undefined> {
+    return git.resolveRef({ fs, gitdir: this.gitdir, ref }).catch(() => undefined);
+  }
+
   /** Brings the local view of the branch up to date and returns its tip. */
   async fetch(): Promise<Snapshot> {
+    await this.ensureInit();
     if (this.remote) {
-      if (!fs.existsSync(path.join(this.gitdir, 'HEAD'))) {
-        await fs.promises.mkdir(this.gitdir, { recursive: true });
-        await git.init({ fs, gitdir: this.gitdir, bare: true, defaultBranch: this.branch });
-        await git.addRemote({ fs, gitdir: this.gitdir, remote: 'origin', url: this.url, force: true });
-      }
+      const fail = (err: unknown) => new Error(`fetching ${this.url} (branch ${this.branch}) failed: ${describeError(err)}`, { cause: err });
+      let tip: string | undefined;
       try {
-        const res = await git.fetch({
-          fs, http, gitdir: this.gitdir, url: this.url, ref: this.branch, remoteRef: this.branch,
-          singleBranch: true, tags: false, onAuth: this.onAuth, onAuthFailure: () => ({ cancel: true }),
-        });
-        if (!res.fetchHead) return {};
-        await git.writeRef({ fs, gitdir: this.gitdir, ref: this.trackingRef, value: res.fetchHead, force: true });
+        tip = (await advertisement(this.httpUrl, 'git-upload-pack', this.credentials)).refs.get(`refs/heads/${this.branch}`);
       } catch (err) {
-        // A repository without our branch yet: we create the branch with the first push.
-        // (An empty repository answers with no fetchHead, above.)
-        if (err instanceof Error && err.name === 'NotFoundError' && err.message === `Could not find ${this.branch}.`) {
-          await git.deleteRef({ fs, gitdir: this.gitdir, ref: this.trackingRef }).catch(() => undefined);
-          return {};
-        }
-        throw new Error(`fetching ${this.url} (branch ${this.branch}) failed: ${describeError(err)}`, { cause: err });
+        throw fail(err);
       }
-    } else if (!fs.existsSync(path.join(this.gitdir, 'HEAD'))) {
-      await fs.promises.mkdir(this.gitdir, { recursive: true });
-      await git.init({ fs, gitdir: this.gitdir, bare: true, defaultBranch: this.branch });
+      if (!tip) {
+        // An empty repository, or one without our branch yet: the first push creates it.
+        await git.deleteRef({ fs, gitdir: this.gitdir, ref: this.trackingRef }).catch(() => undefined);
+        return {};
+      }
+      // Everything we hold is complete (fetched packs, or objects we wrote before the commit
+      // that names them), so having the tip means having its history: nothing to download.
+      if (!(await this.store.has(tip))) {
+        try {
+          const res = await git.fetch({
+            fs, http, gitdir: this.gitdir, url: this.url, ref: this.branch, remoteRef: this.branch,
+            singleBranch: true, tags: false, onAuth: this.onAuth, onAuthFailure: () => ({ cancel: true }),
+          });
+          if (!res.fetchHead) return {};
+          tip = res.fetchHead;
+        } catch (err) {
+          if (err instanceof Error && err.name === 'NotFoundError' && err.message === `Could not find ${this.branch}.`) {
+            await git.deleteRef({ fs, gitdir: this.gitdir, ref: this.trackingRef }).catch(() => undefined);
+            return {};
+          }
+          throw fail(err);
+        }
+      }
+      if ((await this.resolveLocal(this.trackingRef)) !== tip) {
+        await git.writeRef({ fs, gitdir: this.gitdir, ref: this.trackingRef, value: tip, force: true });
+      }
+      return { commit: tip, tree: (await this.store.readCommit(tip)).tree };
     }
-    const commit = await git.resolveRef({ fs, gitdir: this.gitdir, ref: this.trackingRef }).catch(() => undefined);
+    const commit = await this.resolveLocal(this.trackingRef);
     if (!commit) return {};
-    const { commit: c } = await git.readCommit({ fs, gitdir: this.gitdir, oid: commit });
-    return { commit, tree: c.tree };
+    return { commit, tree: (await this.store.readCommit(commit)).tree };
   }
 
   /** Entries of the folder at `dir` (no leading slash) in `tree`, or undefined if absent. */
@@ -137,31 +198,15 @@ export class GitRepo {
     if (!tree) return undefined;
     let oid = tree;
     for (const seg of dir.split('/').filter(Boolean)) {
-      const { tree: entries } = await git.readTree({ fs, gitdir: this.gitdir, oid });
-      const e = entries.find((x) => x.path === seg && x.type === 'tree');
+      const e = (await this.store.readTree(oid)).find((x) => x.path === seg && x.type === 'tree');
       if (!e) return undefined;
       oid = e.oid;
     }
-    const { tree: entries } = await git.readTree({ fs, gitdir: this.gitdir, oid });
-    return entries;
+    return [...(await this.store.readTree(oid))];
   }
 
   async readBlob(oid: string): Promise<string> {
-    const { blob } = await git.readBlob({ fs, gitdir: this.gitdir, oid });
-    return Buffer.from(blob).toString('utf8');
-  }
-
-  private async writeFlatTree(files: Map<string, string>, existing: TreeEntry[] | undefined): Promise<string> {
-    const known = new Map((existing ?? []).filter((e) => e.type === 'blob').map((e) => [e.oid, true]));
-    const entries: TreeEntry[] = [];
-    for (const [name, content] of files) {
-      const buf = Buffer.from(content);
-      let oid = blobOid(buf);
-      // Unchanged files are already in the object store: skip the deflate and the write.
-      if (!known.has(oid)) oid = await git.writeBlob({ fs, gitdir: this.gitdir, blob: buf });
-      entries.push({ mode: '100644', path: name, oid, type: 'blob' });
-    }
-    return git.writeTree({ fs, gitdir: this.gitdir, tree: entries });
+    return this.store.readBlob(oid);
   }
 
   /**
@@ -169,7 +214,29 @@ export class GitRepo {
    * `extraFiles` (path → content) written. All changed folders must share one parent.
    */
   async buildTree(base: string | undefined, parent: string, folders: FolderChanges, extraFiles: (entries: TreeEntry[]) => Promise<Map<string, string>>): Promise<string> {
+    const created: NewObject[] = [];
+    const store = this.store;
+    /** The tree's oid; queued for writing unless it is `old` (then it is stored already). */
+    const tree = (entries: TreeEntry[], old: string | undefined): string => {
+      const data = encodeTree(entries);
+      const oid = hashObject('tree', data);
+      if (oid !== old) {
+        created.push({ oid, type: 'tree', data });
+        store.remember(oid, { entries, size: data.length });
+      }
+      return oid;
+    };
+    const blob = (content: string, known: (oid: string) => boolean): string => {
+      const oid = blobOid(content);
+      if (!known(oid)) {
+        created.push({ oid, type: 'blob', data: Buffer.from(content) });
+        store.remember(oid, { text: content });
+      }
+      return oid;
+    };
+
     const parentEntries = new Map((await this.readDir(base, parent) ?? []).map((e) => [e.path, e]));
+    const oldParent = await this.dirOid(base, parent);
     for (const [folder, files] of folders) {
       const name = path.posix.relative(parent, folder);
       if (name.includes('/') || name === '' || name.startsWith('..')) throw new Error(`folder ${folder} is not directly under ${parent}`);
@@ -178,31 +245,48 @@ export class GitRepo {
         continue;
       }
       const old = parentEntries.get(name);
-      const oldEntries = old?.type === 'tree' ? (await git.readTree({ fs, gitdir: this.gitdir, oid: old.oid })).tree : undefined;
-      parentEntries.set(name, { mode: '040000', path: name, oid: await this.writeFlatTree(files, oldEntries), type: 'tree' });
+      const oldTree = old?.type === 'tree' ? old.oid : undefined;
+      // Files that did not change are in the store already: no deflate, no write.
+      const known = new Set(oldTree ? (await store.readTree(oldTree)).filter((e) => e.type === 'blob').map((e) => e.oid) : []);
+      const entries: TreeEntry[] = [];
+      for (const [file, content] of files) entries.push({ mode: '100644', path: file, oid: blob(content, (o) => known.has(o)), type: 'blob' });
+      parentEntries.set(name, { mode: '040000', path: name, oid: tree(entries, oldTree), type: 'tree' });
     }
     for (const [name, content] of await extraFiles([...parentEntries.values()])) {
-      parentEntries.set(name, { mode: '100644', path: name, oid: await git.writeBlob({ fs, gitdir: this.gitdir, blob: Buffer.from(content) }), type: 'blob' });
+      const old = parentEntries.get(name)?.oid;
+      parentEntries.set(name, { mode: '100644', path: name, oid: blob(content, (o) => o === old), type: 'blob' });
     }
-    let oid = parentEntries.size ? await git.writeTree({ fs, gitdir: this.gitdir, tree: [...parentEntries.values()] }) : undefined;
+    let oid = parentEntries.size ? tree([...parentEntries.values()], oldParent) : undefined;
     // Walk back up to the root, replacing one entry per level.
     const segs = parent.split('/').filter(Boolean);
     for (let i = segs.length - 1; i >= 0; i--) {
       const dir = segs.slice(0, i).join('/');
       const entries = (await this.readDir(base, dir) ?? []).filter((e) => e.path !== segs[i]);
       if (oid) entries.push({ mode: '040000', path: segs[i]!, oid, type: 'tree' });
-      oid = entries.length ? await git.writeTree({ fs, gitdir: this.gitdir, tree: entries }) : undefined;
+      oid = entries.length ? tree(entries, await this.dirOid(base, dir)) : undefined;
     }
+    await store.write(created);
     return oid ?? EMPTY_TREE;
+  }
+
+  /** The oid of the tree at `dir` in `tree`. */
+  private async dirOid(tree: string | undefined, dir: string): Promise<string | undefined> {
+    let oid = tree;
+    for (const seg of dir.split('/').filter(Boolean)) {
+      if (!oid) return undefined;
+      oid = (await this.store.readTree(oid)).find((x) => x.path === seg && x.type === 'tree')?.oid;
+    }
+    return oid;
   }
 
   async commit(tree: string, parent: string | undefined, message: string, author: Author, now: Date): Promise<string> {
     const who = { name: author.name, email: author.email, timestamp: Math.floor(now.getTime() / 1000), timezoneOffset: 0 };
-    if (tree === EMPTY_TREE) await git.writeTree({ fs, gitdir: this.gitdir, tree: [] });
-    return git.writeCommit({
-      fs, gitdir: this.gitdir,
-      commit: { tree, parent: parent ? [parent] : [], author: who, committer: who, message },
-    });
+    const data = encodeCommit({ tree, parents: parent ? [parent] : [], author: who, committer: who, message });
+    const oid = hashObject('commit', data);
+    const objects: NewObject[] = [{ oid, type: 'commit', data }];
+    if (tree === EMPTY_TREE) objects.push({ oid: EMPTY_TREE, type: 'tree', data: Buffer.alloc(0) });
+    await this.store.write(objects);
+    return oid;
   }
 
   /**
@@ -210,30 +294,88 @@ export class GitRepo {
    * moved it first; the caller fetches, re-renders and tries again.
    */
   async push(commit: string, expected: string | undefined): Promise<void> {
+    const ref = `refs/heads/${this.branch}`;
     if (!this.remote) {
-      // A local repository: compare-and-set the branch ref ourselves.
-      const current = await git.resolveRef({ fs, gitdir: this.gitdir, ref: `refs/heads/${this.branch}` }).catch(() => undefined);
-      if (current !== expected) throw new PushConflictError(`branch ${this.branch} moved from ${expected ?? '(none)'} to ${current}`);
-      await git.writeRef({ fs, gitdir: this.gitdir, ref: `refs/heads/${this.branch}`, value: commit, force: true });
+      await this.updateLocalRef(ref, commit, expected);
       return;
     }
-    const localRef = `refs/heads/dr-syncer-push`;
-    await git.writeRef({ fs, gitdir: this.gitdir, ref: localRef, value: commit, force: true });
+    const fail = (err: unknown) => new Error(`push to ${this.url} failed: ${describeError(err)}`, { cause: err });
+    let adv;
     try {
-      const res = await git.push({
-        fs, http, gitdir: this.gitdir, url: this.url, ref: localRef, remoteRef: `refs/heads/${this.branch}`,
-        onAuth: this.onAuth, onAuthFailure: () => ({ cancel: true }),
-      });
-      if (!res.ok) throw new PushConflictError(`push rejected: ${res.error ?? 'unknown reason'}`);
+      adv = await advertisement(this.httpUrl, 'git-receive-pack', this.credentials);
     } catch (err) {
-      if (err instanceof PushConflictError) throw err;
-      const name = err instanceof Error ? err.name : '';
-      if (name === 'PushRejectedError' || name === 'GitPushError') {
-        throw new PushConflictError(`push to ${this.url} rejected: ${describeError(err)}`);
-      }
-      throw new Error(`push to ${this.url} failed: ${describeError(err)}`, { cause: err });
+      throw fail(err);
     }
+    const current = adv.refs.get(ref);
+    if (current !== expected) throw new PushConflictError(`branch ${this.branch} moved from ${expected ?? '(none)'} to ${current ?? '(none)'}`);
+    const oids = await this.newObjects(commit, expected);
+    const pack = encodePack(await Promise.all([...oids].map((o) => this.store.packObject(o))));
+    let report;
+    try {
+      report = await receivePack(adv, { ref, old: expected ?? ZERO_OID, new: commit }, pack.pack, this.credentials);
+    } catch (err) {
+      throw fail(err);
+    }
+    if (report.unpack !== 'ok') throw new Error(`push to ${this.url} failed: the server could not unpack our pack: ${report.unpack}`);
+    if (!report.refs.has(ref)) throw new Error(`push to ${this.url} failed: no status for ${ref} in the server's report`);
+    const reason = report.refs.get(ref);
+    if (reason !== undefined) {
+      // The server compared the branch with `expected` under its lock. Whatever words it used,
+      // a branch that is no longer at `expected` is a conflict to retry, anything else is not.
+      const now = await advertisement(this.httpUrl, 'git-receive-pack', this.credentials).then((a) => a.refs.get(ref), () => undefined);
+      if (CONFLICT_REASON.test(reason) || now !== expected) throw new PushConflictError(`push to ${this.url} rejected: ${reason}`);
+      throw new Error(`push to ${this.url} rejected: ${reason}`);
+    }
+    this.store.clearPending();
     await git.writeRef({ fs, gitdir: this.gitdir, ref: this.trackingRef, value: commit, force: true });
-    this.log.debug({ commit, branch: this.branch }, 'pushed');
+    this.log.debug({ commit, branch: this.branch, objects: oids.size, packBytes: pack.pack.length }, 'pushed');
+  }
+
+  /**
+   * The objects the remote lacks when it has `expected` (and all it reaches): the commits
+   * after it and each one's tree diff against its parent. Refuses what is not a fast-forward.
+   */
+  private async newObjects(commit: string, expected: string | undefined): Promise<Set<string>> {
+    const out = new Set<string>();
+    let c: string | undefined = commit;
+    for (let depth = 0; c !== expected; depth++) {
+      if (!c) throw new PushConflictError(`${commit} is not a descendant of ${expected}: refusing a non-fast-forward push`);
+      if (depth > 10_000) throw new Error(`${commit}: more than 10000 commits to push`);
+      const { tree, parents } = await this.store.readCommit(c);
+      if (parents.length > 1) throw new Error(`${c} is a merge commit: not supported`);
+      out.add(c);
+      await this.store.treeDiff(tree, parents[0] ? (await this.store.readCommit(parents[0])).tree : undefined, out);
+      c = parents[0];
+    }
+    return out;
+  }
+
+  /** Compare-and-swap of a local branch, under git's own lock protocol (`<ref>.lock`). */
+  private async updateLocalRef(ref: string, commit: string, expected: string | undefined): Promise<void> {
+    const file = path.join(this.gitdir, ref);
+    const lock = `${file}.lock`;
+    await fs.promises.mkdir(path.dirname(file), { recursive: true });
+    let fh;
+    try {
+      fh = await fs.promises.open(lock, 'wx');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new PushConflictError(`branch ${this.branch} is being updated by someone else (${lock} exists)`);
+      throw err;
+    }
+    let locked = true;
+    try {
+      const current = await this.resolveLocal(ref);
+      if (current !== expected) throw new PushConflictError(`branch ${this.branch} moved from ${expected ?? '(none)'} to ${current}`);
+      if (expected) await this.newObjects(commit, expected);
+      await fh.writeFile(`${commit}\n`);
+      await fh.close();
+      fh = undefined;
+      await fs.promises.rename(lock, file);
+      locked = false;
+    } finally {
+      await fh?.close();
+      if (locked) await fs.promises.rm(lock, { force: true });
+    }
+    this.store.clearPending();
   }
 }
