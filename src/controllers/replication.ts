@@ -74,6 +74,9 @@ const seconds = (ms: number): string => `${(ms / 1000).toFixed(ms < 10_000 ? 2 :
 export class ReplicationController {
   /** Replications whose source changed since their last sync (Continuous mode). */
   private readonly dirty = new Set<string>();
+  /** Continuous Replications this process has synced: after a restart or a takeover, changes
+   * made while no controller watched are unknown, so the first reconcile syncs. */
+  private readonly watchedSince = new Set<string>();
   /** One GitRepo per repository and branch, and one operation at a time on it. */
   private readonly repos = new Map<string, { repo: GitRepo; auth: string; lock: Promise<unknown> }>();
   private readonly kindsByReplication = new Map<string, string[]>();
@@ -95,6 +98,7 @@ export class ReplicationController {
     if (!cached) {
       this.d.watches.remove(key);
       this.dirty.delete(key);
+      this.watchedSince.delete(key);
       this.d.metrics.forget(key);
       for (const kind of this.kindsByReplication.get(key) ?? []) this.d.metrics.objectsSynced.remove({ replication: key, kind });
       return;
@@ -137,8 +141,11 @@ export class ReplicationController {
 
     // Continuous mode watches the source; the other modes do not.
     const mode = spec.mode ?? 'Scheduled';
-    if (mode === 'Continuous') await this.ensureWatches(key, valid.value, prepared.source);
-    else this.d.watches.remove(key);
+    if (mode === 'Continuous') {
+      await this.ensureWatches(key, valid.value, prepared.source);
+      // Watch first, then read: a change during the sync then arrives as an event, never in between.
+      await Promise.race([this.d.watches.waitForSync(key), new Promise((r) => setTimeout(r, 30_000).unref())]);
+    } else this.d.watches.remove(key);
 
     const now = this.now();
     const status = rep.status ?? {};
@@ -156,7 +163,7 @@ export class ReplicationController {
     } else if (mode === 'Continuous') {
       const resyncMs = parseDuration(spec.continuous?.resyncInterval, 3_600_000);
       next = new Date((lastSync ?? now).getTime() + resyncMs);
-      due ||= specChanged || !lastSync || this.dirty.has(key) || next <= now;
+      due ||= specChanged || !lastSync || this.dirty.has(key) || next <= now || !this.watchedSince.has(key);
     }
     if (!due) {
       await this.writeStatus(rep, { nextSyncTime: next ? rfc3339(next) : undefined, phase: status.phase ?? 'Pending' }, []);
@@ -165,6 +172,7 @@ export class ReplicationController {
 
     this.dirty.delete(key);
     const result = await this.sync(key, rep, prepared);
+    if (mode === 'Continuous') this.watchedSince.add(key);
     const after = this.now();
     if (mode === 'Scheduled') next = nextRun(parseCron(spec.schedule ?? ''), after);
     else if (mode === 'Continuous') next = new Date(after.getTime() + parseDuration(spec.continuous?.resyncInterval, 3_600_000));

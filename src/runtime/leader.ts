@@ -70,7 +70,17 @@ export class LeaderElector {
   private running = false;
 
   constructor(opts: LeaderElectorOptions) {
-    const o = { leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000, releaseOnCancel: true, ...opts };
+    // `?? default` rather than spreading: an explicit undefined must not erase a default.
+    const o = {
+      ...opts,
+      leaseDurationMs: opts.leaseDurationMs ?? 15_000,
+      renewDeadlineMs: opts.renewDeadlineMs ?? 10_000,
+      retryPeriodMs: opts.retryPeriodMs ?? 2_000,
+      releaseOnCancel: opts.releaseOnCancel ?? true,
+    };
+    for (const k of ['leaseDurationMs', 'renewDeadlineMs', 'retryPeriodMs'] as const) {
+      if (!Number.isFinite(o[k])) throw new Error(`leader election: ${k} must be a number of milliseconds, got ${String(o[k])}`);
+    }
     if (!o.identity) throw new Error('leader election: identity must not be empty');
     if (o.leaseDurationMs <= o.renewDeadlineMs) throw new Error('leader election: leaseDuration must be greater than renewDeadline');
     if (o.renewDeadlineMs <= JITTER * o.retryPeriodMs) throw new Error('leader election: renewDeadline must be greater than retryPeriod*1.2');
