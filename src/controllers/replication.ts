@@ -340,7 +340,7 @@ export class ReplicationController {
       const namespaces = new Set((await resolveNamespaces(source, { namespaceSelector: spec.namespaceSelector as SyncSpec['namespaceSelector'] })).map((n) => n.source));
       for (const t of types) watches.push({ path: resourcePath(t), namespaces });
     }
-    this.d.watches.set(key, source, watches, parseDuration(spec.continuous?.debounce, 2000));
+    this.d.watches.set(key, source, watches, parseDuration(spec.continuous?.debounce, 500));
   }
 
   private async finalize(key: string, rep: Replication): Promise<ReconcileResult | void> {

@@ -78,7 +78,9 @@ export class SourceWatches {
     if (prev) {
       for (const k of prev.keys) if (!keys.includes(k)) this.release(k, replication);
     }
-    this.regs.set(replication, { client, keys, debounceMs, timer: prev?.timer });
+    // Update in place: a pending debounce timer refers to this registration object.
+    if (prev) Object.assign(prev, { client, keys, debounceMs });
+    else this.regs.set(replication, { client, keys, debounceMs });
   }
 
   /** True once every informer of the Replication has its initial list. */

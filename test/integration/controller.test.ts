@@ -137,6 +137,17 @@ describe('the operator', () => {
     await until('delete committed', async () => !(await repoFiles('ctl/cont/cont')).includes('configmap-b.yaml'));
     assert.ok(createLatency < 10_000, `create took ${createLatency} ms`);
 
+    // Sustained edits while syncs run: every change must still arrive (a debounce timer pending
+    // across a reconcile once stalled the watches for good).
+    for (let i = 1; i <= 30; i++) {
+      await kubectl(src.kubeconfigPath, ['-n', 'cont', 'patch', 'configmap', 'a', '--type=merge', '-p', JSON.stringify({ data: { v: `s${i}` } })]);
+      await sleep(60);
+    }
+    await until('the last sustained edit committed', async () => {
+      const clone = await git.clone('dr');
+      return (parse(await fs.promises.readFile(path.join(clone, 'ctl/cont/cont/configmap-a.yaml'), 'utf8')) as { data: { v: string } }).data.v === 's30';
+    });
+
     const before = await head();
     const burst = Array.from({ length: 15 }, (_, i) => `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"burst-${i}","namespace":"cont"},"data":{"v":"1"}}`).join('\n');
     await srcApply(burst);

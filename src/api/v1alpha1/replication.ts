@@ -67,7 +67,7 @@ export const NamespaceSelector = Type.Object(
 export const ContinuousSpec = Type.Object(
   {
     debounce: Type.Optional(
-      Duration('In Continuous mode, how long to wait after a change before syncing, so bursts of changes become one commit.', '2s'),
+      Duration('In Continuous mode, how long to wait after a change before syncing, so bursts of changes become one commit.', '500ms'),
     ),
     resyncInterval: Type.Optional(
       Duration('In Continuous mode, a full sync also runs this often, to repair anything a missed watch event left behind.', '1h'),
