@@ -10,7 +10,7 @@ import type { RemoteCluster, Replication } from './api/v1alpha1/index.ts';
 import { ClusterClients } from './controllers/clusters.ts';
 import { createSyncMetrics } from './controllers/metrics.ts';
 import { RemoteClusterController } from './controllers/remotecluster.ts';
-import { ReplicationController, SYNC_NOW_ANNOTATION } from './controllers/replication.ts';
+import { ReplicationController } from './controllers/replication.ts';
 import { SourceWatches } from './controllers/source-watches.ts';
 import { keyOf, runController } from './runtime/controller.ts';
 import { EventRecorder } from './runtime/events.ts';
@@ -60,7 +60,7 @@ function loadKubeConfig(file?: string): KubeConfig {
   return kc;
 }
 
-const annotationsOf = (o: Replication) => JSON.stringify(o.metadata.annotations?.[SYNC_NOW_ANNOTATION] ?? null);
+const annotationsOf = (o: Replication) => JSON.stringify(o.metadata.annotations ?? {});
 
 export async function startManager(opts: ManagerOptions): Promise<RunningManager> {
   const log = opts.log;
@@ -87,7 +87,8 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
   });
   const rcController = new RemoteClusterController({ client, remoteClusters, clusters, events, metrics: syncMetrics });
 
-  // Only what the user changed triggers a reconcile: a status write does not.
+  // Only what the user changed triggers a reconcile (spec, annotations such as sync-now,
+  // deletion): a status write does not.
   replications.addHandler({
     add: (o) => repQueue.add(keyOf(o)),
     update: (o, n) => {

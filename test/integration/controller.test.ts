@@ -171,6 +171,25 @@ describe('the operator', () => {
     await sleep(3000);
     assert.ok(!(await repoFiles('ctl/sched/sched')).includes('configmap-b.yaml'), 'a change between ticks is not synced');
     assert.equal((await getRep('sched')).status?.lastSyncTime, s.lastSyncTime);
+
+    // A tick missed while no controller ran (the last sync is older than the last tick) runs
+    // once, at the next reconcile, and no more.
+    await ctlApply(replication('missed', { sourceNamespace: 'sched', mode: 'Scheduled', schedule: '@hourly' }));
+    const m = await until('initial sync', async () => {
+      const st = (await getRep('missed')).status;
+      return st?.phase === 'Synced' ? st : undefined;
+    });
+    const twoHoursAgo = new Date(Date.now() - 2 * 3600_000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+    await kubectl(ctl.kubeconfigPath, ['-n', 'dr-syncer', 'patch', 'replication', 'missed', '--subresource=status', '--type=merge', '-p', JSON.stringify({ status: { lastSyncTime: twoHoursAgo } })]);
+    await kubectl(ctl.kubeconfigPath, ['-n', 'dr-syncer', 'annotate', 'replication', 'missed', 'poke=1']);
+    const caught = await until('the missed tick ran', async () => {
+      const st = (await getRep('missed')).status;
+      return st?.lastSyncTime && st.lastSyncTime !== twoHoursAgo && st.lastSyncTime >= m.lastSyncTime! ? st : undefined;
+    });
+    assert.ok(new Date(caught.nextSyncTime!).getTime() - Date.now() <= 3600_000, 'the next tick is within the hour');
+    await kubectl(ctl.kubeconfigPath, ['-n', 'dr-syncer', 'annotate', 'replication', 'missed', 'poke=2', '--overwrite']);
+    await sleep(2000);
+    assert.equal((await getRep('missed')).status?.lastSyncTime, caught.lastSyncTime, 'it ran once, not again');
   });
 
   it('Manual: nothing before the trigger; the sync-now annotation (cleared after) and spec.trigger.manual run one sync each', async () => {
