@@ -1,8 +1,8 @@
 // The demo: local source and DR clusters (real kube-apiserver, etcd, kube-controller-manager),
 // a local Git server, the CRDs and examples installed, one `dr-syncer sync` into the DR
-// repository, the repository applied to the DR cluster as Argo CD or Flux would, and the state
-// printed. Everything runs on loopback and is stopped at the end (--keep leaves it running).
-import { execFile } from 'node:child_process';
+// repository, the repository applied to the DR cluster as Argo CD or Flux would, the operator
+// following a live change, and the state printed. Everything runs on loopback and is stopped at the end (--keep leaves it running).
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -53,6 +53,37 @@ try {
   console.log((await kubectl(dr!.kubeconfigPath, ['get', 'deploy,sts,svc,cm,pvc,cronjob', '-n', 'shop'])).stdout);
   console.log('Deployments and StatefulSets wait at 0 replicas (original count in dr-syncer.io/original-replicas), the CronJob is suspended,');
   console.log('the Secret stayed out of Git (secrets.mode Omit), the PVC asks for storage class "standard".');
+
+  step('the operator: dr-syncer controller with a Continuous Replication');
+  await kubectl(src!.kubeconfigPath, ['-n', 'dr-syncer', 'create', 'secret', 'generic', 'demo-git', `--from-literal=username=${git.user}`, `--from-literal=password=${git.password}`]);
+  const ctl = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'src/cli/main.ts'), 'controller', '--kubeconfig', src!.kubeconfigPath,
+    '--metrics-bind-address', '127.0.0.1:0', '--health-probe-bind-address', '127.0.0.1:0', '--cache-dir', path.join(src!.dir, 'ctl-cache'), '--cluster-name', 'prod'],
+  { stdio: ['ignore', 'ignore', fs.openSync(path.join(src!.dir, 'controller.log'), 'w')], cwd: root });
+  try {
+    await kubectl(src!.kubeconfigPath, ['apply', '-f', '-'], {
+      input: JSON.stringify({
+        apiVersion: 'dr-syncer.io/v1alpha1', kind: 'Replication', metadata: { name: 'shop-live', namespace: 'dr-syncer' },
+        spec: { sourceNamespace: 'shop', mode: 'Continuous', git: { url: repo, path: 'clusters/dr-live', credentialsSecretRef: { name: 'demo-git' } } },
+      }),
+    });
+    await kubectl(src!.kubeconfigPath, ['-n', 'dr-syncer', 'wait', '--for=condition=Ready', 'replication/shop-live', '--timeout=60s']);
+    console.log('scaling web to 5 in the source cluster...');
+    await kubectl(src!.kubeconfigPath, ['-n', 'shop', 'scale', 'deployment', 'web', '--replicas=5']);
+    const t0 = Date.now();
+    let annotation = '';
+    while (Date.now() - t0 < 30_000) {
+      const c = await git.clone('dr-cluster');
+      const f = path.join(c, 'clusters/dr-live/shop/deployment.apps-web.yaml');
+      annotation = fs.existsSync(f) ? (/original-replicas: "(\d+)"/.exec(await fs.promises.readFile(f, 'utf8'))?.[1] ?? '') : '';
+      if (annotation === '5') break;
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    console.log(`the DR repository recorded original-replicas=${annotation} ${((Date.now() - t0) / 1000).toFixed(1)} s later`);
+    console.log((await kubectl(src!.kubeconfigPath, ['get', 'replications', '-n', 'dr-syncer', 'shop-live'])).stdout);
+    console.log(await git.git(['log', '--oneline', '-3'], await git.clone('dr-cluster')));
+  } finally {
+    ctl.kill('SIGTERM');
+  }
   if (keep) {
     console.log(`\nkept running: source kubeconfig ${src!.kubeconfigPath}\n              DR kubeconfig     ${dr!.kubeconfigPath}\nCtrl-C stops everything.`);
     await new Promise((resolve) => process.once('SIGINT', resolve));

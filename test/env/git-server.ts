@@ -106,6 +106,9 @@ export async function startGitServer(opts: { user?: string; password?: string } 
     });
     child.on('exit', (code) => reject(new Error(`git server exited with ${code}`)));
   });
+  // An interrupted test run must not leave the server behind.
+  const killChild = () => child.kill('SIGKILL');
+  process.once('exit', killChild);
   const base = `http://127.0.0.1:${port}`;
   const withCreds = `http://${user}:${password}@127.0.0.1:${port}`;
   const git = async (args: string[], cwd?: string) => {
@@ -129,6 +132,7 @@ export async function startGitServer(opts: { user?: string; password?: string } 
       return dir;
     },
     async stop() {
+      process.removeListener('exit', killChild);
       if (child.exitCode === null) {
         const exited = new Promise((r) => child.once('exit', r));
         child.kill('SIGTERM');

@@ -253,7 +253,11 @@ describe('the operator', () => {
     assert.match(st.conditions!.find((c) => c.type === 'Ready')!.message, /source namespace "does-not-exist" does not exist/);
     const st2 = await until('norc fails', async () => (await getRep('norc')).status?.conditions?.find((c) => c.reason === 'RemoteClusterNotFound'));
     assert.match(st2.message, /RemoteCluster dr-syncer\/nope does not exist/);
+    // Many watches on one source cluster (every namespaced type) must not starve its other requests.
+    await ctlApply(replication('wide', { sourceNamespace: 'cont', mode: 'Continuous', resourceTypes: ['*'] }));
+    await until('wide synced', async () => (await getRep('wide')).status?.phase === 'Synced');
     await srcApply('{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"still-works","namespace":"cont"},"data":{"v":"1"}}');
+    await until('wide follows', async () => (await repoFiles('ctl/wide/cont')).includes('configmap-still-works.yaml'));
     await until('others still sync', async () => (await repoFiles('ctl/cont/cont')).includes('configmap-still-works.yaml'));
   });
 

@@ -38,9 +38,11 @@ export class KubeClient {
     if (!cluster) throw new Error('kubeconfig has no current cluster: set current-context');
     this.server = cluster.server.replace(/\/$/, '');
     const { ca, cert, key, pfx, passphrase, rejectUnauthorized, servername } = baseOpts;
+    // No socket limit: every watch holds a connection for minutes, and a capped pool would make
+    // ordinary requests wait behind them (HTTP/1.1 has one request per connection).
     this.agent = this.server.startsWith('https:')
-      ? new https.Agent({ keepAlive: true, maxSockets: 16, ca, cert, key, pfx, passphrase, rejectUnauthorized, servername })
-      : new http.Agent({ keepAlive: true, maxSockets: 16 });
+      ? new https.Agent({ keepAlive: true, ca, cert, key, pfx, passphrase, rejectUnauthorized, servername })
+      : new http.Agent({ keepAlive: true });
   }
 
   static async fromKubeConfig(kc: KubeConfig): Promise<KubeClient> {
