@@ -4,7 +4,6 @@
 // means another candidate won), and a leader that cannot renew within renewDeadline stops
 // leading: the signal handed to onStartedLeading is aborted, so every writer must stop (fencing).
 // renewDeadline < leaseDuration guarantees we stop before a follower may take over.
-import type http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { Gauge, type Registry } from 'prom-client';
 import { KubeApiError, type KubeClient } from '../adapters/kube/client.ts';
@@ -341,25 +340,9 @@ export class LeaderElector {
     return 'error';
   }
 
-  /** JSON request that a signal really cancels (a hung renewal must not outlive the deadline). */
-  private async call<T>(method: string, path: string, body: unknown, signal: AbortSignal): Promise<T> {
-    signal.throwIfAborted();
-    const res = await this.o.client.raw(method, path, body, 'application/json', signal);
-    const text = await readBody(res, signal);
-    const status = res.statusCode ?? 0;
-    if (status >= 400) {
-      let reason = '';
-      let message = text;
-      try {
-        const s = JSON.parse(text) as { reason?: string; message?: string };
-        reason = s.reason ?? '';
-        message = s.message ?? text;
-      } catch {
-        /* not a Status object */
-      }
-      throw new KubeApiError(status, reason, `${method} ${path}: ${status} ${reason}: ${message}`);
-    }
-    return JSON.parse(text) as T;
+  /** A request that the signal really cancels (a hung renewal must not outlive the deadline). */
+  private call<T>(method: string, path: string, body: unknown, signal: AbortSignal): Promise<T> {
+    return this.o.client.request<T>(method, path, body, 'application/json', signal);
   }
 }
 
@@ -379,29 +362,6 @@ function sameRecord(a: LeaseSpec | undefined, b: LeaseSpec): boolean {
     t(a.acquireTime) === t(b.acquireTime) &&
     t(a.renewTime) === t(b.renewTime)
   );
-}
-
-function readBody(res: http.IncomingMessage, signal: AbortSignal): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let done = false;
-    const finish = (err?: unknown) => {
-      if (done) return;
-      done = true;
-      signal.removeEventListener('abort', onAbort);
-      if (err !== undefined) reject(err instanceof Error ? err : new Error(String(err)));
-      else resolve(Buffer.concat(chunks).toString('utf8'));
-    };
-    const onAbort = () => {
-      res.destroy();
-      finish(signal.reason ?? new Error('aborted'));
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    res.on('data', (c: Buffer) => chunks.push(c));
-    res.on('end', () => finish());
-    res.on('error', (e) => finish(e));
-    res.on('close', () => finish(res.complete ? undefined : new Error('response closed early')));
-  });
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {

@@ -76,9 +76,11 @@ export class KubeClient {
     return (opts.headers ?? {}) as Record<string, string>;
   }
 
-  async request<T = unknown>(method: string, path: string, body?: unknown, contentType = 'application/json'): Promise<T> {
-    const res = await this.raw(method, path, body, contentType);
-    const text = await readAll(res);
+  /** A JSON request; `signal` really cancels it, also while the response body is read. */
+  async request<T = unknown>(method: string, path: string, body?: unknown, contentType = 'application/json', signal?: AbortSignal): Promise<T> {
+    signal?.throwIfAborted();
+    const res = await this.raw(method, path, body, contentType, signal);
+    const text = await readAll(res, signal);
     if ((res.statusCode ?? 0) >= 400) throw toApiError(res.statusCode ?? 0, text, method, path);
     return (text ? JSON.parse(text) : undefined) as T;
   }
@@ -160,12 +162,26 @@ export function resourcePath(t: Pick<ResourceType, 'group' | 'version' | 'resour
   return `${base}${ns}/${t.resource}${name ? `/${encodeURIComponent(name)}` : ''}`;
 }
 
-function readAll(res: http.IncomingMessage): Promise<string> {
+function readAll(res: http.IncomingMessage, signal?: AbortSignal): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
+    let done = false;
+    const finish = (err?: unknown) => {
+      if (done) return;
+      done = true;
+      signal?.removeEventListener('abort', onAbort);
+      if (err !== undefined) reject(err instanceof Error ? err : new Error(String(err)));
+      else resolve(Buffer.concat(chunks).toString('utf8'));
+    };
+    const onAbort = () => {
+      res.destroy();
+      finish(signal?.reason ?? new Error('aborted'));
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
     res.on('data', (c: Buffer) => chunks.push(c));
-    res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    res.on('error', reject);
+    res.on('end', () => finish());
+    res.on('error', (e) => finish(e));
+    res.on('close', () => finish(res.complete ? undefined : new Error('response closed early')));
   });
 }
 
