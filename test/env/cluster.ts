@@ -12,6 +12,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runBuildScript } from './build.ts';
 
 export interface TestCluster {
   name: string;
@@ -51,44 +52,17 @@ let binDirPromise: Promise<string> | undefined;
 
 /** Runs build-bins.sh once per process (it honours KUBEBUILDER_ASSETS) and returns the folder. */
 export function binDir(): Promise<string> {
-  binDirPromise ??= runBuild().catch((err: unknown) => {
+  binDirPromise ??= runBuildScript(BUILD_SCRIPT, parseBinDir).catch((err: unknown) => {
     binDirPromise = undefined; // let a later call retry
     throw err;
   });
   return binDirPromise;
 }
 
-function runBuild(): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('bash', [BUILD_SCRIPT], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    // A warm check is quiet; a cold build takes many minutes, so show its progress after a while.
-    let echo = process.env.TESTENV_VERBOSE === '1';
-    const timer = setTimeout(() => {
-      echo = true;
-      process.stderr.write(err);
-    }, 5_000);
-    timer.unref();
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => {
-      err += d.toString();
-      if (echo) process.stderr.write(d);
-    });
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(new Error(`cannot run ${BUILD_SCRIPT}: ${e.message}`));
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      const dir = out.trim().split('\n').pop() ?? '';
-      if (code !== 0 || dir === '') {
-        reject(new Error(`${BUILD_SCRIPT} failed (exit ${code}):\n${tailText(err, 30)}`));
-      } else {
-        resolve(dir);
-      }
-    });
-  });
+/** The last line build-bins.sh prints is the folder. */
+function parseBinDir(stdout: string): string | undefined {
+  const dir = stdout.trim().split('\n').pop() ?? '';
+  return dir === '' ? undefined : dir;
 }
 
 // ---------------------------------------------------------------------------------------------

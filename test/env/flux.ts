@@ -10,6 +10,7 @@ import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runBuildScript } from './build.ts';
 import type { TestCluster } from './cluster.ts';
 import { kubectl } from './cluster.ts';
 
@@ -51,55 +52,28 @@ let binsPromise: Promise<FluxBins> | undefined;
 
 /** Runs build-flux.sh once per process (a warm run only checks its markers). */
 export function fluxBins(): Promise<FluxBins> {
-  binsPromise ??= runBuild().catch((err: unknown) => {
+  binsPromise ??= runBuildScript(BUILD_SCRIPT, parseFluxBins).catch((err: unknown) => {
     binsPromise = undefined;
     throw err;
   });
   return binsPromise;
 }
 
-function runBuild(): Promise<FluxBins> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('bash', [BUILD_SCRIPT], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    // A cold build takes many minutes: show its progress after a while.
-    let echo = process.env.TESTENV_VERBOSE === '1';
-    const timer = setTimeout(() => {
-      echo = true;
-      process.stderr.write(err);
-    }, 5_000);
-    timer.unref();
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => {
-      err += d.toString();
-      if (echo) process.stderr.write(d);
-    });
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(new Error(`cannot run ${BUILD_SCRIPT}: ${e.message}`));
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      const vars = new Map<string, string>();
-      for (const line of out.split('\n')) {
-        const m = /^([A-Z_]+)=(.+)$/.exec(line.trim());
-        if (m) vars.set(m[1]!, m[2]!);
-      }
-      const get = (k: string): string => vars.get(k) ?? '';
-      const bins: FluxBins = {
-        sourceController: get('SOURCE_CONTROLLER'),
-        sourceCrds: get('SOURCE_CRDS'),
-        kustomizeController: get('KUSTOMIZE_CONTROLLER'),
-        kustomizeCrds: get('KUSTOMIZE_CRDS'),
-      };
-      if (code !== 0 || Object.values(bins).some((v) => v === '')) {
-        reject(new Error(`${BUILD_SCRIPT} failed (exit ${code}):\n${err.trimEnd().split('\n').slice(-30).join('\n')}`));
-      } else {
-        resolve(bins);
-      }
-    });
-  });
+/** build-flux.sh prints NAME=path lines; all four are needed. */
+function parseFluxBins(stdout: string): FluxBins | undefined {
+  const vars = new Map<string, string>();
+  for (const line of stdout.split('\n')) {
+    const m = /^([A-Z_]+)=(.+)$/.exec(line.trim());
+    if (m) vars.set(m[1]!, m[2]!);
+  }
+  const get = (k: string): string => vars.get(k) ?? '';
+  const bins: FluxBins = {
+    sourceController: get('SOURCE_CONTROLLER'),
+    sourceCrds: get('SOURCE_CRDS'),
+    kustomizeController: get('KUSTOMIZE_CONTROLLER'),
+    kustomizeCrds: get('KUSTOMIZE_CRDS'),
+  };
+  return Object.values(bins).some((v) => v === '') ? undefined : bins;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 // The generated CRDs against a real kube-apiserver: they install and become Established, every
 // example is accepted (and defaulted exactly like validateReplication/validateRemoteCluster
 // default it), `kubectl explain` shows the descriptions, the printer columns work, and invalid
-// CRs are rejected with a message that names the field (the twin list is in
-// test/unit/crds.test.ts, where the TS validator must reject the same cases; it also has "patch
-// add without value", which only the TS validator can catch: CEL cannot see free-form fields).
+// CRs are rejected with a message that names the field (the list is test/fixtures/invalid-crs.ts,
+// shared with test/unit/crds.test.ts, where the TS validator must reject the same cases plus the
+// `tsOnly` ones, which CEL cannot catch).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, readdir } from 'node:fs/promises';
@@ -11,7 +11,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import { kubectl, startCluster } from '../env/cluster.ts';
-import { API_VERSION, validateRemoteCluster, validateReplication } from '../../src/api/v1alpha1/index.ts';
+import { eventually } from '../env/wait.ts';
+import { validateRemoteCluster, validateReplication } from '../../src/api/v1alpha1/index.ts';
+import { INVALID_CRS, baseRemoteCluster, baseReplication } from '../fixtures/invalid-crs.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const NS = 'dr-syncer';
@@ -19,77 +21,7 @@ const NS = 'dr-syncer';
 type Json = Record<string, unknown>;
 type Cluster = Awaited<ReturnType<typeof startCluster>>;
 
-async function eventually<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 300));
-  }
-  throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`);
-}
-
-type Mutate = (spec: Json) => void;
-const baseReplication = (name: string): Json => ({
-  apiVersion: API_VERSION,
-  kind: 'Replication',
-  metadata: { name, namespace: NS },
-  spec: { destinationCluster: 'dr', sourceNamespace: 'shop', schedule: '@hourly' },
-});
-const baseRemoteCluster = (name: string): Json => ({
-  apiVersion: API_VERSION,
-  kind: 'RemoteCluster',
-  metadata: { name, namespace: NS },
-  spec: { kubeconfigSecretRef: { name: 'kc' } },
-});
-const sel = { labelSelector: { matchLabels: { 'dr-syncer.io/replicate': 'true' } } };
-const INVALID: Array<{ name: string; kind: 'Replication' | 'RemoteCluster'; mutate: Mutate; field: string }> = [
-  { name: 'sourceNamespace and namespaceSelector', kind: 'Replication', field: 'spec.namespaceSelector', mutate: (s) => (s.namespaceSelector = sel) },
-  { name: 'neither sourceNamespace nor namespaceSelector', kind: 'Replication', field: 'spec.sourceNamespace', mutate: (s) => delete s.sourceNamespace },
-  { name: 'Scheduled without schedule', kind: 'Replication', field: 'spec.schedule', mutate: (s) => delete s.schedule },
-  { name: 'schedule is not cron', kind: 'Replication', field: 'spec.schedule', mutate: (s) => (s.schedule = 'every hour') },
-  { name: 'unknown mode', kind: 'Replication', field: 'spec.mode', mutate: (s) => (s.mode = 'Hourly') },
-  { name: 'SOPS without recipients', kind: 'Replication', field: 'spec.secrets.sops.ageRecipients', mutate: (s) => (s.secrets = { mode: 'SOPS' }) },
-  { name: 'malformed age recipient', kind: 'Replication', field: 'spec.secrets.sops.ageRecipients[0]',
-    mutate: (s) => (s.secrets = { mode: 'SOPS', sops: { ageRecipients: ['age1short'] } }) },
-  { name: 'destinationNamespace with namespaceSelector', kind: 'Replication', field: 'spec.destinationNamespace',
-    mutate: (s) => { delete s.sourceNamespace; s.namespaceSelector = sel; s.destinationNamespace = 'shop-dr'; } },
-  { name: 'no destinationCluster and no git.url', kind: 'Replication', field: 'spec.destinationCluster', mutate: (s) => delete s.destinationCluster },
-  { name: 'pvc.syncData without destinationCluster', kind: 'Replication', field: 'spec.destinationCluster',
-    mutate: (s) => { delete s.destinationCluster; s.git = { url: 'https://git.example.com/dr.git' }; s.pvc = { syncData: true }; } },
-  { name: 'patch move without from', kind: 'Replication', field: 'spec.transforms[0].patch[0].from',
-    mutate: (s) => (s.transforms = [{ patch: [{ op: 'move', path: '/spec/a' }] }]) },
-  { name: 'patch path not a JSON pointer', kind: 'Replication', field: 'spec.transforms[0].patch[0].path',
-    mutate: (s) => (s.transforms = [{ patch: [{ op: 'remove', path: 'spec/replicas' }] }]) },
-  { name: 'namespace name not a DNS label', kind: 'Replication', field: 'spec.sourceNamespace', mutate: (s) => (s.sourceNamespace = 'Shop_NS') },
-  { name: 'namespace name too long', kind: 'Replication', field: 'spec.sourceNamespace', mutate: (s) => (s.sourceNamespace = 'a'.repeat(64)) },
-  { name: 'duration with words', kind: 'Replication', field: 'spec.continuous.debounce', mutate: (s) => (s.continuous = { debounce: '2 seconds' }) },
-  { name: 'dataSync.concurrency above 16', kind: 'Replication', field: 'spec.pvc.dataSync.concurrency',
-    mutate: (s) => (s.pvc = { dataSync: { concurrency: 17 } }) },
-  { name: 'unknown access mode', kind: 'Replication', field: 'spec.pvc.accessModeMappings[0].from',
-    mutate: (s) => (s.pvc = { accessModeMappings: [{ from: 'RWO', to: 'ReadWriteOnce' }] }) },
-  { name: 'In without values', kind: 'Replication', field: 'spec.labelSelector.matchExpressions[0].values',
-    mutate: (s) => (s.labelSelector = { matchExpressions: [{ key: 'app', operator: 'In' }] }) },
-  { name: 'resource type with a space', kind: 'Replication', field: 'spec.resourceTypes[0]', mutate: (s) => (s.resourceTypes = ['config maps']) },
-  { name: 'duplicate resource type', kind: 'Replication', field: 'spec.resourceTypes[1]', mutate: (s) => (s.resourceTypes = ['secrets', 'secrets']) },
-  { name: 'git.path escapes the repository', kind: 'Replication', field: 'spec.git.path', mutate: (s) => (s.git = { path: '../other' }) },
-  { name: 'rsync option that runs a command', kind: 'Replication', field: 'spec.pvc.dataSync.rsyncOptions[0]',
-    mutate: (s) => (s.pvc = { dataSync: { rsyncOptions: ['--rsh=sh -c id'] } }) },
-  { name: 'paused is not a boolean', kind: 'Replication', field: 'spec.paused', mutate: (s) => (s.paused = 'yes') },
-  { name: 'misspelled field', kind: 'Replication', field: 'spec.sourceNamspace', mutate: (s) => (s.sourceNamspace = 'shop') },
-  { name: 'RemoteCluster without kubeconfigSecretRef', kind: 'RemoteCluster', field: 'spec.kubeconfigSecretRef', mutate: (s) => delete s.kubeconfigSecretRef },
-  { name: 'sshPort out of range', kind: 'RemoteCluster', field: 'spec.pvcSync.sshPort', mutate: (s) => (s.pvcSync = { sshPort: 70000 }) },
-  { name: 'resources limit not a quantity', kind: 'RemoteCluster', field: 'spec.pvcSync.resources.limits',
-    mutate: (s) => (s.pvcSync = { resources: { limits: { cpu: 'lots' } } }) },
-  { name: 'keyRotationInterval not a duration', kind: 'RemoteCluster', field: 'spec.pvcSync.keyRotationInterval',
-    mutate: (s) => (s.pvcSync = { keyRotationInterval: '30 days' }) },
-  { name: 'git.url empty', kind: 'RemoteCluster', field: 'spec.git.url', mutate: (s) => (s.git = { url: '' }) },
-];
+const INVALID = INVALID_CRS.filter((c) => c.tsOnly === undefined);
 
 async function exampleFiles(): Promise<Array<{ file: string; text: string; objs: Json[] }>> {
   const dir = path.join(ROOT, 'examples');

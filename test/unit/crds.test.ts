@@ -19,6 +19,7 @@ import {
   validateRemoteCluster,
   validateReplication,
 } from '../../src/api/v1alpha1/index.ts';
+import { INVALID_CRS, baseRemoteCluster, baseReplication } from '../fixtures/invalid-crs.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -182,7 +183,7 @@ void test('validateReplication applies the schema defaults and leaves the input 
   assert.equal(spec.paused, false);
   assert.equal(spec.scaleToZero, true);
   assert.deepEqual(spec.resourceTypes, DEFAULT_RESOURCE_TYPES);
-  assert.deepEqual(spec.continuous, { debounce: '2s', resyncInterval: '1h' });
+  assert.deepEqual(spec.continuous, { debounce: '500ms', resyncInterval: '1h' });
   assert.deepEqual(spec.secrets, { mode: 'Omit' });
   assert.deepEqual(spec.git, { author: { name: 'dr-syncer', email: 'dr-syncer@localhost' }, prune: true });
   assert.deepEqual(spec.pvc, { preserveVolumeAttributes: false, syncData: false, dataSync: { concurrency: 2, timeout: '30m' } });
@@ -205,73 +206,13 @@ void test('validators reject non-objects and the wrong kind', () => {
   assert.ok(!res.ok && res.errors.some((e) => e.startsWith('apiVersion:')) && res.errors.some((e) => e.startsWith('kind:')));
 });
 
-// Same list as test/integration/crds.test.ts (there the API server must reject them with the
-// same field named in its message).
-type Mutate = (spec: Json) => void;
-const baseReplication = (): Json => ({
-  apiVersion: API_VERSION,
-  kind: 'Replication',
-  metadata: { name: 'bad', namespace: 'dr-syncer' },
-  spec: { destinationCluster: 'dr', sourceNamespace: 'shop', schedule: '@hourly' },
-});
-const baseRemoteCluster = (): Json => ({
-  apiVersion: API_VERSION,
-  kind: 'RemoteCluster',
-  metadata: { name: 'bad', namespace: 'dr-syncer' },
-  spec: { kubeconfigSecretRef: { name: 'kc' } },
-});
-const sel = { labelSelector: { matchLabels: { 'dr-syncer.io/replicate': 'true' } } };
-const INVALID: Array<{ name: string; kind: 'Replication' | 'RemoteCluster'; mutate: Mutate; field: string }> = [
-  { name: 'sourceNamespace and namespaceSelector', kind: 'Replication', field: 'spec.namespaceSelector', mutate: (s) => (s.namespaceSelector = sel) },
-  { name: 'neither sourceNamespace nor namespaceSelector', kind: 'Replication', field: 'spec.sourceNamespace', mutate: (s) => delete s.sourceNamespace },
-  { name: 'Scheduled without schedule', kind: 'Replication', field: 'spec.schedule', mutate: (s) => delete s.schedule },
-  { name: 'schedule is not cron', kind: 'Replication', field: 'spec.schedule', mutate: (s) => (s.schedule = 'every hour') },
-  { name: 'unknown mode', kind: 'Replication', field: 'spec.mode', mutate: (s) => (s.mode = 'Hourly') },
-  { name: 'SOPS without recipients', kind: 'Replication', field: 'spec.secrets.sops.ageRecipients', mutate: (s) => (s.secrets = { mode: 'SOPS' }) },
-  { name: 'malformed age recipient', kind: 'Replication', field: 'spec.secrets.sops.ageRecipients[0]',
-    mutate: (s) => (s.secrets = { mode: 'SOPS', sops: { ageRecipients: ['age1short'] } }) },
-  { name: 'destinationNamespace with namespaceSelector', kind: 'Replication', field: 'spec.destinationNamespace',
-    mutate: (s) => { delete s.sourceNamespace; s.namespaceSelector = sel; s.destinationNamespace = 'shop-dr'; } },
-  { name: 'no destinationCluster and no git.url', kind: 'Replication', field: 'spec.destinationCluster', mutate: (s) => delete s.destinationCluster },
-  { name: 'pvc.syncData without destinationCluster', kind: 'Replication', field: 'spec.destinationCluster',
-    mutate: (s) => { delete s.destinationCluster; s.git = { url: 'https://git.example.com/dr.git' }; s.pvc = { syncData: true }; } },
-  { name: 'patch move without from', kind: 'Replication', field: 'spec.transforms[0].patch[0].from',
-    mutate: (s) => (s.transforms = [{ patch: [{ op: 'move', path: '/spec/a' }] }]) },
-  { name: 'patch add without value', kind: 'Replication', field: 'spec.transforms[0].patch[0].value',
-    mutate: (s) => (s.transforms = [{ patch: [{ op: 'add', path: '/spec/a' }] }]) },
-  { name: 'patch path not a JSON pointer', kind: 'Replication', field: 'spec.transforms[0].patch[0].path',
-    mutate: (s) => (s.transforms = [{ patch: [{ op: 'remove', path: 'spec/replicas' }] }]) },
-  { name: 'namespace name not a DNS label', kind: 'Replication', field: 'spec.sourceNamespace', mutate: (s) => (s.sourceNamespace = 'Shop_NS') },
-  { name: 'namespace name too long', kind: 'Replication', field: 'spec.sourceNamespace', mutate: (s) => (s.sourceNamespace = 'a'.repeat(64)) },
-  { name: 'duration with words', kind: 'Replication', field: 'spec.continuous.debounce', mutate: (s) => (s.continuous = { debounce: '2 seconds' }) },
-  { name: 'dataSync.concurrency above 16', kind: 'Replication', field: 'spec.pvc.dataSync.concurrency',
-    mutate: (s) => (s.pvc = { dataSync: { concurrency: 17 } }) },
-  { name: 'unknown access mode', kind: 'Replication', field: 'spec.pvc.accessModeMappings[0].from',
-    mutate: (s) => (s.pvc = { accessModeMappings: [{ from: 'RWO', to: 'ReadWriteOnce' }] }) },
-  { name: 'In without values', kind: 'Replication', field: 'spec.labelSelector.matchExpressions[0].values',
-    mutate: (s) => (s.labelSelector = { matchExpressions: [{ key: 'app', operator: 'In' }] }) },
-  { name: 'resource type with a space', kind: 'Replication', field: 'spec.resourceTypes[0]', mutate: (s) => (s.resourceTypes = ['config maps']) },
-  { name: 'duplicate resource type', kind: 'Replication', field: 'spec.resourceTypes[1]', mutate: (s) => (s.resourceTypes = ['secrets', 'secrets']) },
-  { name: 'git.path escapes the repository', kind: 'Replication', field: 'spec.git.path', mutate: (s) => (s.git = { path: '../other' }) },
-  { name: 'rsync option that runs a command', kind: 'Replication', field: 'spec.pvc.dataSync.rsyncOptions[0]',
-    mutate: (s) => (s.pvc = { dataSync: { rsyncOptions: ['--rsh=sh -c id'] } }) },
-  { name: 'paused is not a boolean', kind: 'Replication', field: 'spec.paused', mutate: (s) => (s.paused = 'yes') },
-  { name: 'misspelled field', kind: 'Replication', field: 'spec.sourceNamspace', mutate: (s) => (s.sourceNamspace = 'shop') },
-  { name: 'RemoteCluster without kubeconfigSecretRef', kind: 'RemoteCluster', field: 'spec.kubeconfigSecretRef', mutate: (s) => delete s.kubeconfigSecretRef },
-  { name: 'sshPort out of range', kind: 'RemoteCluster', field: 'spec.pvcSync.sshPort', mutate: (s) => (s.pvcSync = { sshPort: 70000 }) },
-  { name: 'resources limit not a quantity', kind: 'RemoteCluster', field: 'spec.pvcSync.resources.limits',
-    mutate: (s) => (s.pvcSync = { resources: { limits: { cpu: 'lots' } } }) },
-  { name: 'keyRotationInterval not a duration', kind: 'RemoteCluster', field: 'spec.pvcSync.keyRotationInterval',
-    mutate: (s) => (s.pvcSync = { keyRotationInterval: '30 days' }) },
-  { name: 'git.url empty', kind: 'RemoteCluster', field: 'spec.git.url', mutate: (s) => (s.git = { url: '' }) },
-];
-
+// The same list as test/integration/crds.test.ts, where the API server must reject them too.
 void test('the bases of the invalid cases are valid', () => {
   assert.ok(validateReplication(baseReplication()).ok);
   assert.ok(validateRemoteCluster(baseRemoteCluster()).ok);
 });
 
-for (const c of INVALID) {
+for (const c of INVALID_CRS) {
   void test(`rejects ${c.kind}: ${c.name}`, () => {
     const obj = c.kind === 'Replication' ? baseReplication() : baseRemoteCluster();
     c.mutate(obj.spec as Json);
