@@ -57,25 +57,8 @@ export class PushConflictError extends Error {}
 
 export const isRemoteUrl = (url: string): boolean => /^https?:\/\//.test(url);
 
-// Content → oid of the files of recent syncs: the engine hashes every file again after
-// buildTree did. Cleared, not evicted, when full; strings are hashed by V8 once.
-const oidMemo = new Map<string, string>();
-let oidMemoChars = 0;
-const OID_MEMO_CHARS = 16 * 1024 * 1024;
-
 export function blobOid(content: string | Uint8Array): string {
-  if (typeof content !== 'string') return hashObject('blob', Buffer.from(content.buffer, content.byteOffset, content.byteLength));
-  let oid = oidMemo.get(content);
-  if (oid === undefined) {
-    oid = hashObject('blob', content);
-    if (oidMemoChars + content.length > OID_MEMO_CHARS) {
-      oidMemo.clear();
-      oidMemoChars = 0;
-    }
-    oidMemo.set(content, oid);
-    oidMemoChars += content.length;
-  }
-  return oid;
+  return hashObject('blob', typeof content === 'string' ? content : Buffer.from(content.buffer, content.byteOffset, content.byteLength));
 }
 
 const AUTH_401 = 'authentication failed: the server refused the credentials (check the credentials Secret: keys username/password or token)';
@@ -103,7 +86,7 @@ export class GitRepo {
   private readonly auth?: GitAuth;
   private readonly log: Logger;
   private readonly store: ObjectStore;
-  /** The URL without credentials, and the credentials for our own HTTP requests. */
+  /** The URL without credentials (also for messages), and the credentials for our own requests. */
   private readonly httpUrl: string;
   private readonly credentials?: Credentials;
 
@@ -126,6 +109,10 @@ export class GitRepo {
       this.httpUrl = '';
     }
     this.store = new ObjectStore(this.gitdir);
+  }
+
+  private get displayUrl(): string {
+    return this.remote ? this.httpUrl : this.url;
   }
 
   private onAuth = () => {
@@ -153,7 +140,7 @@ export class GitRepo {
   async fetch(): Promise<Snapshot> {
     await this.ensureInit();
     if (this.remote) {
-      const fail = (err: unknown) => new Error(`fetching ${this.url} (branch ${this.branch}) failed: ${describeError(err)}`, { cause: err });
+      const fail = (err: unknown) => new Error(`fetching ${this.displayUrl} (branch ${this.branch}) failed: ${describeError(err)}`, { cause: err });
       let tip: string | undefined;
       try {
         tip = (await advertisement(this.httpUrl, 'git-upload-pack', this.credentials)).refs.get(`refs/heads/${this.branch}`);
@@ -228,10 +215,7 @@ export class GitRepo {
     };
     const blob = (content: string, known: (oid: string) => boolean): string => {
       const oid = blobOid(content);
-      if (!known(oid)) {
-        created.push({ oid, type: 'blob', data: Buffer.from(content) });
-        store.remember(oid, { text: content });
-      }
+      if (!known(oid)) created.push({ oid, type: 'blob', data: Buffer.from(content) });
       return oid;
     };
 
@@ -299,7 +283,7 @@ export class GitRepo {
       await this.updateLocalRef(ref, commit, expected);
       return;
     }
-    const fail = (err: unknown) => new Error(`push to ${this.url} failed: ${describeError(err)}`, { cause: err });
+    const fail = (err: unknown) => new Error(`push to ${this.displayUrl} failed: ${describeError(err)}`, { cause: err });
     let adv;
     try {
       adv = await advertisement(this.httpUrl, 'git-receive-pack', this.credentials);
@@ -309,22 +293,22 @@ export class GitRepo {
     const current = adv.refs.get(ref);
     if (current !== expected) throw new PushConflictError(`branch ${this.branch} moved from ${expected ?? '(none)'} to ${current ?? '(none)'}`);
     const oids = await this.newObjects(commit, expected);
-    const pack = encodePack(await Promise.all([...oids].map((o) => this.store.packObject(o))));
+    const pack = encodePack(await Promise.all([...oids].map((o) => this.store.packObject(o))), false);
     let report;
     try {
       report = await receivePack(adv, { ref, old: expected ?? ZERO_OID, new: commit }, pack.pack, this.credentials);
     } catch (err) {
       throw fail(err);
     }
-    if (report.unpack !== 'ok') throw new Error(`push to ${this.url} failed: the server could not unpack our pack: ${report.unpack}`);
-    if (!report.refs.has(ref)) throw new Error(`push to ${this.url} failed: no status for ${ref} in the server's report`);
+    if (report.unpack !== 'ok') throw new Error(`push to ${this.displayUrl} failed: the server could not unpack our pack: ${report.unpack}`);
+    if (!report.refs.has(ref)) throw new Error(`push to ${this.displayUrl} failed: no status for ${ref} in the server's report`);
     const reason = report.refs.get(ref);
     if (reason !== undefined) {
       // The server compared the branch with `expected` under its lock. Whatever words it used,
       // a branch that is no longer at `expected` is a conflict to retry, anything else is not.
       const now = await advertisement(this.httpUrl, 'git-receive-pack', this.credentials).then((a) => a.refs.get(ref), () => undefined);
-      if (CONFLICT_REASON.test(reason) || now !== expected) throw new PushConflictError(`push to ${this.url} rejected: ${reason}`);
-      throw new Error(`push to ${this.url} rejected: ${reason}`);
+      if (CONFLICT_REASON.test(reason) || now !== expected) throw new PushConflictError(`push to ${this.displayUrl} rejected: ${reason}`);
+      throw new Error(`push to ${this.displayUrl} rejected: ${reason}`);
     }
     this.store.clearPending();
     await git.writeRef({ fs, gitdir: this.gitdir, ref: this.trackingRef, value: commit, force: true });
