@@ -179,7 +179,8 @@ function buildRepoTree(repo: GitRepo, state: RepoState, folders: Map<string, Map
         : ((await repo.readDir(state.snapshot.tree, joinPath(parent, e.path))) ?? []).some((x) => x.path === KUSTOMIZATION);
       if (has) withKustomization.push(e.path);
     }
-    return new Map([[KUSTOMIZATION, kustomization(withKustomization)]]);
+    // No namespace folder left (the last Replication here was deleted): no kustomization either.
+    return new Map([[KUSTOMIZATION, withKustomization.length ? kustomization(withKustomization) : null]]);
   });
 }
 
@@ -213,16 +214,30 @@ export async function removeReplication(
   }
 }
 
-/** Files whose previous content the transforms need: scaled workloads and sealed Secrets. */
-const NEEDS_PREVIOUS = /^(deployment\.apps|statefulset\.apps|secret)-/;
+/**
+ * The previously written files the transforms need, parsed: workloads the source has at 0
+ * replicas (their remembered count) and, in mode SOPS, Secrets (their unchanged ciphertext).
+ */
+function neededPrevious(namespaces: SourceNamespace[], secretsMode: string): Set<string> {
+  const out = new Set<string>();
+  for (const ns of namespaces) {
+    for (const o of ns.listed) {
+      const scaledToZero = (o.kind === 'Deployment' || o.kind === 'StatefulSet') && isRecord(o.spec) && o.spec.replicas === 0;
+      const sealed = o.kind === 'Secret' && o.apiVersion === 'v1' && secretsMode === 'SOPS';
+      if (scaledToZero || sealed) out.add(`${ns.destination}/${objectFileName(o)}`);
+    }
+  }
+  return out;
+}
 
-async function loadPrevious(repo: GitRepo, state: RepoState): Promise<Map<string, KubeObject>> {
+async function loadPrevious(repo: GitRepo, state: RepoState, needed: Set<string>): Promise<Map<string, KubeObject>> {
   const out = new Map<string, KubeObject>();
   for (const [folder, files] of state.owned) {
     for (const [file, oid] of files) {
-      if (!NEEDS_PREVIOUS.test(file)) continue;
+      const key = `${folder}/${file}`;
+      if (!needed.has(key)) continue;
       const obj = parseYaml(await repo.readBlob(oid)) as KubeObject | null;
-      if (obj && isRecord(obj)) out.set(`${folder}/${file}`, obj);
+      if (obj && isRecord(obj)) out.set(key, obj);
     }
   }
   return out;
@@ -247,7 +262,7 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
   const maxAttempts = deps.maxAttempts ?? 5;
   for (let attempt = 1; ; attempt++) {
     const state = await readRepoState(deps.repo, parent, spec.replication);
-    const previous = await loadPrevious(deps.repo, state);
+    const previous = await loadPrevious(deps.repo, state, neededPrevious(src.namespaces, spec.plan.secretsMode));
     lap('fetch');
     const errors: ObjectError[] = [];
     const skipped: Skipped[] = [];

@@ -198,9 +198,10 @@ export class GitRepo {
 
   /**
    * A new root tree: `base` with each changed folder replaced (or removed) and every file in
-   * `extraFiles` (path → content) written. All changed folders must share one parent.
+   * `extraFiles` (name → content, or null to remove it) written in `parent`. All changed folders
+   * must share that parent.
    */
-  async buildTree(base: string | undefined, parent: string, folders: FolderChanges, extraFiles: (entries: TreeEntry[]) => Promise<Map<string, string>>): Promise<string> {
+  async buildTree(base: string | undefined, parent: string, folders: FolderChanges, extraFiles: (entries: TreeEntry[]) => Promise<Map<string, string | null>>): Promise<string> {
     const created: NewObject[] = [];
     const store = this.store;
     /** The tree's oid; queued for writing unless it is `old` (then it is stored already). */
@@ -237,6 +238,10 @@ export class GitRepo {
       parentEntries.set(name, { mode: '040000', path: name, oid: tree(entries, oldTree), type: 'tree' });
     }
     for (const [name, content] of await extraFiles([...parentEntries.values()])) {
+      if (content === null) {
+        parentEntries.delete(name);
+        continue;
+      }
       const old = parentEntries.get(name)?.oid;
       parentEntries.set(name, { mode: '100644', path: name, oid: blob(content, (o) => o === old), type: 'blob' });
     }
