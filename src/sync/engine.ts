@@ -63,7 +63,8 @@ export interface SyncResult {
   warnings: string[];
   attempts: number;
   durationMs: number;
-  /** Where the time went, in ms: read (discovery + LIST), fetch, render, write (objects), push. */
+  /** Where the time went, in ms: read (discovery + LIST, with the Git fetch alongside), fetch
+   * (previous files; re-fetches on retries), render, write (objects), push. */
   phases: Record<'read' | 'fetch' | 'render' | 'write' | 'push', number>;
 }
 
@@ -257,11 +258,12 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
     phases[phase] += Math.round(t - mark);
     mark = t;
   };
-  const src = await readSource(deps.source, spec, log);
+  // The source and the repository are read at the same time: neither needs the other.
+  const [src, firstState] = await Promise.all([readSource(deps.source, spec, log), readRepoState(deps.repo, parent, spec.replication)]);
   lap('read');
   const maxAttempts = deps.maxAttempts ?? 5;
   for (let attempt = 1; ; attempt++) {
-    const state = await readRepoState(deps.repo, parent, spec.replication);
+    const state = attempt === 1 ? firstState : await readRepoState(deps.repo, parent, spec.replication);
     const previous = await loadPrevious(deps.repo, state, neededPrevious(src.namespaces, spec.plan.secretsMode));
     lap('fetch');
     const errors: ObjectError[] = [];
