@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // dr-syncer: the command line. Each subcommand lives in its own file and prints its own --help.
 import { runControllerCommand } from './controller.ts';
-import { runSyncCommand, SYNC_HELP } from './sync.ts';
+import { runSyncCommand } from './sync.ts';
 import { VERSION } from '../version.ts';
 
 const HELP = `dr-syncer ${VERSION}: keeps a disaster-recovery cluster ready to take over.
@@ -37,8 +37,6 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
   }
 }
-
-export { SYNC_HELP };
 
 main(process.argv.slice(2)).then(
   (code) => {
