@@ -110,6 +110,14 @@ describe('the operator', () => {
       assert.equal(c.reason, reason);
       assert.ok(c.message.length > 20, c.message);
     }
+    // Fixing the Secret (and the key it names) is picked up: the client is rebuilt from it.
+    await kubectl(ctl.kubeconfigPath, ['-n', 'dr-syncer', 'create', 'secret', 'generic', 'bad-kubeconfig', `--from-file=config=${src.kubeconfigPath}`, '--dry-run=client', '-o', 'yaml'])
+      .then((r) => kubectl(ctl.kubeconfigPath, ['apply', '-f', '-'], { input: r.stdout }));
+    await kubectl(ctl.kubeconfigPath, ['-n', 'dr-syncer', 'patch', 'remotecluster', 'broken', '--type=merge', '-p', '{"spec":{"kubeconfigSecretRef":{"key":"config"}}}']);
+    await until('broken becomes Healthy', async () => {
+      const o = JSON.parse((await kubectl(ctl.kubeconfigPath, ['get', 'remotecluster', 'broken', '-n', 'dr-syncer', '-o', 'json'])).stdout) as { status?: { health?: string } };
+      return o.status?.health === 'Healthy';
+    });
   });
 
   it('Continuous: creates, edits and deletes at the source appear as commits within seconds; a burst is one commit', async () => {

@@ -155,3 +155,38 @@ void describe('testenv CLI', () => {
     assert.ok(!existsSync(dir), 'dir removed');
   });
 });
+
+describe('build-bins.sh', () => {
+  const script = path.resolve('test/env/build-bins.sh');
+  const runScript = (env: Record<string, string>) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const p = spawn('bash', [script], { env: { ...process.env, ...env } });
+      let stdout = '';
+      let stderr = '';
+      p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      p.on('close', (code) => resolve({ code, stdout: stdout.trim(), stderr }));
+    });
+
+  test('uses KUBEBUILDER_ASSETS when it holds the binaries, and builds nothing', async () => {
+    const built = (await runScript({})).stdout.split('\n').pop()!;
+    const assets = await mkdtemp(path.join(os.tmpdir(), 'drs-assets-'));
+    try {
+      const { symlink, writeFile, chmod } = await import('node:fs/promises');
+      for (const b of ['kube-apiserver', 'etcd']) await symlink(path.join(built, b), path.join(assets, b));
+      const r = await runScript({ KUBEBUILDER_ASSETS: assets, PATH: '/usr/bin:/bin' }); // no Go on PATH: nothing can be built
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, assets);
+      const empty = await mkdtemp(path.join(os.tmpdir(), 'drs-assets-empty-'));
+      await writeFile(path.join(empty, 'etcd'), '#!/bin/sh\n');
+      await chmod(path.join(empty, 'etcd'), 0o755);
+      const fallback = await runScript({ KUBEBUILDER_ASSETS: empty });
+      assert.equal(fallback.code, 0, fallback.stderr);
+      assert.equal(fallback.stdout.split('\n').pop(), built, 'an incomplete folder falls back to our own build');
+      assert.match(fallback.stderr, /has no kube-apiserver\/etcd/);
+      await rm(empty, { recursive: true, force: true });
+    } finally {
+      await rm(assets, { recursive: true, force: true });
+    }
+  });
+});
