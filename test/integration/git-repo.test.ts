@@ -175,6 +175,20 @@ describe('GitRepo over smart HTTP', () => {
     const none = new GitRepo({ url, branch: 'main', cacheDir: cacheDir() });
     await assert.rejects(none.fetch(), /authentication failed/);
   });
+
+  it('a token authenticates as x-access-token (GitHub/GitLab style) unless a username is given', async () => {
+    const tokenServer = await startGitServer({ user: 'x-access-token', password: 'tok3n' });
+    try {
+      const url = await tokenServer.createRepo('tok');
+      const repo = new GitRepo({ url, branch: 'main', auth: { token: 'tok3n' }, cacheDir: cacheDir() });
+      const c = await syncOnce(repo, changes(1, 2, 'tok'), 'tok');
+      assert.equal((await tokenServer.git(['ls-remote', `${tokenServer.base}/tok.git`, 'refs/heads/main'])).split('\t')[0], c);
+      const wrongUser = new GitRepo({ url, branch: 'main', auth: { token: 'tok3n', username: 'someone' }, cacheDir: cacheDir() });
+      await assert.rejects(wrongUser.fetch(), /authentication failed/);
+    } finally {
+      await tokenServer.stop();
+    }
+  });
 });
 
 describe('GitRepo on a local path', () => {

@@ -461,7 +461,7 @@ const SkippedCount = Type.Object(
   {
     group: Type.String({ description: 'API group; empty for the core group.' }),
     kind: Type.String({ description: 'Kind, for example Secret.' }),
-    reason: Type.String({ description: 'Why they were skipped, for example SecretsOmitted, OwnedByController or Forbidden.' }),
+    reason: Type.String({ description: 'Why they were skipped, for example "secrets.mode is Omit" or "owned by Deployment/web; its owner is copied instead".' }),
     count: Type.Integer({ description: 'Number of objects skipped for this reason.', format: 'int32', minimum: 0 }),
   },
   { description: 'Number of objects of one kind that were left out, and why.' },
