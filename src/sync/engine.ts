@@ -112,8 +112,9 @@ export async function resolveNamespaces(client: KubeClient, spec: NamespaceSourc
 }
 
 async function readSource(client: KubeClient, spec: SyncSpec, log: Logger): Promise<{ namespaces: SourceNamespace[]; unknownTypes: string[]; warnings: string[] }> {
-  const discovered = await client.discover();
-  const resolved = resolveResourceTypes(spec.resourceTypes, spec.excludeResourceTypes, discovered);
+  let resolved = resolveResourceTypes(spec.resourceTypes, spec.excludeResourceTypes, await client.discover());
+  // A type the cached discovery does not know may be a CRD installed a moment ago: ask again.
+  if (resolved.unknown.length) resolved = resolveResourceTypes(spec.resourceTypes, spec.excludeResourceTypes, await client.discover(0));
   const warnings = resolved.refused.map((r) => `resource type "${r.name}" skipped: ${r.reason}`);
   if (resolved.unknown.length) {
     warnings.push(`unknown resource types (not served by the source cluster): ${resolved.unknown.join(', ')}`);

@@ -362,6 +362,40 @@ spec:
     assert.equal(sts?.metadata.annotations?.['dr-syncer.io/original-replicas'], '2');
   });
 
+  it('custom resources by resource.group, at the preferred version, even for a CRD installed a moment ago', async () => {
+    const crd = JSON.stringify({
+      apiVersion: 'apiextensions.k8s.io/v1', kind: 'CustomResourceDefinition', metadata: { name: 'widgets.example.com' },
+      spec: {
+        group: 'example.com', scope: 'Namespaced', names: { plural: 'widgets', singular: 'widget', kind: 'Widget' },
+        versions: [
+          { name: 'v1beta1', served: true, storage: false, schema: { openAPIV3Schema: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true } } },
+          { name: 'v1', served: true, storage: true, schema: { openAPIV3Schema: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true } } },
+        ],
+      },
+    });
+    // The engine's client has cached discovery from earlier syncs: this CRD is not in it yet.
+    for (const c of [src, dr]) {
+      await kubectl(c.kubeconfigPath, ['apply', '-f', '-'], { input: crd });
+      await kubectl(c.kubeconfigPath, ['wait', '--for=condition=Established', 'crd/widgets.example.com']);
+    }
+    await applySource(`
+apiVersion: v1
+kind: Namespace
+metadata: {name: crs}
+---
+apiVersion: example.com/v1
+kind: Widget
+metadata: {name: gear, namespace: crs}
+spec: {teeth: 12}
+`);
+    const r = await sync('crs', { sourceNamespace: 'crs', resourceTypes: ['widgets.example.com'] });
+    assert.deepEqual(r.unknownTypes, []);
+    assert.deepEqual(r.counts, { 'Widget.example.com': 1 });
+    const dir = await applyToDr('crs');
+    assert.ok(fs.existsSync(path.join(dir, 'cases/crs/crs/widget.example.com-gear.yaml')));
+    assert.deepEqual((await drGet('widget.example.com', 'crs', 'gear'))?.spec, { teeth: 12 });
+  });
+
   it('Secrets are omitted by default; objects deleted at the source are pruned in one commit', async () => {
     await applySource(standardObjects('prune'));
     const first = await sync('prune', { sourceNamespace: 'prune', resourceTypes: ['configmaps', 'secrets', 'services'] });

@@ -127,8 +127,25 @@ export class KubeClient {
     return this.get('/version');
   }
 
-  /** Every resource the server serves, at each group's preferred version. */
-  async discover(): Promise<ResourceType[]> {
+  private discovery?: { at: number; result: Promise<ResourceType[]> };
+
+  /**
+   * Every resource the server serves, at each group's preferred version. Cached for `maxAgeMs`
+   * (default 60 s), like kubectl's discovery cache: a controller asks on every reconcile and
+   * every sync, and the answer is ~20 requests that rarely change. A failed answer is not kept.
+   */
+  discover(maxAgeMs = 60_000): Promise<ResourceType[]> {
+    const hit = this.discovery;
+    if (hit && Date.now() - hit.at < maxAgeMs) return hit.result;
+    const result = this.discoverNow();
+    this.discovery = { at: Date.now(), result };
+    result.catch(() => {
+      if (this.discovery?.result === result) this.discovery = undefined;
+    });
+    return result;
+  }
+
+  private async discoverNow(): Promise<ResourceType[]> {
     const out: ResourceType[] = [];
     const add = (list: ApiResourceList, group: string, version: string) => {
       for (const r of list.resources) {
