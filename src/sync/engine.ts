@@ -2,7 +2,7 @@
 // repository (git adapter). The CLI's `sync` command and the controller both call runSync.
 import { parse as parseYaml } from 'yaml';
 import type { Author, GitRepo, Snapshot } from '../adapters/git/repo.ts';
-import { blobOid, PushConflictError } from '../adapters/git/repo.ts';
+import { PushConflictError } from '../adapters/git/repo.ts';
 import type { KubeClient } from '../adapters/kube/client.ts';
 import { KubeApiError, resourcePath } from '../adapters/kube/client.ts';
 import { commitMessage, diffFiles } from '../core/commit.ts';
@@ -169,7 +169,7 @@ async function readRepoState(repo: GitRepo, parent: string, replication: string)
 }
 
 /** The new root tree; the kustomization at the base path lists every folder that has one. */
-function buildRepoTree(repo: GitRepo, state: RepoState, folders: Map<string, Map<string, string> | null>): Promise<string> {
+function buildRepoTree(repo: GitRepo, state: RepoState, folders: Map<string, Map<string, string> | null>, fileOids?: Map<string, string>): Promise<string> {
   const { parent } = state;
   return repo.buildTree(state.snapshot.tree, parent, folders, async (entries) => {
     const withKustomization: string[] = [];
@@ -183,7 +183,7 @@ function buildRepoTree(repo: GitRepo, state: RepoState, folders: Map<string, Map
     }
     // No namespace folder left (the last Replication here was deleted): no kustomization either.
     return new Map([[KUSTOMIZATION, withKustomization.length ? kustomization(withKustomization) : null]]);
-  });
+  }, fileOids);
 }
 
 const backoff = (attempt: number) => new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** attempt) * (0.5 + Math.random())));
@@ -314,12 +314,11 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
     for (const dest of state.owned.keys()) if (!selected.has(dest)) folders.set(joinPath(parent, dest), null);
     lap('render');
 
-    const tree = await buildRepoTree(deps.repo, state, folders);
+    const after = new Map<string, string>();
+    const tree = await buildRepoTree(deps.repo, state, folders, after);
 
     const before = new Map<string, string>();
     for (const [dest, files] of state.owned) for (const [f, oid] of files) before.set(`${joinPath(parent, dest)}/${f}`, oid);
-    const after = new Map<string, string>();
-    for (const [folder, files] of folders) if (files) for (const [f, c] of files) after.set(`${folder}/${f}`, blobOid(c));
     const diff = diffFiles(before, after);
     const counts = countByKind(written);
     lap('write');

@@ -201,7 +201,14 @@ export class GitRepo {
    * `extraFiles` (name → content, or null to remove it) written in `parent`. All changed folders
    * must share that parent.
    */
-  async buildTree(base: string | undefined, parent: string, folders: FolderChanges, extraFiles: (entries: TreeEntry[]) => Promise<Map<string, string | null>>): Promise<string> {
+  async buildTree(
+    base: string | undefined,
+    parent: string,
+    folders: FolderChanges,
+    extraFiles: (entries: TreeEntry[]) => Promise<Map<string, string | null>>,
+    /** Filled with "<folder>/<file>" → blob oid of every file in `folders`, so callers need not hash again. */
+    fileOids?: Map<string, string>,
+  ): Promise<string> {
     const created: NewObject[] = [];
     const store = this.store;
     /** The tree's oid; queued for writing unless it is `old` (then it is stored already). */
@@ -234,7 +241,11 @@ export class GitRepo {
       // Files that did not change are in the store already: no deflate, no write.
       const known = new Set(oldTree ? (await store.readTree(oldTree)).filter((e) => e.type === 'blob').map((e) => e.oid) : []);
       const entries: TreeEntry[] = [];
-      for (const [file, content] of files) entries.push({ mode: '100644', path: file, oid: blob(content, (o) => known.has(o)), type: 'blob' });
+      for (const [file, content] of files) {
+        const oid = blob(content, (o) => known.has(o));
+        fileOids?.set(`${folder}/${file}`, oid);
+        entries.push({ mode: '100644', path: file, oid, type: 'blob' });
+      }
       parentEntries.set(name, { mode: '040000', path: name, oid: tree(entries, oldTree), type: 'tree' });
     }
     for (const [name, content] of await extraFiles([...parentEntries.values()])) {
