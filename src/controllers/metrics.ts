@@ -11,8 +11,8 @@ export interface SyncMetrics {
   pushFailures: Counter<'replication'>;
   pvcBytes: Counter<'replication' | 'pvc'>;
   clusterHealthy: Gauge<'remotecluster'>;
-  /** Drops every series of a deleted Replication. */
-  forget(replication: string): void;
+  /** Drops every series of a deleted Replication, whatever its other labels. */
+  forget(replication: string): Promise<void>;
 }
 
 export function createSyncMetrics(registry: Registry): SyncMetrics {
@@ -32,9 +32,14 @@ export function createSyncMetrics(registry: Registry): SyncMetrics {
   };
   return {
     ...m,
-    forget(replication) {
+    async forget(replication) {
       for (const metric of [m.syncDuration, m.objectsSynced, m.lastSuccess, m.outOfSync, m.commits, m.pushFailures, m.pvcBytes]) {
-        (metric as { remove(labels: Record<string, string>): void }).remove({ replication });
+        const { values } = await (metric as unknown as { get(): Promise<{ values: { labels: Record<string, string | number> }[] }> }).get();
+        for (const { labels } of values) {
+          if (labels.replication !== replication) continue;
+          const { le: _bucket, ...series } = labels; // histogram buckets share their series' labels
+          (metric as unknown as { remove(l: Record<string, string | number>): void }).remove(series);
+        }
       }
     },
   };

@@ -4,7 +4,6 @@
 // or throws for the work queue's backoff. Status writes never trigger a sync: the watch on
 // Replications only enqueues on generation, annotation or deletion changes.
 import { randomBytes } from 'node:crypto';
-import path from 'node:path';
 import type { KubeClient } from '../adapters/kube/client.ts';
 import { KubeApiError, resourcePath } from '../adapters/kube/client.ts';
 import type { GitAuth } from '../adapters/git/repo.ts';
@@ -99,8 +98,8 @@ export class ReplicationController {
       this.d.watches.remove(key);
       this.dirty.delete(key);
       this.watchedSince.delete(key);
-      this.d.metrics.forget(key);
-      for (const kind of this.kindsByReplication.get(key) ?? []) this.d.metrics.objectsSynced.remove({ replication: key, kind });
+      this.kindsByReplication.delete(key);
+      await this.d.metrics.forget(key);
       return;
     }
     const rep = structuredClone(cached); // the informer's copy is shared and read-only
@@ -431,5 +430,3 @@ export class ReplicationController {
     }
   }
 }
-
-export const cacheDirFor = (base: string): string => path.join(base, 'git');

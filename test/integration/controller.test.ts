@@ -302,5 +302,8 @@ describe('the operator', () => {
     const clone = await git.clone('dr');
     const log = (await git.git(['log', '--format=%s', `${before}..HEAD`], clone)).trim().split('\n');
     assert.ok(log.includes('dr-syncer: sync dr-syncer/man (2 removed)') || log.some((l) => /sync dr-syncer\/man \(\d+ removed\)/.test(l)), log.join('\n'));
+    // The deleted Replication's metric series go with it.
+    await until('metrics of the deleted Replication dropped', async () =>
+      !(await (await fetch(`http://127.0.0.1:${mgr.metricsPort}/metrics`)).text()).includes('replication="dr-syncer/man"'));
   });
 });
