@@ -118,6 +118,8 @@ describe('the operator', () => {
       const o = JSON.parse((await kubectl(ctl.kubeconfigPath, ['get', 'remotecluster', 'broken', '-n', 'dr-syncer', '-o', 'json'])).stdout) as { status?: { health?: string } };
       return o.status?.health === 'Healthy';
     });
+    await until('a Reachable event on the RemoteCluster', async () =>
+      (await kubectl(ctl.kubeconfigPath, ['-n', 'dr-syncer', 'get', 'events', '--field-selector', 'involvedObject.kind=RemoteCluster,involvedObject.name=broken,reason=Reachable', '-o', 'name'])).stdout.trim().length > 0);
   });
 
   it('Continuous: creates, edits and deletes at the source appear as commits within seconds; a burst is one commit', async () => {
