@@ -31,8 +31,9 @@ export function canonicalize(value: unknown, depth = 0): unknown {
 
 const PLAIN = /^[A-Za-z_/][A-Za-z0-9_./:=@+,()%^$ -]*$/;
 const YAML11_WORDS = /^(y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF|null|Null|NULL)$/;
-// Characters JSON.stringify leaves raw that YAML treats as line breaks or byte-order marks.
-const YAML_SPECIAL = /[\u0085\u2028\u2029\ufeff]/g;
+// Characters JSON.stringify leaves raw that YAML treats as line breaks or byte-order marks, or
+// does not allow unescaped at all (DEL, C1 controls, U+FFFE/U+FFFF are not "printable").
+const YAML_SPECIAL = /[\u007f-\u009f\u2028\u2029\ufeff\ufffe\uffff]/g;
 
 export function isPlainSafe(s: string): boolean {
   return PLAIN.test(s) && !YAML11_WORDS.test(s) && !s.endsWith(' ') && !s.endsWith(':') && !s.includes(': ') && !s.includes(' #');
@@ -47,18 +48,30 @@ function literalBlock(s: string, indent: string): string[] | undefined {
   // Blocks cannot hold \r, tabs or non-printable characters faithfully, and a line of only
   // spaces would be read back as an empty line.
   // eslint-disable-next-line no-control-regex
-  if (/[\r\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029\ufeff]/.test(s)) return undefined;
+  if (/[\r\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029\ufeff\ufffe\uffff]/.test(s)) return undefined;
   const trailing = /\n*$/.exec(s)![0].length;
   const body = s.slice(0, s.length - trailing);
   if (body === '') return undefined;
   const lines = body.split('\n');
   if (lines.some((l) => l !== '' && l.trim() === '')) return undefined;
   const chomp = trailing === 0 ? '-' : trailing === 1 ? '' : '+';
-  const indicator = body.startsWith(' ') ? '2' : '';
+  // A reader takes the block's indentation from its first non-empty line: when that line starts
+  // with a space (after leading empty lines too), say the indentation explicitly.
+  const firstText = lines.find((l) => l !== '') ?? '';
+  const indicator = firstText.startsWith(' ') ? '2' : '';
   const out = [`|${indicator}${chomp}`];
   for (const l of lines) out.push(l === '' ? '' : indent + l);
   for (let i = 1; i < trailing; i++) out.push('');
   return out;
+}
+
+/**
+ * JavaScript writes 1e21 as "1e+21"; YAML 1.1 readers (PyYAML, the spec's own regex) take a float
+ * only with a dot in the mantissa, so write "1.0e+21", which every reader takes as the number.
+ */
+function formatNumber(n: number): string {
+  const s = String(n);
+  return s.includes('e') && !s.includes('.') ? s.replace('e', '.0e') : s;
 }
 
 function scalar(v: unknown): string | undefined {
@@ -68,7 +81,7 @@ function scalar(v: unknown): string | undefined {
       return isPlainSafe(v) ? v : quoted(v);
     case 'number':
       if (!Number.isFinite(v)) throw new Error(`cannot render ${v} as YAML`);
-      return String(v);
+      return formatNumber(v);
     case 'boolean':
       return v ? 'true' : 'false';
     default:
