@@ -20,7 +20,14 @@ function orderedKeys(obj: Record<string, unknown>, top: readonly string[]): stri
   return first.length ? [...first, ...rest] : rest;
 }
 
-/** The object with its keys in rendering order (used where the order itself matters, e.g. SOPS). */
+/**
+ * The order toYaml writes a map's keys in (the document root has its own first keys). Anything
+ * that depends on the written order, such as a SOPS MAC, must walk in this order: a JavaScript
+ * object cannot hold it (integer-like keys such as "9" and "10" always come first, ascending).
+ */
+export const keyOrder = (obj: Record<string, unknown>, root: boolean): string[] => orderedKeys(obj, root ? TOP : NESTED_TOP);
+
+/** The object with its keys in rendering order, as far as a JavaScript object can hold it (tests). */
 export function canonicalize(value: unknown, depth = 0): unknown {
   if (Array.isArray(value)) return value.map((v) => canonicalize(v, depth + 1));
   if (!isRecord(value)) return value;

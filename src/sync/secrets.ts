@@ -7,17 +7,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { encryptSecretSopsIfChanged } from '../core/secrets/sops.ts';
 import type { KubeObject } from '../core/types.ts';
-import { canonicalize } from '../core/yaml.ts';
 import type { SecretSealer } from './engine.ts';
 
 export function sopsSealer(ageRecipients: string[], digestKey: Uint8Array, now: () => Date = () => new Date()): SecretSealer {
   return (secrets, previous) =>
     Promise.all(
       secrets.map(async (s) => {
-        // Encrypt the canonical key order: the MAC covers the document in order, and the file is
-        // rendered in canonical order.
-        const plain = canonicalize(s) as KubeObject;
-        const { object } = await encryptSecretSopsIfChanged(previous(s), plain, { ageRecipients, now: now(), digestKey });
+        // The MAC follows the order toYaml writes the file in (see core/secrets/sops.ts).
+        const { object } = await encryptSecretSopsIfChanged(previous(s), s, { ageRecipients, now: now(), digestKey });
         return object as KubeObject;
       }),
     );

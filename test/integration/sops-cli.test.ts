@@ -8,8 +8,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateX25519Identity, identityToRecipient } from 'age-encryption';
+import fc from 'fast-check';
 import { parse as parseYaml } from 'yaml';
-import { decryptSecretSops, encryptSecretSops, renderSopsYaml } from '../../src/core/secrets/sops.ts';
+import { decryptSecretSops, encryptSecretSops } from '../../src/core/secrets/sops.ts';
+import { toYaml } from '../../src/core/yaml.ts';
+import { secretObject } from '../fixtures/arbitraries.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -98,17 +101,37 @@ void describe('real sops CLI', () => {
   void test('sops --decrypt reads our output, MAC verified, plaintext equal to the Secret', async () => {
     const enc = await encryptSecretSops(secret(), { ageRecipients: [recipient], now: new Date() });
     const file = path.join(dir, 'secret.enc.yaml');
-    await writeFile(file, renderSopsYaml(enc));
+    await writeFile(file, toYaml(enc));
     const r = await sopsDecrypt(file);
     assert.equal(r.code, 0, `sops failed: ${r.stderr}`);
     assert.doesNotMatch(r.stderr, /MAC mismatch/i);
     assert.deepEqual(parseYaml(r.stdout), secret());
   });
 
+  void test('property: sops decrypts random Secrets (keys such as "9" and "10", tricky strings) with the MAC verified', async () => {
+    let n = 0;
+    await fc.assert(
+      fc.asyncProperty(secretObject, async (s) => {
+        const file = path.join(dir, `random-${n++}.enc.yaml`);
+        await writeFile(file, toYaml(await encryptSecretSops(s, { ageRecipients: [recipient], now: new Date() })));
+        const r = await sopsDecrypt(file);
+        assert.equal(r.code, 0, `sops failed: ${r.stderr}\n${toYaml(s)}`);
+        assert.deepEqual(parseYaml(r.stdout), JSON.parse(JSON.stringify(s)));
+      }),
+      { numRuns: 60 },
+    );
+    // The case that broke: "9" and "10" are written in string order, JavaScript holds them the other way.
+    const file = path.join(dir, 'numeric.enc.yaml');
+    const numeric = { ...secret(), data: { '9': 'OQ==', '10': 'MTA=' } };
+    await writeFile(file, toYaml(await encryptSecretSops(numeric, { ageRecipients: [recipient], now: new Date() })));
+    const r = await sopsDecrypt(file);
+    assert.equal(r.code, 0, `sops failed: ${r.stderr}`);
+  });
+
   void test('several recipients: sops decrypts with either key', async () => {
     const enc = await encryptSecretSops(secret(), { ageRecipients: [recipient, recipient2], now: new Date() });
     const file = path.join(dir, 'two.enc.yaml');
-    await writeFile(file, renderSopsYaml(enc));
+    await writeFile(file, toYaml(enc));
     for (const keys of ['keys.txt', 'keys2.txt']) {
       const r = await sopsDecrypt(file, keys);
       assert.equal(r.code, 0, `sops failed with ${keys}: ${r.stderr}`);
@@ -140,7 +163,7 @@ void describe('real sops CLI', () => {
   void test('sops reports a MAC mismatch when unencrypted metadata is tampered with', async () => {
     const enc = await encryptSecretSops(secret(), { ageRecipients: [recipient], now: new Date() });
     const file = path.join(dir, 'tampered.enc.yaml');
-    await writeFile(file, renderSopsYaml(enc).replace('app: db', 'app: evil'));
+    await writeFile(file, toYaml(enc).replace('app: db', 'app: evil'));
     const r = await sopsDecrypt(file);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /MAC mismatch/);
@@ -148,7 +171,7 @@ void describe('real sops CLI', () => {
 
   void test('we decrypt what sops encrypts (same encrypted_regex convention)', async () => {
     const plainFile = path.join(dir, 'plain.yaml');
-    await writeFile(plainFile, renderSopsYaml(secret()));
+    await writeFile(plainFile, toYaml(secret()));
     const r = await run(
       sops,
       ['--encrypt', '--age', recipient, '--encrypted-regex', '^(data|stringData)$', '--input-type', 'yaml', '--output-type', 'yaml', plainFile],
@@ -158,7 +181,7 @@ void describe('real sops CLI', () => {
     assert.equal(r.code, 0, `sops --encrypt failed: ${r.stderr}`);
     const theirs = parseYaml(r.stdout) as Record<string, unknown>;
     assert.match(String((theirs.data as Record<string, unknown>).password), /^ENC\[AES256_GCM,/);
-    assert.deepEqual(await decryptSecretSops(theirs, identity), secret());
-    assert.equal(await readFile(plainFile, 'utf8'), renderSopsYaml(secret()), 'sops did not touch the input');
+    assert.deepEqual(await decryptSecretSops(r.stdout, identity), secret());
+    assert.equal(await readFile(plainFile, 'utf8'), toYaml(secret()), 'sops did not touch the input');
   });
 });

@@ -9,10 +9,10 @@ import {
   decryptSecretSops,
   encryptSecretSops,
   encryptSecretSopsIfChanged,
-  renderSopsYaml,
   sopsPlaintextDigest,
   sopsReuseIfUnchanged,
 } from '../../src/core/secrets/sops.ts';
+import { toYaml } from '../../src/core/yaml.ts';
 
 const ENC = /^ENC\[AES256_GCM,data:([A-Za-z0-9+/=]+),iv:([A-Za-z0-9+/=]+),tag:([A-Za-z0-9+/=]+),type:(str|int|float|bool)\]$/;
 const NOW = new Date('2025-03-04T05:06:07.891Z');
@@ -65,7 +65,7 @@ void test('round trip: encrypt, render, parse, decrypt gives the original Secret
   const plain = secret();
   const enc = await encryptSecretSops(plain, { ageRecipients: [recipient], now: NOW });
   assert.deepEqual(await decryptSecretSops(enc, identity), plain);
-  const reparsed = parseYaml(renderSopsYaml(enc)) as Record<string, unknown>;
+  const reparsed = parseYaml(toYaml(enc)) as Record<string, unknown>;
   assert.deepEqual(await decryptSecretSops(reparsed, identity), plain);
   assert.deepEqual(plain, secret(), 'input is not mutated');
 });
@@ -78,7 +78,7 @@ void test('format: only data/stringData values are encrypted; sops metadata as s
   assert.equal(enc.immutable, true);
   const data = enc.data as Record<string, string>;
   const stringData = enc.stringData as Record<string, string>;
-  assert.deepEqual(Object.keys(data), Object.keys(secret().data as object), 'key order kept');
+  assert.deepEqual(Object.keys(data).sort(), Object.keys(secret().data as object).sort(), 'every key kept');
   assert.equal(data.empty, '', 'empty strings stay unencrypted like sops');
   for (const v of [data.password!, data['10']!, ...Object.values(stringData)]) {
     const m = ENC.exec(v);
@@ -108,10 +108,11 @@ void test('known answer: AAD is the key path plus ":", MAC is upper-case SHA-512
   assert.equal(openEnc(data.password!, dataKey, 'data:password:'), Buffer.from('hunter2').toString('base64'));
   assert.equal(openEnc((enc.stringData as Record<string, string>)['ünïcode']!, dataKey, 'stringData:ünïcode:'), 'värde ✓');
   assert.throws(() => openEnc(data.password!, dataKey, 'data:other:'));
-  // Leaves in document order; JS puts the integer-like key "10" first, and so does the YAML output.
+  // Leaves in the order toYaml writes them: apiVersion, kind, metadata (name, namespace, then
+  // sorted), then the other keys sorted, at every level ("10" < "empty" < "password").
   const leaves = [
-    'v1', 'Secret', 'db-credentials', 'shop', 'db', '123', 'true', '2024-01-01T00:00:00Z', '0o17', 'Opaque', 'True',
-    'MTA=', Buffer.from('hunter2').toString('base64'), '', 'user: admin\nport: 5432\n', 'värde ✓',
+    'v1', 'Secret', 'db-credentials', 'shop', '0o17', '2024-01-01T00:00:00Z', 'db', 'true', '123',
+    'MTA=', '', Buffer.from('hunter2').toString('base64'), 'True', 'user: admin\nport: 5432\n', 'värde ✓', 'Opaque',
   ];
   const expected = createHash('sha512').update(leaves.join(''), 'utf8').digest('hex').toUpperCase();
   const sops = enc.sops as Record<string, string>;
@@ -165,8 +166,12 @@ void test('integrity: tampering with plaintext metadata or moving ciphertext is 
   const data = enc.data as Record<string, string>;
   const moved = { ...enc, data: { ...data, password: data['10']! } };
   await assert.rejects(decryptSecretSops(moved, identity));
-  const reordered = { ...enc, metadata: { ...meta, labels: { flag: 'true', app: 'db', 'numeric-looking': '123' } } };
+  // The MAC covers the order of the file: swap two label lines of the written text.
+  const text = toYaml(enc);
+  assert.match(text, /    app: db\n    flag: "true"\n/);
+  const reordered = text.replace('    app: db\n    flag: "true"\n', '    flag: "true"\n    app: db\n');
   await assert.rejects(decryptSecretSops(reordered, identity), /MAC mismatch/, 'the MAC covers order');
+  assert.deepEqual(await decryptSecretSops(text, identity), secret(), 'the file as written verifies');
   const other = await keypair();
   await assert.rejects(decryptSecretSops(enc, other.identity), /data key/);
 });
@@ -230,7 +235,7 @@ void test('unchanged detection: the previous rendering is reused only when nothi
   assert.equal((dec.metadata as { annotations: Record<string, string> }).annotations[SOPS_DIGEST_ANNOTATION], ann[SOPS_DIGEST_ANNOTATION]);
 
   // Same plaintext, even after a YAML round trip of the committed file: reused as is.
-  const committed = parseYaml(renderSopsYaml(first.object)) as Record<string, unknown>;
+  const committed = parseYaml(toYaml(first.object)) as Record<string, unknown>;
   const again = await encryptSecretSopsIfChanged(committed, secret(), { ...opts, now: new Date() });
   assert.equal(again.reused, true);
   assert.equal(again.object, committed);
@@ -246,12 +251,11 @@ void test('unchanged detection: the previous rendering is reused only when nothi
   assert.equal(sopsReuseIfUnchanged({ kind: 'Secret' }, secret(), { key: digestKey, ageRecipients: [k1.recipient] }), undefined);
 });
 
-void test('renderSopsYaml keeps order and quotes strings go-yaml would retype', () => {
-  const out = renderSopsYaml({
-    b: '2024-01-01T00:00:00Z', a: '0o17', c: 'yes', d: '1_000', e: 'plain', f: '', g: 'multi\nline\n', h: 3, i: true,
-  });
-  assert.equal(
-    out,
-    'b: "2024-01-01T00:00:00Z"\na: "0o17"\nc: "yes"\nd: "1_000"\ne: plain\nf: ""\ng: |\n  multi\n  line\nh: 3\ni: true\n',
-  );
+void test('the MAC follows the written order, also for keys that look like integers ("9" before "10" in JavaScript)', async () => {
+  const { identity, recipient } = await keypair();
+  const doc = { ...secret(), data: { '9': 'OQ==', '10': 'MTA=', b: 'Yg==', '1a': 'eA==' } };
+  assert.deepEqual(Object.keys(doc.data), ['9', '10', 'b', '1a'], 'JavaScript puts integer-like keys first');
+  const text = toYaml(await encryptSecretSops(doc, { ageRecipients: [recipient], now: NOW }));
+  assert.ok(text.indexOf('"10":') < text.indexOf('"9":'), 'the file has them in string order');
+  assert.deepEqual(await decryptSecretSops(text, identity), doc);
 });

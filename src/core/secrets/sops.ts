@@ -11,8 +11,10 @@
 //   in document order; bools as "True"/"False"), upper-case hex, itself encrypted as a str value
 //   with `lastmodified` (RFC 3339, UTC, whole seconds) as the additional data.
 // - the data key (32 random bytes) is age-encrypted separately for each recipient and armored.
-// Because the MAC covers the unencrypted metadata in document order, the rendered YAML must keep
-// the object's key order and must not retype scalars: use renderSopsYaml().
+// The MAC covers the document in the order it is written, so encryption walks maps in the order
+// our YAML emitter writes them (keyOrder) and the result must be written by toYaml, which also
+// quotes every string a YAML 1.1 or 1.2 reader (go-yaml in sops) could retype. Decryption of a
+// file walks it in its own document order.
 import {
   createCipheriv,
   createDecipheriv,
@@ -22,7 +24,8 @@ import {
   timingSafeEqual,
 } from 'node:crypto';
 import { Decrypter, Encrypter, armor } from 'age-encryption';
-import { Document, parse as parseYaml, visit, isScalar } from 'yaml';
+import { parseDocument } from 'yaml';
+import { keyOrder } from '../yaml.ts';
 
 /** The Flux convention for Secrets: only `data`/`stringData` values are encrypted. */
 export const SOPS_ENCRYPTED_REGEX = '^(data|stringData)$';
@@ -109,16 +112,21 @@ function leafBytes(v: Leaf, path: readonly string[]): { type: string; text: stri
 type LeafFn = (v: Leaf, path: readonly string[]) => unknown;
 
 // Walks like sops' walkBranch/walkValue: map keys extend the path, list items keep it; nulls are
-// left alone and are not part of the MAC. Returns a copy in the same key order.
+// left alone and are not part of the MAC. Maps are visited in document order: a Map (parsed from
+// a file) in its own order, a plain object in the order toYaml writes it. Returns plain objects.
 function walk(value: unknown, path: readonly string[], onLeaf: LeafFn): unknown {
   if (value === null) return null;
   if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') {
     return onLeaf(value, path);
   }
   if (Array.isArray(value)) return value.map((item: unknown) => walk(item, path, onLeaf));
-  if (isPlainObject(value)) {
+  const entries: [string, unknown][] | undefined =
+    value instanceof Map ? [...(value as Map<unknown, unknown>)].map(([k, v]) => [String(k), v])
+    : isPlainObject(value) ? keyOrder(value, path.length === 0).map((k) => [k, value[k]])
+    : undefined;
+  if (entries) {
     const out: Plain = {};
-    for (const [k, v] of Object.entries(value)) {
+    for (const [k, v] of entries) {
       if (v === undefined) continue; // a YAML renderer drops it too
       out[k] = walk(v, [...path, k], onLeaf);
     }
@@ -266,10 +274,14 @@ function str(v: unknown): string | undefined {
 /**
  * Decrypts a SOPS document with an age identity (one or more AGE-SECRET-KEY-1... lines, e.g. the
  * content of a keys.txt) and verifies its MAC like sops does. Returns the document without `sops`.
+ * Give the file's text to verify it in its own key order; an object is taken in toYaml's order.
  */
-export async function decryptSecretSops(obj: Plain, ageIdentity: string): Promise<Plain> {
-  if (!isPlainObject(obj) || !isPlainObject(obj.sops)) throw new Error('sops: metadata not found');
-  const meta = obj.sops;
+export async function decryptSecretSops(input: Plain | string, ageIdentity: string): Promise<Plain> {
+  const obj: unknown = typeof input === 'string' ? parseDocument(input).toJS({ mapAsMap: true }) : input;
+  const field = (o: unknown, k: string): unknown => (o instanceof Map ? (o as Map<unknown, unknown>).get(k) : isPlainObject(o) ? o[k] : undefined);
+  const sopsMeta = field(obj, 'sops');
+  if (!(obj instanceof Map || isPlainObject(obj)) || sopsMeta === undefined) throw new Error('sops: metadata not found');
+  const meta = walk(sopsMeta, [], (v) => v) as Plain;
   const identities = ageIdentity
     .split(/\r?\n/)
     .map((l) => l.trim())
@@ -308,8 +320,9 @@ export async function decryptSecretSops(obj: Plain, ageIdentity: string): Promis
   if (Number.isNaN(lm.getTime())) throw new Error('sops: lastmodified is not RFC 3339');
 
   const key = dataKey;
-  const body: Plain = { ...obj };
-  delete body.sops;
+  const body = obj instanceof Map ? new Map(obj) : { ...obj };
+  if (body instanceof Map) body.delete('sops');
+  else delete body.sops;
   const mac = createHash('sha512');
   const plain = walk(body, [], (v, path) => {
     let out: Leaf = v;
@@ -406,39 +419,4 @@ export async function encryptSecretSopsIfChanged(
   const prev = sopsReuseIfUnchanged(prevEncrypted, secret, { key: opts.digestKey, ageRecipients: opts.ageRecipients });
   if (prev) return { object: prev, reused: true };
   return { object: await encryptSecretSops(secret, opts), reused: false };
-}
-
-// ---- rendering ----------------------------------------------------------------------------------
-
-const NUMBERISH_START = /^[-+.0-9<~]/;
-
-function mustQuote(s: string): boolean {
-  if (s === '' || NUMBERISH_START.test(s)) return true;
-  // sops reads YAML with go-yaml v3, which resolves both YAML 1.1 forms (timestamps, 0o17, 1_000)
-  // and 1.2 ones; a string either schema would retype is quoted so it stays a string there.
-  for (const version of ['1.1', '1.2'] as const) {
-    try {
-      if (typeof parseYaml(s, { version }) !== 'string') return true;
-    } catch {
-      return true;
-    }
-  }
-  return false;
-}
-
-/**
- * YAML for a SOPS document: keeps key order (the MAC depends on it) and quotes every single-line
- * string that go-yaml v3 could read back as another type (a timestamp-like annotation would
- * otherwise be hashed differently by sops).
- */
-export function renderSopsYaml(obj: Plain): string {
-  const doc = new Document(obj, { version: '1.2' });
-  visit(doc, {
-    Scalar(_key, node) {
-      if (isScalar(node) && typeof node.value === 'string' && !node.value.includes('\n') && mustQuote(node.value)) {
-        node.type = 'QUOTE_DOUBLE';
-      }
-    },
-  });
-  return doc.toString({ lineWidth: 0 });
 }
