@@ -168,7 +168,7 @@ void test('integrity: tampering with plaintext metadata or moving ciphertext is 
   await assert.rejects(decryptSecretSops(moved, identity));
   // The MAC covers the order of the file: swap two label lines of the written text.
   const text = toYaml(enc);
-  assert.match(text, /    app: db\n    flag: "true"\n/);
+  assert.match(text, / {4}app: db\n {4}flag: "true"\n/);
   const reordered = text.replace('    app: db\n    flag: "true"\n', '    flag: "true"\n    app: db\n');
   await assert.rejects(decryptSecretSops(reordered, identity), /MAC mismatch/, 'the MAC covers order');
   assert.deepEqual(await decryptSecretSops(text, identity), secret(), 'the file as written verifies');
