@@ -102,9 +102,24 @@ export function whiteoutReason(obj: KubeObject): string | undefined {
   if (group === '' && kind === 'Secret' && obj.type === 'kubernetes.io/service-account-token') {
     return 'service-account token; the DR cluster issues its own';
   }
-  if (group === '' && kind === 'ServiceAccount' && md.name === 'default') return 'the default ServiceAccount exists in every namespace';
+  if (group === '' && kind === 'ServiceAccount' && md.name === 'default' && !customizedServiceAccount(obj)) {
+    return 'the default ServiceAccount exists in every namespace';
+  }
   if (group === '' && kind === 'ConfigMap' && md.name === 'kube-root-ca.crt') return 'published by the DR cluster itself';
   return undefined;
+}
+
+/**
+ * Whether a ServiceAccount carries settings a user made (image pull secrets, token mounting,
+ * labels, annotations): a customised `default` ServiceAccount is copied, or private images stop
+ * pulling in DR.
+ */
+function customizedServiceAccount(sa: KubeObject): boolean {
+  const userAnnotations = Object.keys(sa.metadata.annotations ?? {}).filter((a) => a !== 'kubectl.kubernetes.io/last-applied-configuration');
+  return (Array.isArray(sa.imagePullSecrets) && sa.imagePullSecrets.length > 0) ||
+    sa.automountServiceAccountToken !== undefined ||
+    Object.keys(sa.metadata.labels ?? {}).length > 0 ||
+    userAnnotations.length > 0;
 }
 
 export function selectObjects(objects: readonly KubeObject[], opts: SelectOptions = {}): Selection {

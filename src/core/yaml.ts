@@ -42,8 +42,12 @@ const YAML11_WORDS = /^(y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|
 // does not allow unescaped at all (DEL, C1 controls, U+FFFE/U+FFFF are not "printable").
 const YAML_SPECIAL = /[\u007f-\u009f\u2028\u2029\ufeff\ufffe\uffff]/g;
 
+// The `yaml` library's YAML 1.1 schema reads "e0" or "E+5" as a float (a bare exponent); no
+// Kubernetes reader does, but quoting them costs nothing.
+const BARE_EXPONENT = /^[eE][-+]?[0-9]+$/;
+
 export function isPlainSafe(s: string): boolean {
-  return PLAIN.test(s) && !YAML11_WORDS.test(s) && !s.endsWith(' ') && !s.endsWith(':') && !s.includes(': ') && !s.includes(' #');
+  return PLAIN.test(s) && !YAML11_WORDS.test(s) && !BARE_EXPONENT.test(s) && !s.endsWith(' ') && !s.endsWith(':') && !s.includes(': ') && !s.includes(' #');
 }
 
 function quoted(s: string): string {

@@ -57,6 +57,17 @@ describe('object selection', () => {
     assert.deepEqual(skipped.map((s) => s.name), ['skip', 'owned', 'tok', 'kube-root-ca.crt', 'default']);
     assert.match(skipped[1]!.reason, /owned by Deployment\/web/);
   });
+  it('copies a default ServiceAccount that carries user settings (pull secrets, token mounting, labels)', () => {
+    const sa = (extra: Record<string, unknown>, md: Record<string, unknown> = {}): KubeObject => ({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'default', namespace: 'shop', ...md }, ...extra });
+    const { selected, skipped } = selectObjects([
+      sa({ imagePullSecrets: [{ name: 'regcred' }] }),
+      sa({ automountServiceAccountToken: false }),
+      sa({}, { labels: { team: 'a' } }),
+      sa({ secrets: [{ name: 'default-token-x' }] }, { annotations: { 'kubectl.kubernetes.io/last-applied-configuration': '{}' } }),
+    ]);
+    assert.equal(selected.length, 3);
+    assert.equal(skipped.length, 1, 'one that only has what every namespace gets is skipped');
+  });
   it('applies the label selector', () => {
     const { selected } = selectObjects([configMap('a', {}, { tier: 'web' }), configMap('b', {}, { tier: 'db' })], { labelSelector: { matchExpressions: [{ key: 'tier', operator: 'In', values: ['web'] }] } });
     assert.deepEqual(selected.map((o) => o.metadata.name), ['a']);

@@ -68,20 +68,33 @@ describe('scale to zero', () => {
     const out = ok(cj);
     assert.equal(spec(out).suspend, true);
     assert.equal(out.metadata.annotations?.['dr-syncer.io/original-suspend'], 'false');
+    assert.deepEqual(ok(out), out, 'a second pass keeps the remembered state');
+    const suspendedAtSource = ok({ ...cj, spec: { ...(cj.spec as object), suspend: true } });
+    assert.equal(suspendedAtSource.metadata.annotations?.['dr-syncer.io/original-suspend'], 'true');
   });
 });
 
 describe('services', () => {
-  it('drops allocated cluster IPs and health-check port, keeps node ports', () => {
+  it('drops allocated cluster IPs and health-check port, and node ports the server assigned', () => {
     const out = ok(service('web', { type: 'NodePort', clusterIP: '10.0.0.12', clusterIPs: ['10.0.0.12'], ipFamilies: ['IPv4'], ipFamilyPolicy: 'SingleStack', ports: [{ port: 80, nodePort: 30080 }], selector: { app: 'web' } }));
     assert.equal(spec(out).clusterIP, undefined);
     assert.equal(spec(out).clusterIPs, undefined);
     assert.equal(spec(out).ipFamilies, undefined);
-    assert.deepEqual(spec(out).ports, [{ port: 80, nodePort: 30080 }]);
+    assert.deepEqual(spec(out).ports, [{ port: 80 }], 'no manager set the nodePort: the server assigned it');
     const lb = ok(service('lb', { type: 'LoadBalancer', clusterIP: '10.0.0.13', healthCheckNodePort: 31000, loadBalancerIP: '1.2.3.4', externalTrafficPolicy: 'Local', ports: [{ port: 80 }] }));
     assert.equal(spec(lb).healthCheckNodePort, undefined);
     assert.equal(spec(lb).loadBalancerIP, undefined);
     assert.equal(spec(lb).externalTrafficPolicy, 'Local');
+  });
+  it('keeps the node ports a user chose (owned by a field manager), per port and protocol', () => {
+    const svc = service('web', { type: 'NodePort', ports: [{ port: 80, protocol: 'TCP', nodePort: 30080 }, { port: 443, protocol: 'TCP', nodePort: 31443 }, { port: 53, protocol: 'UDP', nodePort: 30053 }] });
+    svc.metadata.managedFields = [
+      { manager: 'kubectl', operation: 'Apply', fieldsV1: { 'f:spec': { 'f:ports': { 'k:{"port":80,"protocol":"TCP"}': { '.': {}, 'f:nodePort': {}, 'f:port': {} }, 'k:{"port":443,"protocol":"TCP"}': { '.': {}, 'f:port': {} } } } } },
+      { manager: 'helm', operation: 'Update', fieldsV1: { 'f:spec': { 'f:ports': { 'k:{"port":53,"protocol":"UDP"}': { 'f:nodePort': {} } } } } },
+    ];
+    assert.deepEqual(spec(ok(svc)).ports, [{ port: 80, protocol: 'TCP', nodePort: 30080 }, { port: 443, protocol: 'TCP' }, { port: 53, protocol: 'UDP', nodePort: 30053 }]);
+    delete svc.metadata.managedFields;
+    assert.equal((spec(ok(svc)).ports as { nodePort?: number }[]).filter((p) => p.nodePort).length, 3, 'no managedFields: kept as the source has them');
   });
   it('keeps headless Services headless', () => {
     const out = ok(service('db', { clusterIP: 'None', clusterIPs: ['None'], publishNotReadyAddresses: true, ports: [{ port: 5432 }] }));
@@ -111,6 +124,26 @@ describe('persistent volume claims', () => {
     assert.equal(spec(ok(p)).selector, undefined);
     assert.equal(spec(ok(p)).dataSource, undefined);
     assert.deepEqual(spec(ok(p, { pvc: { preserveVolumeAttributes: true } })).selector, { matchLabels: { disk: 'a' } });
+  });
+});
+
+describe('StatefulSet claim templates', () => {
+  it('map the storage class and access modes like claims, and drop status and null timestamps', () => {
+    const sts = statefulSet('db', 2);
+    const template = { apiVersion: 'v1', kind: 'PersistentVolumeClaim', metadata: { name: 'data', creationTimestamp: null }, spec: { accessModes: ['ReadWriteOnce'], storageClassName: 'fast', resources: { requests: { storage: '1Gi' } }, volumeMode: 'Filesystem' }, status: { phase: 'Pending' } };
+    const labelled = { metadata: { name: 'logs', labels: { 'dr-syncer.io/storage-class': 'cheap' } }, spec: { storageClassName: 'fast', accessModes: ['ReadWriteOncePod'] } };
+    (sts.spec as Record<string, unknown>).volumeClaimTemplates = [template, labelled];
+    (sts.spec as { template: { metadata: Record<string, unknown> } }).template.metadata.creationTimestamp = null;
+    const out = ok(sts, { pvc: { storageClassMappings: [{ from: 'fast', to: 'dr-ssd' }], accessModeMappings: [{ from: 'ReadWriteOncePod', to: 'ReadWriteOnce' }] } });
+    assert.deepEqual(spec(out).volumeClaimTemplates, [
+      { apiVersion: 'v1', kind: 'PersistentVolumeClaim', metadata: { name: 'data' }, spec: { accessModes: ['ReadWriteOnce'], storageClassName: 'dr-ssd', resources: { requests: { storage: '1Gi' } }, volumeMode: 'Filesystem' } },
+      { metadata: { name: 'logs', labels: { 'dr-syncer.io/storage-class': 'cheap' } }, spec: { storageClassName: 'cheap', accessModes: ['ReadWriteOnce'] } },
+    ]);
+    assert.equal('creationTimestamp' in (spec(out).template as { metadata: object }).metadata, false);
+  });
+  it('null creationTimestamps go from every embedded template (CronJob job and pod templates)', () => {
+    const cj: KubeObject = { apiVersion: 'batch/v1', kind: 'CronJob', metadata: { name: 'n', namespace: 'shop' }, spec: { schedule: '* * * * *', jobTemplate: { metadata: { creationTimestamp: null, labels: { a: 'b' } }, spec: { template: { metadata: { creationTimestamp: null }, spec: { containers: [] } } } } } };
+    assert.deepEqual(spec(ok(cj)).jobTemplate, { metadata: { labels: { a: 'b' } }, spec: { template: { metadata: {}, spec: { containers: [] } } } });
   });
 });
 

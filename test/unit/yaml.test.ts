@@ -6,7 +6,7 @@ import { deployment, pvc } from '../fixtures/objects.ts';
 
 // Strings chosen to trip YAML: retyping in 1.1 or 1.2, indicators, whitespace, escapes.
 const TRICKY = [
-  '', ' ', 'a', 'on', 'Off', 'yes', 'NO', 'y', 'null', '~', 'true', 'False', '0', '007', '0o17', '0x1F', '1_000', '1e3', '.5', '-1', '+1', '.inf', '.NaN',
+  '', ' ', 'a', 'on', 'Off', 'yes', 'NO', 'y', 'null', '~', 'true', 'False', '0', '007', '0o17', '0x1F', '1_000', '1e3', 'e0', 'E+5', '.5', '-1', '+1', '.inf', '.NaN',
   '2026-01-01', '2026-01-01T00:00:00Z', '12:30', '1:20:30', '<<', '=', '-', '- a', '? x', ': x', 'a: b', 'a:b', 'a #b', 'a#b', '#x', '&a', '*a', '!t', '%x', '@x', '`x',
   '|', '>', "'q'", '"dq"', '{a}', '[a]', 'a,b', 'trailing ', ' leading', 'tab\there', 'nl\n', '\n', 'two\nlines', 'two\nlines\n\n', ' indented\nblock\n',
   'line\n  \nspaces-only line', 'cr\r\nlf', 'nel\u0085x', 'ls\u2028x', 'bom\ufeffx', 'ctrl\u0001', 'emoji 🎉', 'ünïcödé', 'back\\slash', 'nginx:1.27', '/api(/|$)(.*)',

@@ -7,7 +7,7 @@ import { mapNamespace } from './namespace.ts';
 import type { UserTransform } from './patches.ts';
 import { applyUserTransforms } from './patches.ts';
 import type { PvcOptions } from './pvc.ts';
-import { preparePvc } from './pvc.ts';
+import { prepareClaimTemplates, preparePvc } from './pvc.ts';
 import { prepareService } from './service.ts';
 import { scaleWorkload, suspendBatch } from './workloads.ts';
 
@@ -27,8 +27,9 @@ export function transformObject(obj: KubeObject, opts: TransformOptions, previou
   o = mapNamespace(o, opts.sourceNamespace, opts.destinationNamespace);
   o = scaleWorkload(o, opts.scaleToZero, previous);
   o = suspendBatch(o, opts.scaleToZero);
-  o = prepareService(o);
+  o = prepareService(o, obj.metadata.managedFields);
   o = preparePvc(o, opts.pvc);
+  o = prepareClaimTemplates(o, opts.pvc);
   o = prepareJob(o);
   o = prepareServiceAccount(o);
   return applyUserTransforms(o, opts.transforms);

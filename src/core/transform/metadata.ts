@@ -2,6 +2,7 @@
 // Applying these to another cluster is at best noise and at worst rejected (managedFields with
 // server-side apply) or harmful (ownerReferences to UIDs that do not exist there).
 import type { KubeObject } from '../types.ts';
+import { isRecord } from '../types.ts';
 
 const SERVER_METADATA = [
   'uid', 'resourceVersion', 'generation', 'creationTimestamp', 'managedFields', 'selfLink',
@@ -36,7 +37,32 @@ export function stripServerFields(obj: KubeObject): KubeObject {
     else md.annotations = ann;
   }
   if (md.labels && Object.keys(md.labels).length === 0) delete md.labels;
-  return { ...rest, metadata: md };
+  const out: KubeObject = { ...rest, metadata: md };
+  if (rest.spec !== undefined) out.spec = withoutNullTimestamps(rest.spec);
+  return out;
+}
+
+/**
+ * Embedded templates (pod, job and claim templates, and those of custom resources) carry
+ * `metadata.creationTimestamp: null` from the API server's Go types: noise in every diff.
+ * Copies only the parts that change.
+ */
+function withoutNullTimestamps(v: unknown): unknown {
+  if (Array.isArray(v)) {
+    const items = v.map(withoutNullTimestamps);
+    return items.some((x, i) => x !== v[i]) ? items : v;
+  }
+  if (!isRecord(v)) return v;
+  let out: Record<string, unknown> | undefined;
+  for (const [k, child] of Object.entries(v)) {
+    let next = withoutNullTimestamps(child);
+    if (k === 'metadata' && isRecord(next) && next.creationTimestamp === null) {
+      const { creationTimestamp: _ts, ...md } = next;
+      next = md;
+    }
+    if (next !== child) (out ??= { ...v })[k] = next;
+  }
+  return out ?? v;
 }
 
 export function setAnnotation(obj: KubeObject, key: string, value: string): void {

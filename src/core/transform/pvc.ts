@@ -17,16 +17,20 @@ export interface PvcOptions {
   preserveVolumeAttributes?: boolean;
 }
 
-export function preparePvc(obj: KubeObject, opts: PvcOptions): KubeObject {
-  if (obj.apiVersion !== 'v1' || obj.kind !== 'PersistentVolumeClaim' || !isRecord(obj.spec)) return obj;
-  const spec = { ...obj.spec };
+/**
+ * A claim's spec as the DR cluster needs it: no binding to a source volume, storage class and
+ * access modes mapped. One rule for standalone claims and StatefulSet volumeClaimTemplates, so a
+ * StatefulSet scaled up in DR asks for a class that exists there.
+ */
+function mapClaimSpec(source: Record<string, unknown>, labels: Record<string, string> | undefined, opts: PvcOptions): Record<string, unknown> {
+  const spec = { ...source };
   delete spec.volumeName;
   if (!opts.preserveVolumeAttributes) {
     delete spec.selector;
     delete spec.dataSource;
     delete spec.dataSourceRef;
   }
-  const override = obj.metadata.labels?.[STORAGE_CLASS_LABEL];
+  const override = labels?.[STORAGE_CLASS_LABEL];
   if (override) {
     spec.storageClassName = override;
   } else if (typeof spec.storageClassName === 'string') {
@@ -37,5 +41,22 @@ export function preparePvc(obj: KubeObject, opts: PvcOptions): KubeObject {
     const mapped = spec.accessModes.map((mode: unknown) => opts.accessModeMappings!.find((x) => x.from === mode)?.to ?? mode);
     spec.accessModes = [...new Set(mapped)];
   }
-  return { ...obj, spec };
+  return spec;
+}
+
+export function preparePvc(obj: KubeObject, opts: PvcOptions): KubeObject {
+  if (obj.apiVersion !== 'v1' || obj.kind !== 'PersistentVolumeClaim' || !isRecord(obj.spec)) return obj;
+  return { ...obj, spec: mapClaimSpec(obj.spec, obj.metadata.labels, opts) };
+}
+
+/** StatefulSet claim templates: mapped like claims; the `status` the API server adds is dropped. */
+export function prepareClaimTemplates(obj: KubeObject, opts: PvcOptions): KubeObject {
+  if (obj.apiVersion !== 'apps/v1' || obj.kind !== 'StatefulSet' || !isRecord(obj.spec) || !Array.isArray(obj.spec.volumeClaimTemplates)) return obj;
+  const volumeClaimTemplates = obj.spec.volumeClaimTemplates.map((t: unknown) => {
+    if (!isRecord(t)) return t;
+    const { status: _status, ...rest } = t;
+    const labels = isRecord(t.metadata) && isRecord(t.metadata.labels) ? (t.metadata.labels as Record<string, string>) : undefined;
+    return isRecord(rest.spec) ? { ...rest, spec: mapClaimSpec(rest.spec, labels ?? obj.metadata.labels, opts) } : rest;
+  });
+  return { ...obj, spec: { ...obj.spec, volumeClaimTemplates } };
 }

@@ -51,6 +51,10 @@ export function suspendBatch(obj: KubeObject, scaleToZero: boolean): KubeObject 
   if (!scaleToZero || !obj.apiVersion.startsWith('batch/') || !isRecord(obj.spec)) return obj;
   if (obj.kind !== 'CronJob' && obj.kind !== 'Job') return obj;
   const out: KubeObject = { ...obj, metadata: { ...obj.metadata }, spec: { ...obj.spec, suspend: true } };
-  setAnnotation(out, ORIGINAL_SUSPEND, String(obj.spec.suspend === true));
+  // Like replicas: a source that is suspended now but remembers being active (a failover's
+  // cutover suspended it) keeps the remembered state; so does a second pass over our own output.
+  const remembered = obj.metadata.annotations?.[ORIGINAL_SUSPEND];
+  const original = obj.spec.suspend !== true ? 'false' : remembered === 'false' ? 'false' : 'true';
+  setAnnotation(out, ORIGINAL_SUSPEND, original);
   return out;
 }
