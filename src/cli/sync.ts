@@ -6,7 +6,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseAllDocuments } from 'yaml';
 import { validateReplication } from '../api/v1alpha1/index.ts';
-import { GitRepo } from '../adapters/git/repo.ts';
+import { GitRepo, LocalRepositoryError } from '../adapters/git/repo.ts';
 import { KubeClient } from '../adapters/kube/client.ts';
 import { runSync, SyncError } from '../sync/engine.ts';
 import type { SyncResult } from '../sync/engine.ts';
@@ -25,7 +25,10 @@ Options:
       --source-kubeconfig <path>  kubeconfig of the source cluster (default: $KUBECONFIG or ~/.kube/config)
       --source-context <name>     context to use from that kubeconfig (default: its current context)
       --source-cluster <name>     name recorded in commits (default: spec.sourceCluster or the context name)
-      --repo <url-or-dir>         DR repository; overrides spec.git.url
+      --repo <url-or-dir>         DR repository; overrides spec.git.url. A local path must be an
+                                  existing repository whose branch is not checked out (a bare one)
+      --init                      create a new bare repository at a local --repo path that is
+                                  missing or an empty folder
       --branch <name>             branch; overrides spec.git.branch (default main)
       --path <dir>                folder in the repository; overrides spec.git.path
       --cache-dir <dir>           where remote repositories are cached (default ~/.cache/dr-syncer/git)
@@ -54,6 +57,7 @@ export async function runSyncCommand(argv: string[]): Promise<number> {
         branch: { type: 'string' },
         path: { type: 'string' },
         'cache-dir': { type: 'string' },
+        init: { type: 'boolean', default: false },
         json: { type: 'boolean', default: false },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
@@ -120,6 +124,7 @@ export async function runSyncCommand(argv: string[]): Promise<number> {
     url: target.url,
     branch: target.branch,
     cacheDir: args['cache-dir'] ?? path.join(os.homedir(), '.cache', 'dr-syncer', 'git'),
+    create: args.init,
     auth: process.env.DR_SYNCER_GIT_TOKEN
       ? { token: process.env.DR_SYNCER_GIT_TOKEN, username: process.env.DR_SYNCER_GIT_USERNAME }
       : process.env.DR_SYNCER_GIT_USERNAME
@@ -138,11 +143,16 @@ export async function runSyncCommand(argv: string[]): Promise<number> {
   } catch (err) {
     const reason = err instanceof SyncError ? `${err.reason}: ` : '';
     console.error(`sync failed: ${reason}${err instanceof Error ? err.message : String(err)}`);
-    return 1;
+    return isBadInput(err) ? 2 : 1;
   }
   if (args.json) console.log(JSON.stringify(result, null, 2));
   else printSummary(result, target.url);
   return result.errors.length ? 1 : 0;
+}
+
+/** Failures the user must fix in what they gave us (exit 2), not a failed sync (exit 1). */
+function isBadInput(err: unknown): boolean {
+  return err instanceof LocalRepositoryError || (err instanceof SyncError && ['UnknownResourceTypes', 'InvalidSpec'].includes(err.reason));
 }
 
 function printSummary(r: SyncResult, url: string): void {

@@ -24,7 +24,7 @@ const WHITEOUT_TYPES: ReadonlySet<string> = new Set([
   'pods.metrics.k8s.io', 'csistoragecapacities.storage.k8s.io',
 ]);
 
-const typeKey = (t: Pick<ResourceType, 'resource' | 'group'>): string => (t.group ? `${t.resource}.${t.group}` : t.resource);
+export const typeKey = (t: Pick<ResourceType, 'resource' | 'group'>): string => (t.group ? `${t.resource}.${t.group}` : t.resource);
 
 export interface ResolvedTypes {
   types: ResourceType[];
@@ -144,4 +144,28 @@ export function selectObjects(objects: readonly KubeObject[], opts: SelectOption
     selected.push(obj);
   }
   return { selected, skipped };
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length]!;
+}
+
+/** The served type a misspelled name most likely meant ("servcies" → "services"), if any is close. */
+export function suggestType(name: string, discovered: readonly ResourceType[]): string | undefined {
+  const n = name.toLowerCase();
+  let best: { key: string; d: number } | undefined;
+  for (const t of discovered) {
+    if (!t.namespaced) continue;
+    for (const candidate of [t.resource, t.kind.toLowerCase(), typeKey(t)]) {
+      const d = editDistance(n, candidate);
+      if (d <= Math.max(1, Math.floor(candidate.length / 4)) && (!best || d < best.d)) best = { key: typeKey(t), d };
+    }
+  }
+  return best?.key;
 }

@@ -4,6 +4,7 @@ import { parse as parseYaml } from 'yaml';
 import type { Author, GitRepo, Snapshot } from '../adapters/git/repo.ts';
 import { PushConflictError } from '../adapters/git/repo.ts';
 import type { KubeClient } from '../adapters/kube/client.ts';
+import type { Discovery } from '../adapters/kube/client.ts';
 import { KubeApiError, resourcePath } from '../adapters/kube/client.ts';
 import { commitMessage, diffFiles } from '../core/commit.ts';
 import type { FileDiff } from '../core/commit.ts';
@@ -14,7 +15,8 @@ import type { Owner } from '../core/render.ts';
 import {
   joinPath, KUSTOMIZATION, kustomization, NAMESPACE_FILE, normalizeRepoPath, objectFileName, REPLICATION_ANNOTATION, renderNamespace,
 } from '../core/render.ts';
-import { resolveResourceTypes } from '../core/select.ts';
+import type { ResolvedTypes } from '../core/select.ts';
+import { resolveResourceTypes, suggestType } from '../core/select.ts';
 import type { KubeObject, LabelSelector, ResourceType, Skipped } from '../core/types.ts';
 import { isRecord } from '../core/types.ts';
 import type { Logger } from '../util/log.ts';
@@ -111,14 +113,44 @@ export async function resolveNamespaces(client: KubeClient, spec: NamespaceSourc
     .sort((a, b) => a.source.localeCompare(b.source));
 }
 
-async function readSource(client: KubeClient, spec: SyncSpec, log: Logger): Promise<{ namespaces: SourceNamespace[]; unknownTypes: string[]; warnings: string[] }> {
-  let resolved = resolveResourceTypes(spec.resourceTypes, spec.excludeResourceTypes, await client.discover());
+interface SourceRead {
+  namespaces: SourceNamespace[];
+  /** Every namespaced type the source serves now: a DR file of another type is never pruned. */
+  served: ResourceType[];
+  unknownTypes: string[];
+  warnings: string[];
+}
+
+/**
+ * Resolves the requested types, or refuses the whole sync: an unknown name (a typo, a CRD being
+ * replaced) would otherwise leave its type out, and the files of the type the user meant would
+ * be pruned from the DR repository.
+ */
+async function resolveTypes(client: KubeClient, spec: SyncSpec, sourceCluster: string): Promise<{ resolved: ResolvedTypes; discovery: Discovery }> {
+  let discovery = await client.discoverAll();
+  let resolved = resolveResourceTypes(spec.resourceTypes, spec.excludeResourceTypes, discovery.types);
   // A type the cached discovery does not know may be a CRD installed a moment ago: ask again.
-  if (resolved.unknown.length) resolved = resolveResourceTypes(spec.resourceTypes, spec.excludeResourceTypes, await client.discover(0));
-  const warnings = resolved.refused.map((r) => `resource type "${r.name}" skipped: ${r.reason}`);
   if (resolved.unknown.length) {
-    warnings.push(`unknown resource types (not served by the source cluster): ${resolved.unknown.join(', ')}`);
+    discovery = await client.discoverAll(0);
+    resolved = resolveResourceTypes(spec.resourceTypes, spec.excludeResourceTypes, discovery.types);
   }
+  if (resolved.unknown.length === 0) return { resolved, discovery };
+  const names = resolved.unknown.map((n) => {
+    const hint = suggestType(n, discovery.types);
+    return hint ? `"${n}" (did you mean "${hint}"?)` : `"${n}"`;
+  });
+  const what = `spec.resourceTypes: ${names.join(', ')} ${names.length > 1 ? 'are' : 'is'} not served by the source cluster ${sourceCluster}`;
+  if (discovery.unavailable.length) {
+    const groups = discovery.unavailable.map((u) => u.group).join(', ');
+    throw new SyncError('ResourceTypesUnavailable', `${what}, whose API groups ${groups} did not answer discovery; nothing was changed in the DR repository, and the sync is retried`);
+  }
+  throw new SyncError('UnknownResourceTypes', `${what}; nothing was changed in the DR repository. Fix the name (kubectl api-resources lists what the cluster serves)`);
+}
+
+async function readSource(client: KubeClient, spec: SyncSpec, log: Logger): Promise<SourceRead> {
+  const { resolved, discovery } = await resolveTypes(client, spec, spec.sourceCluster);
+  const warnings = resolved.refused.map((r) => `resource type "${r.name}" skipped: ${r.reason}`);
+  for (const u of discovery.unavailable) warnings.push(`API group ${u.group} did not answer discovery; DR files of its types are kept as they are: ${u.message}`);
   const targets = await resolveNamespaces(client, spec);
   const namespaces: SourceNamespace[] = [];
   // Namespaces one after another, the types of one namespace in parallel: bounded concurrency.
@@ -139,7 +171,35 @@ async function readSource(client: KubeClient, spec: SyncSpec, log: Logger): Prom
     );
     namespaces.push({ ...t, listed: lists.flat(), failedTypes });
   }
-  return { namespaces, unknownTypes: resolved.unknown, warnings };
+  return { namespaces, served: discovery.types.filter((t) => t.namespaced), unknownTypes: resolved.unknown, warnings };
+}
+
+/**
+ * The type a DR file was rendered from, among the types the source serves (the longest matching
+ * "<kind>[.<group>]-" prefix), or undefined when the source does not serve it now.
+ */
+function typeOfFile(file: string, served: readonly ResourceType[]): ResourceType | undefined {
+  let best: ResourceType | undefined;
+  for (const t of served) if (file.startsWith(typePrefix(t)) && (!best || typePrefix(t).length > typePrefix(best).length)) best = t;
+  return best;
+}
+
+/**
+ * Wraps a failure to read the source so that it names the cluster and where its configuration
+ * came from, and says what to do.
+ */
+function sourceError(err: unknown, spec: SyncSpec, client: KubeClient): SyncError {
+  if (err instanceof SyncError) return err;
+  const msg = err instanceof Error ? err.message : String(err);
+  const where = `source cluster ${spec.sourceCluster} (${client.describe()})`;
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (err instanceof KubeApiError && (err.status === 401 || err.status === 403)) {
+    return new SyncError('SourceForbidden', `${where}: ${msg}; the kubeconfig's user needs get/list on the replicated types and namespaces`);
+  }
+  if (code && /^(ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ETIMEDOUT|ECONNRESET|EAI_AGAIN)$/.test(code)) {
+    return new SyncError('SourceUnreachable', `${where} is not reachable: ${msg}; check that the cluster is up and that the kubeconfig points at it`);
+  }
+  return new SyncError('SourceReadFailed', `reading ${where} failed: ${msg}`);
 }
 
 interface RepoState {
@@ -260,7 +320,12 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
     mark = t;
   };
   // The source and the repository are read at the same time: neither needs the other.
-  const [src, firstState] = await Promise.all([readSource(deps.source, spec, log), readRepoState(deps.repo, parent, spec.replication)]);
+  const [src, firstState] = await Promise.all([
+    readSource(deps.source, spec, log).catch((err: unknown) => {
+      throw sourceError(err, spec, deps.source);
+    }),
+    readRepoState(deps.repo, parent, spec.replication),
+  ]);
   lap('read');
   const maxAttempts = deps.maxAttempts ?? 5;
   for (let attempt = 1; ; attempt++) {
@@ -295,16 +360,21 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
       const folder = renderNamespace(parent, { sourceNamespace: ns.source, destinationNamespace: ns.destination, source: ns.object, objects }, owner);
       const prevFiles = state.owned.get(ns.destination);
       if (prevFiles) {
-        // Keep what must not change: files of failed objects and failed types, and with prune
-        // off, files of objects that no longer exist at the source.
-        const keep = (file: string) =>
-          !spec.git.prune ||
-          ns.failedTypes.some((t) => file.startsWith(typePrefix(t))) ||
-          plan.errors.some((e) => e.file === file);
+        // A file is pruned only when this sync knows its object is gone: its type is served and
+        // was read (or is no longer selected). Kept: files of failed objects, of types whose
+        // LIST failed or that the source does not serve right now, and with prune off, all.
+        const keep = (file: string) => {
+          if (!spec.git.prune || plan.errors.some((e) => e.file === file)) return true;
+          const type = typeOfFile(file, src.served);
+          return type === undefined || ns.failedTypes.includes(type);
+        };
+        const unserved: string[] = [];
         for (const [file, oid] of prevFiles) {
           if (folder.files.has(file) || file === KUSTOMIZATION || !keep(file)) continue;
           folder.files.set(file, await deps.repo.readBlob(oid));
+          if (spec.git.prune && typeOfFile(file, src.served) === undefined) unserved.push(file);
         }
+        if (unserved.length) warnings.push(`${joinPath(parent, ns.destination)}: kept ${unserved.length} file(s) of types the source cluster does not serve now: ${unserved.slice(0, 5).join(', ')}${unserved.length > 5 ? ', …' : ''}`);
         folder.files.set(KUSTOMIZATION, kustomization([...folder.files.keys()].filter((f) => f !== KUSTOMIZATION)));
       }
       folders.set(folder.folder, folder.files);

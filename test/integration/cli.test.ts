@@ -65,7 +65,7 @@ describe('dr-syncer sync', () => {
 
   it('writes into a local repository path, prints the summary, and says "no changes" the second time', async () => {
     const repo = path.join(tmp, 'local');
-    await run('git', ['init', '-q', '-b', 'main', repo]);
+    await run('git', ['init', '-q', '--bare', '-b', 'main', repo]);
     const f = manifest('local.yaml', { sourceNamespace: 'shop', resourceTypes: ['configmaps'] });
     const r = await cli(['sync', '-f', f, '--source-kubeconfig', src.kubeconfigPath, '--repo', repo, '--source-cluster', 'prod']);
     assert.equal(r.code, 0, r.stderr);
@@ -77,6 +77,104 @@ describe('dr-syncer sync', () => {
     assert.equal(again.code, 0);
     assert.match(again.stdout, /no changes/);
     assert.equal((await run('git', ['-C', repo, 'rev-list', '--count', 'main'])).stdout.trim(), '1');
+  });
+
+  it('--repo must name an existing repository: a plain folder, a typo or a file exit 2 and create nothing; --init creates a bare one', async () => {
+    const f = manifest('paths.yaml', { sourceNamespace: 'shop', resourceTypes: ['configmaps'] });
+    const sync = (repo: string, ...extra: string[]) => cli(['sync', '-f', f, '--source-kubeconfig', src.kubeconfigPath, '--repo', repo, ...extra]);
+
+    const plain = path.join(tmp, 'plain-folder');
+    fs.mkdirSync(plain);
+    fs.writeFileSync(path.join(plain, 'notes.txt'), 'not a repository');
+    let r = await sync(plain);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /plain-folder is not a Git repository/);
+    assert.deepEqual(fs.readdirSync(plain), ['notes.txt'], 'the folder is untouched');
+    assert.equal((await sync(plain, '--init')).code, 2, '--init does not take over a folder with files');
+    assert.deepEqual(fs.readdirSync(plain), ['notes.txt']);
+
+    const typo = path.join(tmp, 'dr-repo-typo');
+    r = await sync(typo);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /dr-repo-typo does not exist.*--init/);
+    assert.ok(!fs.existsSync(typo), 'a misspelled path is not created');
+
+    const file = path.join(tmp, 'a-file');
+    fs.writeFileSync(file, 'x');
+    r = await sync(file);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /a-file is a file, not a Git repository/);
+    assert.doesNotMatch(r.stderr, /EEXIST/);
+
+    r = await sync(typo, '--init');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await run('git', ['-C', typo, 'rev-parse', '--is-bare-repository'])).stdout.trim(), 'true');
+    assert.equal((await run('git', ['-C', typo, 'ls-tree', '-r', '--name-only', 'main'])).stdout.split('\n').filter((x) => x.startsWith('shop/configmap-')).length, 300);
+  });
+
+  it('refuses a local clone whose branch is checked out (like receive.denyCurrentBranch); another branch works', async () => {
+    const clone = path.join(tmp, 'work-clone');
+    await run('git', ['init', '-q', '-b', 'main', clone]);
+    fs.writeFileSync(path.join(clone, 'README.md'), 'DR\n');
+    await run('git', ['-C', clone, 'add', '.']);
+    await run('git', ['-C', clone, '-c', 'user.name=t', '-c', 'user.email=t@x', 'commit', '-qm', 'init']);
+    const before = (await run('git', ['-C', clone, 'rev-parse', 'main'])).stdout.trim();
+    const f = manifest('clone.yaml', { sourceNamespace: 'shop', resourceTypes: ['configmaps'] });
+    const r = await cli(['sync', '-f', f, '--source-kubeconfig', src.kubeconfigPath, '--repo', clone]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /branch main is checked out in the working tree .*work-clone/);
+    assert.equal((await run('git', ['-C', clone, 'rev-parse', 'main'])).stdout.trim(), before, 'the branch did not move');
+    assert.equal((await run('git', ['-C', clone, 'status', '--porcelain'])).stdout, '', 'the work tree shows no reverse changes');
+    // A linked work tree counts too.
+    await run('git', ['-C', clone, 'branch', 'dr']);
+    await run('git', ['-C', clone, 'worktree', 'add', '-q', path.join(tmp, 'wt-dr'), 'dr']);
+    const linked = await cli(['sync', '-f', f, '--source-kubeconfig', src.kubeconfigPath, '--repo', clone, '--branch', 'dr']);
+    assert.equal(linked.code, 2);
+    assert.match(linked.stderr, /branch dr is checked out in the working tree .*wt-dr/);
+    await run('git', ['-C', clone, 'worktree', 'remove', path.join(tmp, 'wt-dr')]);
+    const ok = await cli(['sync', '-f', f, '--source-kubeconfig', src.kubeconfigPath, '--repo', clone, '--branch', 'dr']);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal((await run('git', ['-C', clone, 'status', '--porcelain'])).stdout, '');
+  });
+
+  it('a misspelled or unknown resource type exits 2, names it with a suggestion, and changes nothing', async () => {
+    const url = await git.createRepo('types');
+    const env = { DR_SYNCER_GIT_USERNAME: git.user, DR_SYNCER_GIT_PASSWORD: git.password };
+    const cache = ['--cache-dir', path.join(tmp, 'c-types')];
+    await kubectl(src.kubeconfigPath, ['-n', 'shop', 'create', 'service', 'clusterip', 'web', '--tcp=80:8080']);
+    const syncTypes = (types: string[]) => cli(['sync', '-f', manifest(`types-${types.join('-')}.yaml`, { sourceNamespace: 'shop', resourceTypes: types, git: { url } }), '--source-kubeconfig', src.kubeconfigPath, ...cache], env);
+    const first = await syncTypes(['configmaps', 'services']);
+    assert.equal(first.code, 0, first.stderr);
+    const tip = async () => (await git.git(['ls-remote', `${git.base}/types.git`, 'refs/heads/main'])).split('\t')[0];
+    const committed = await tip();
+    for (const types of [['configmaps', 'servcies'], ['deploymentz']]) {
+      const r = await syncTypes(types);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /UnknownResourceTypes/);
+      assert.match(r.stderr, new RegExp(`"${types.at(-1)}"`));
+      assert.equal(await tip(), committed, `${types.join(',')}: nothing committed`);
+    }
+    assert.match((await syncTypes(['configmaps', 'servcies'])).stderr, /did you mean "services"/);
+    const clone = await git.clone('types');
+    assert.ok(fs.existsSync(path.join(clone, 'shop/service-web.yaml')), 'the Service file is still there');
+  });
+
+  it('errors name their subject: the source cluster with its kubeconfig and context, the DR repository with its URL', async () => {
+    const dead = path.join(tmp, 'dead.kubeconfig');
+    fs.writeFileSync(dead, JSON.stringify({
+      apiVersion: 'v1', kind: 'Config', 'current-context': 'prod-eu',
+      clusters: [{ name: 'c', cluster: { server: 'https://127.0.0.1:1', 'insecure-skip-tls-verify': true } }],
+      users: [{ name: 'u', user: { token: 't' } }], contexts: [{ name: 'prod-eu', context: { cluster: 'c', user: 'u' } }],
+    }));
+    const url = await git.createRepo('subject');
+    const f = manifest('subject.yaml', { sourceNamespace: 'shop', resourceTypes: ['configmaps'], git: { url } });
+    const env = { DR_SYNCER_GIT_USERNAME: git.user, DR_SYNCER_GIT_PASSWORD: git.password };
+    let r = await cli(['sync', '-f', f, '--source-kubeconfig', dead, '--cache-dir', path.join(tmp, 'c-subj')], env);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /SourceUnreachable: source cluster prod-eu \(kubeconfig .*dead\.kubeconfig, context prod-eu, server https:\/\/127\.0\.0\.1:1\) is not reachable: .*ECONNREFUSED.*check that the cluster is up/);
+    r = await cli(['sync', '-f', f, '--source-kubeconfig', src.kubeconfigPath, '--repo', 'http://127.0.0.1:1/dr.git', '--cache-dir', path.join(tmp, 'c-subj')], env);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /DR repository http:\/\/127\.0\.0\.1:1\/dr\.git \(branch main\) failed: .*ECONNREFUSED.*check the repository URL/);
   });
 
   it('a wrong Git password fails with a clear error and exit 1', async () => {

@@ -36,8 +36,13 @@ export interface RepoOptions {
   auth?: GitAuth;
   /** Where bare caches of remote repositories live. */
   cacheDir: string;
+  /** A local path that is not a repository yet becomes a new bare one (else it is an error). */
+  create?: boolean;
   log?: Logger;
 }
+
+/** A local repository path that cannot be used as it is: the user must fix the path or the repository. */
+export class LocalRepositoryError extends Error {}
 
 export interface Author {
   name: string;
@@ -70,9 +75,44 @@ function describeError(err: unknown): string {
     if (err.name === 'UserCanceledError') return AUTH_401;
     const data = (err as { data?: { statusCode?: number; statusMessage?: string } }).data;
     if (data?.statusCode === 401 || data?.statusCode === 403) return auth403(data.statusCode);
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code && /^(ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ETIMEDOUT|ECONNRESET|EAI_AGAIN)$/.test(code)) {
+      return `${err.message}: check the repository URL and that the Git server is reachable from here`;
+    }
     return err.message;
   }
   return String(err);
+}
+
+/** The git directory of a local repository path: `.git` inside a work tree (a folder, or a file naming it), else the path. */
+function gitdirOf(dir: string): string {
+  const dotgit = path.join(dir, '.git');
+  try {
+    if (fs.statSync(dotgit).isFile()) {
+      const m = /^gitdir:\s*(.+)$/m.exec(fs.readFileSync(dotgit, 'utf8'));
+      if (m) return path.resolve(dir, m[1]!.trim());
+    }
+    return dotgit;
+  } catch {
+    return dir;
+  }
+}
+
+/** Branches checked out in the work trees of a repository: its own (unless bare) and linked ones. */
+async function checkedOutHeads(dir: string, gitdir: string): Promise<{ ref: string; worktree: string }[]> {
+  const read = (f: string) => fs.promises.readFile(f, 'utf8').catch(() => '');
+  const refOf = (head: string) => /^ref:\s*(\S+)/.exec(head)?.[1];
+  const out: { ref: string; worktree: string }[] = [];
+  const config = await read(path.join(gitdir, 'config'));
+  const bare = /^\s*bare\s*=\s*true\s*$/im.test(config);
+  const own = refOf(await read(path.join(gitdir, 'HEAD')));
+  if (!bare && own) out.push({ ref: own, worktree: gitdir === dir ? path.dirname(dir) : dir });
+  const linked = await fs.promises.readdir(path.join(gitdir, 'worktrees')).catch(() => [] as string[]);
+  for (const w of linked) {
+    const ref = refOf(await read(path.join(gitdir, 'worktrees', w, 'HEAD')));
+    if (ref) out.push({ ref, worktree: (await read(path.join(gitdir, 'worktrees', w, 'gitdir'))).trim().replace(/\/\.git$/, '') || w });
+  }
+  return out;
 }
 
 /** Reasons receive-pack gives when the ref was not at the old value we sent. */
@@ -105,10 +145,45 @@ export class GitRepo {
       this.credentials = a ? (a.token ? { username: a.username ?? 'x-access-token', password: a.token } : { username: a.username ?? '', password: a.password ?? '' }) : credentials;
     } else {
       const dir = path.resolve(opts.url);
-      this.gitdir = fs.existsSync(path.join(dir, '.git')) ? path.join(dir, '.git') : dir;
+      this.gitdir = gitdirOf(dir);
       this.httpUrl = '';
     }
+    this.create = opts.create ?? false;
     this.store = new ObjectStore(this.gitdir);
+  }
+
+  private readonly create: boolean;
+
+  /**
+   * A local repository must exist (unless `create`), and its branch must not be checked out in a
+   * working tree: moving a checked-out branch leaves the work tree showing the reverse of our
+   * commit as staged changes, which a `git commit -a` would turn into a revert. We refuse, as
+   * git's receive.denyCurrentBranch does.
+   */
+  private async checkLocal(): Promise<void> {
+    const dir = path.resolve(this.url);
+    const stat = await fs.promises.stat(dir).catch(() => undefined);
+    if (stat && !stat.isDirectory()) throw new LocalRepositoryError(`${dir} is a file, not a Git repository`);
+    const isRepo = fs.existsSync(path.join(this.gitdir, 'HEAD')) && fs.existsSync(path.join(this.gitdir, 'objects'));
+    if (!isRepo) {
+      const empty = !stat || (await fs.promises.readdir(dir)).length === 0;
+      if (!this.create) {
+        throw new LocalRepositoryError(
+          stat ? `${dir} is not a Git repository; give the path of a repository, or pass --init to create a new bare repository in an empty folder`
+            : `${dir} does not exist; check the path, or pass --init to create a new bare repository there`,
+        );
+      }
+      if (!empty) throw new LocalRepositoryError(`${dir} is not empty and not a Git repository; --init creates a repository only in a new or empty folder`);
+      return; // ensureInit creates it
+    }
+    for (const head of await checkedOutHeads(dir, this.gitdir)) {
+      if (head.ref === `refs/heads/${this.branch}`) {
+        throw new LocalRepositoryError(
+          `branch ${this.branch} is checked out in the working tree ${head.worktree}; dr-syncer does not move a checked-out branch ` +
+            '(like git\'s receive.denyCurrentBranch). Use a bare repository (git clone --bare), another branch (--branch), or push through a Git server URL',
+        );
+      }
+    }
   }
 
   private get displayUrl(): string {
@@ -126,6 +201,7 @@ export class GitRepo {
   }
 
   private async ensureInit(): Promise<void> {
+    if (!this.remote) await this.checkLocal();
     if (fs.existsSync(path.join(this.gitdir, 'HEAD'))) return;
     await fs.promises.mkdir(this.gitdir, { recursive: true });
     await git.init({ fs, gitdir: this.gitdir, bare: true, defaultBranch: this.branch });
@@ -140,7 +216,7 @@ export class GitRepo {
   async fetch(): Promise<Snapshot> {
     await this.ensureInit();
     if (this.remote) {
-      const fail = (err: unknown) => new Error(`fetching ${this.displayUrl} (branch ${this.branch}) failed: ${describeError(err)}`, { cause: err });
+      const fail = (err: unknown) => new Error(`fetching the DR repository ${this.displayUrl} (branch ${this.branch}) failed: ${describeError(err)}`, { cause: err });
       let tip: string | undefined;
       try {
         tip = (await advertisement(this.httpUrl, 'git-upload-pack', this.credentials)).refs.get(`refs/heads/${this.branch}`);
@@ -299,7 +375,7 @@ export class GitRepo {
       await this.updateLocalRef(ref, commit, expected);
       return;
     }
-    const fail = (err: unknown) => new Error(`push to ${this.displayUrl} failed: ${describeError(err)}`, { cause: err });
+    const fail = (err: unknown) => new Error(`push to the DR repository ${this.displayUrl} failed: ${describeError(err)}`, { cause: err });
     let adv;
     try {
       adv = await advertisement(this.httpUrl, 'git-receive-pack', this.credentials);

@@ -16,6 +16,12 @@ export class KubeApiError extends Error {
   }
 }
 
+export interface Discovery {
+  types: ResourceType[];
+  /** API groups whose discovery failed, with the error. */
+  unavailable: { group: string; message: string }[];
+}
+
 export interface ListResult {
   items: KubeObject[];
   resourceVersion: string;
@@ -28,6 +34,8 @@ interface ApiResourceList {
 
 export class KubeClient {
   readonly server: string;
+  /** Where the client's configuration came from ("kubeconfig /path, context ctx"), for messages. */
+  origin = 'in-memory kubeconfig';
   private readonly agent: https.Agent | http.Agent;
 
   private constructor(
@@ -55,14 +63,24 @@ export class KubeClient {
     const kc = new KubeConfig();
     kc.loadFromFile(file);
     if (context) kc.setCurrentContext(context);
-    return KubeClient.fromKubeConfig(kc);
+    const client = await KubeClient.fromKubeConfig(kc);
+    client.origin = `kubeconfig ${file}, context ${kc.getCurrentContext()}`;
+    return client;
   }
 
-  static async fromString(content: string, context?: string): Promise<KubeClient> {
+  /** `origin` says where the content came from, e.g. "kubeconfig Secret dr-syncer/prod-kubeconfig". */
+  static async fromString(content: string, context?: string, origin = 'kubeconfig'): Promise<KubeClient> {
     const kc = new KubeConfig();
     kc.loadFromString(content);
     if (context) kc.setCurrentContext(context);
-    return KubeClient.fromKubeConfig(kc);
+    const client = await KubeClient.fromKubeConfig(kc);
+    client.origin = `${origin}, context ${kc.getCurrentContext()}`;
+    return client;
+  }
+
+  /** "kubeconfig /path, context ctx, server https://…": which cluster, for error messages. */
+  describe(): string {
+    return `${this.origin}, server ${this.server}`;
   }
 
   get contextName(): string {
@@ -127,14 +145,23 @@ export class KubeClient {
     return this.get('/version');
   }
 
-  private discovery?: { at: number; result: Promise<ResourceType[]> };
+  private discovery?: { at: number; result: Promise<Discovery> };
 
   /**
    * Every resource the server serves, at each group's preferred version. Cached for `maxAgeMs`
    * (default 60 s), like kubectl's discovery cache: a controller asks on every reconcile and
    * every sync, and the answer is ~20 requests that rarely change. A failed answer is not kept.
    */
-  discover(maxAgeMs = 60_000): Promise<ResourceType[]> {
+  async discover(maxAgeMs = 60_000): Promise<ResourceType[]> {
+    return (await this.discoverAll(maxAgeMs)).types;
+  }
+
+  /**
+   * Discovery with the API groups that did not answer (an aggregated API answering 503, a group
+   * being removed): their types are missing from `types` for now, which is not the same as not
+   * existing.
+   */
+  discoverAll(maxAgeMs = 60_000): Promise<Discovery> {
     const hit = this.discovery;
     if (hit && Date.now() - hit.at < maxAgeMs) return hit.result;
     const result = this.discoverNow();
@@ -145,8 +172,9 @@ export class KubeClient {
     return result;
   }
 
-  private async discoverNow(): Promise<ResourceType[]> {
+  private async discoverNow(): Promise<Discovery> {
     const out: ResourceType[] = [];
+    const unavailable: { group: string; message: string }[] = [];
     const add = (list: ApiResourceList, group: string, version: string) => {
       for (const r of list.resources) {
         out.push({
@@ -162,14 +190,15 @@ export class KubeClient {
         try {
           return { g, list: await this.get<ApiResourceList>(`/apis/${g.preferredVersion.groupVersion}`) };
         } catch (err) {
-          // An unavailable aggregated API (metrics-server down) must not stop discovery of the rest.
-          if (err instanceof KubeApiError && err.status === 503) return undefined;
-          throw err;
+          // An unavailable group (metrics-server down, a CRD being replaced) must not stop
+          // discovery of the rest; callers learn which groups are missing.
+          unavailable.push({ group: g.name, message: err instanceof Error ? err.message : String(err) });
+          return undefined;
         }
       }),
     );
     for (const x of lists) if (x) add(x.list, x.g.name, x.g.preferredVersion.version);
-    return out;
+    return { types: out, unavailable: unavailable.sort((a, b) => a.group.localeCompare(b.group)) };
   }
 }
 
