@@ -7,6 +7,7 @@ import { transformObject } from './transform/index.ts';
 import type { KubeObject, Skipped } from './types.ts';
 import { apiGroupOf, groupKind, objectRef } from './types.ts';
 import { objectFileName } from './render.ts';
+import { unreadableByGitOps } from './yaml.ts';
 
 export type SecretsMode = 'Omit' | 'SOPS' | 'Plaintext';
 
@@ -54,6 +55,14 @@ export function planNamespace(
     const res = transformObject(obj, tOpts, previous(dest));
     if (!res.ok) {
       errors.push({ ref: objectRef(obj), file: objectFileName(obj), message: res.error });
+      continue;
+    }
+    const unreadable = unreadableByGitOps(res.object);
+    if (unreadable) {
+      errors.push({
+        ref: objectRef(obj), file: objectFileName(obj),
+        message: `${objectRef(obj)}: ${unreadable} holds a DEL or C1 control character, which kustomize (Flux, Argo CD) cannot carry unchanged; the object is not written (its last good file is kept)`,
+      });
       continue;
     }
     if (isSecret(res.object) && opts.secretsMode === 'SOPS') secrets.push(res.object);

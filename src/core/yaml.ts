@@ -153,6 +153,34 @@ function emitSeq(arr: unknown[], indent: string, depth: number, out: string[]): 
   }
 }
 
+// DEL and the C1 controls are escaped correctly in our files, yet kustomize (Flux's
+// kustomize-controller, Argo CD, `kubectl apply -k`) cannot carry them: its YAML round trip
+// through go-yaml fails the whole folder on DEL and C1 ("control characters are not allowed")
+// and silently turns NEL (U+0085) into a space. Measured with kubectl v1.33's kustomize.
+const KUSTOMIZE_UNREADABLE = /[\u007f-\u009f]/;
+
+/**
+ * The path of the first string (key or value) that GitOps tools cannot read back, or undefined.
+ * Such an object is reported instead of written, so that one value cannot stop a DR cluster from
+ * applying everything else.
+ */
+export function unreadableByGitOps(value: unknown, path = ''): string | undefined {
+  if (typeof value === 'string') return KUSTOMIZE_UNREADABLE.test(value) ? path || '(value)' : undefined;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const p = unreadableByGitOps(value[i], `${path}[${i}]`);
+      if (p) return p;
+    }
+    return undefined;
+  }
+  if (!isRecord(value)) return undefined;
+  for (const [k, v] of Object.entries(value)) {
+    const p = KUSTOMIZE_UNREADABLE.test(k) ? `${path}.${JSON.stringify(k)}` : unreadableByGitOps(v, path ? `${path}.${k}` : k);
+    if (p) return p;
+  }
+  return undefined;
+}
+
 export function toYaml(value: unknown): string {
   const s = scalar(value);
   if (s !== undefined) return `${s}\n`;
