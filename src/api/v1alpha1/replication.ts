@@ -328,7 +328,10 @@ export const ReplicationGitSpec = Type.Object(
     ),
     prune: Type.Optional(
       Type.Boolean({
-        description: 'Remove files from the repository when their source objects are deleted or no longer selected.',
+        description:
+          'Remove files from the repository when their source objects are deleted or no longer selected. Only files of types the ' +
+          'source serves and that were read in that sync are removed: files of a type whose LIST failed, whose API group does not ' +
+          'answer, or that the source does not serve right now (a CRD being replaced) are kept.',
         default: true,
       }),
     ),
@@ -378,6 +381,7 @@ export const ReplicationSpec = withRules(
         ResourceTypeList(
           'Resource types to replicate, as lowercase plural names ("deployments") or "resource.group" for other API groups ' +
             '("certificates.cert-manager.io"). "*" means every namespaced type the source API server lists. ' +
+            'A name the source does not serve stops the sync (reason UnknownResourceTypes) and changes nothing in the repository. ' +
             'Default: the common workload, config, network and RBAC types.',
           DEFAULT_RESOURCE_TYPES,
         ),
