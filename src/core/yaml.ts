@@ -67,9 +67,10 @@ function literalBlock(s: string, indent: string): string[] | undefined {
   if (lines.some((l) => l !== '' && l.trim() === '')) return undefined;
   const chomp = trailing === 0 ? '-' : trailing === 1 ? '' : '+';
   // A reader takes the block's indentation from its first non-empty line: when that line starts
-  // with a space (after leading empty lines too), say the indentation explicitly.
+  // with a space (after leading empty lines too), say the indentation explicitly. Also for a tab:
+  // go-yaml v3 (sops) refuses a tab there unless the indentation is given.
   const firstText = lines.find((l) => l !== '') ?? '';
-  const indicator = firstText.startsWith(' ') ? '2' : '';
+  const indicator = /^[ \t]/.test(firstText) ? '2' : '';
   const out = [`|${indicator}${chomp}`];
   for (const l of lines) out.push(l === '' ? '' : indent + l);
   for (let i = 1; i < trailing; i++) out.push('');

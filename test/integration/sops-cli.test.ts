@@ -114,9 +114,11 @@ void describe('real sops CLI', () => {
       fc.asyncProperty(secretObject, async (s) => {
         const file = path.join(dir, `random-${n++}.enc.yaml`);
         await writeFile(file, toYaml(await encryptSecretSops(s, { ageRecipients: [recipient], now: new Date() })));
-        const r = await sopsDecrypt(file);
+        // JSON output: sops' own YAML writer loses some values ("\t\n" comes out as null), its
+        // JSON writer does not; Flux decrypts in memory and applies JSON as well.
+        const r = await run(sops, ['--decrypt', '--input-type', 'yaml', '--output-type', 'json', file], env, dir);
         assert.equal(r.code, 0, `sops failed: ${r.stderr}\n${toYaml(s)}`);
-        assert.deepEqual(parseYaml(r.stdout), JSON.parse(JSON.stringify(s)));
+        assert.deepEqual(JSON.parse(r.stdout), JSON.parse(JSON.stringify(s)));
       }),
       { numRuns: 60 },
     );
