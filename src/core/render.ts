@@ -7,6 +7,7 @@
 import type { KubeObject } from './types.ts';
 import { apiGroupOf } from './types.ts';
 import { toYaml } from './yaml.ts';
+import { LAST_APPLIED } from './transform/metadata.ts';
 
 export const MANAGED_BY_LABEL = 'dr-syncer.io/managed-by';
 export const SOURCE_NAMESPACE_LABEL = 'dr-syncer.io/source-namespace';
@@ -18,6 +19,12 @@ const PRUNE_PROTECTION = {
   'argocd.argoproj.io/sync-options': 'Prune=false',
 };
 const PROTECTED_KINDS = new Set(['Namespace', 'PersistentVolumeClaim']);
+/**
+ * A StatefulSet's volumeClaimTemplates cannot change in place, so a new storage-class mapping
+ * would fail the apply: Flux recreates the object instead (in DR it runs at 0 replicas; claims
+ * stay). Argo CD users set Replace/Force themselves (it would recreate on every sync).
+ */
+const RECREATE_ON_IMMUTABLE = { 'kustomize.toolkit.fluxcd.io/force': 'enabled' };
 
 export const KUSTOMIZATION = 'kustomization.yaml';
 export const NAMESPACE_FILE = 'namespace.yaml';
@@ -57,7 +64,7 @@ export function namespaceObject(ns: NamespaceInput, owner: Owner): KubeObject {
   labels[MANAGED_BY_LABEL] = 'dr-syncer';
   labels[SOURCE_NAMESPACE_LABEL] = ns.sourceNamespace;
   const annotations: Record<string, string> = { ...(ns.source?.metadata.annotations ?? {}) };
-  delete annotations['kubectl.kubernetes.io/last-applied-configuration'];
+  delete annotations[LAST_APPLIED];
   Object.assign(annotations, PRUNE_PROTECTION, {
     [REPLICATION_ANNOTATION]: owner.replication,
     [SOURCE_CLUSTER_ANNOTATION]: owner.sourceCluster,
@@ -69,9 +76,12 @@ export function kustomization(resources: string[]): string {
   return toYaml({ apiVersion: 'kustomize.config.k8s.io/v1beta1', kind: 'Kustomization', resources: [...resources].sort() });
 }
 
-function protect(obj: KubeObject): KubeObject {
-  if (!PROTECTED_KINDS.has(obj.kind) || apiGroupOf(obj.apiVersion) !== '') return obj;
-  return { ...obj, metadata: { ...obj.metadata, annotations: { ...(obj.metadata.annotations ?? {}), ...PRUNE_PROTECTION } } };
+/** Annotations for the GitOps tools: prune protection, recreation of StatefulSets. */
+function gitopsAnnotations(obj: KubeObject): KubeObject {
+  const group = apiGroupOf(obj.apiVersion);
+  const extra = PROTECTED_KINDS.has(obj.kind) && group === '' ? PRUNE_PROTECTION : obj.kind === 'StatefulSet' && group === 'apps' ? RECREATE_ON_IMMUTABLE : undefined;
+  if (!extra) return obj;
+  return { ...obj, metadata: { ...obj.metadata, annotations: { ...(obj.metadata.annotations ?? {}), ...extra } } };
 }
 
 export interface RenderedFolder {
@@ -91,7 +101,7 @@ export function renderNamespace(basePath: string, ns: NamespaceInput, owner: Own
   for (const obj of sorted) {
     const name = objectFileName(obj);
     if (files.has(name)) throw new RenderError(`two objects render to ${ns.destinationNamespace}/${name}; rename one or exclude its type`);
-    files.set(name, toYaml(protect(obj)));
+    files.set(name, toYaml(gitopsAnnotations(obj)));
   }
   files.set(KUSTOMIZATION, kustomization([...files.keys()]));
   return { folder: joinPath(basePath, ns.destinationNamespace), files };

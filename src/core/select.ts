@@ -2,7 +2,8 @@
 // repository. Pure: discovery results and object lists come in, decisions come out.
 import { matchesSelector } from './labels.ts';
 import type { KubeObject, LabelSelector, ResourceType, Skipped } from './types.ts';
-import { apiGroupOf } from './types.ts';
+import { apiGroupOf, isRecord } from './types.ts';
+import { SERVER_ANNOTATIONS } from './transform/metadata.ts';
 
 export const IGNORE_LABEL = 'dr-syncer.io/ignore';
 
@@ -28,8 +29,10 @@ export const typeKey = (t: Pick<ResourceType, 'resource' | 'group'>): string => 
 
 export interface ResolvedTypes {
   types: ResourceType[];
-  /** Requested names that matched nothing the API server serves. */
+  /** Names in resourceTypes (or excludeResourceTypes) that match nothing the API server serves. */
   unknown: string[];
+  /** Default types (resourceTypes not set) that this server does not serve: skipped. */
+  missingDefaults: string[];
   /** Requested names that are whiteouts, with the reason. */
   refused: { name: string; reason: string }[];
 }
@@ -53,9 +56,11 @@ function matchesName(t: ResourceType, name: string): boolean {
  */
 export function resolveResourceTypes(requested: readonly string[] | undefined, excluded: readonly string[] | undefined, discovered: readonly ResourceType[]): ResolvedTypes {
   const listable = discovered.filter((t) => t.namespaced && t.verbs.includes('list') && !t.resource.includes('/'));
-  const want = requested && requested.length > 0 ? requested : DEFAULT_RESOURCE_TYPES;
+  const defaults = !requested || requested.length === 0;
+  const want = defaults ? DEFAULT_RESOURCE_TYPES : requested;
   const out = new Map<string, ResourceType>();
   const unknown: string[] = [];
+  const missingDefaults: string[] = [];
   const refused: { name: string; reason: string }[] = [];
   for (const name of want) {
     if (name === '*') {
@@ -66,6 +71,7 @@ export function resolveResourceTypes(requested: readonly string[] | undefined, e
     if (!match) {
       const clusterScoped = discovered.find((t) => !t.namespaced && matchesName(t, name));
       if (clusterScoped) refused.push({ name, reason: `${typeKey(clusterScoped)} is cluster-scoped; only namespaced types are replicated` });
+      else if (defaults) missingDefaults.push(name);
       else unknown.push(name);
       continue;
     }
@@ -76,10 +82,12 @@ export function resolveResourceTypes(requested: readonly string[] | undefined, e
     out.set(typeKey(match), match);
   }
   for (const name of excluded ?? []) {
+    // A misspelled exclusion would silently copy what the user meant to keep out (Secrets, say).
+    if (!discovered.some((t) => matchesName(t, name))) unknown.push(name);
     for (const [k, t] of out) if (matchesName(t, name)) out.delete(k);
   }
   const types = [...out.values()].sort((a, b) => typeKey(a).localeCompare(typeKey(b)));
-  return { types, unknown, refused };
+  return { types, unknown, missingDefaults, refused };
 }
 
 export interface SelectOptions {
@@ -115,8 +123,13 @@ export function whiteoutReason(obj: KubeObject): string | undefined {
  * pulling in DR.
  */
 function customizedServiceAccount(sa: KubeObject): boolean {
-  const userAnnotations = Object.keys(sa.metadata.annotations ?? {}).filter((a) => a !== 'kubectl.kubernetes.io/last-applied-configuration');
-  return (Array.isArray(sa.imagePullSecrets) && sa.imagePullSecrets.length > 0) ||
+  // Platforms add their own: OpenShift annotates every ServiceAccount and gives it a generated
+  // "<name>-dockercfg-*" pull secret, which does not exist in the DR cluster.
+  const userAnnotations = Object.keys(sa.metadata.annotations ?? {}).filter((a) => !SERVER_ANNOTATIONS.includes(a) && !a.startsWith('openshift.io/'));
+  const pullSecrets = Array.isArray(sa.imagePullSecrets)
+    ? sa.imagePullSecrets.filter((p: unknown) => !(isRecord(p) && typeof p.name === 'string' && p.name.startsWith(`${sa.metadata.name}-dockercfg-`)))
+    : [];
+  return pullSecrets.length > 0 ||
     sa.automountServiceAccountToken !== undefined ||
     Object.keys(sa.metadata.labels ?? {}).length > 0 ||
     userAnnotations.length > 0;

@@ -56,8 +56,8 @@ function quoted(s: string): string {
 
 /** A multi-line string as a literal block, when that keeps it exactly; undefined otherwise. */
 function literalBlock(s: string, indent: string): string[] | undefined {
-  // Blocks cannot hold \r, tabs or non-printable characters faithfully, and a line of only
-  // spaces would be read back as an empty line.
+  // Blocks cannot hold \r or non-printable characters faithfully, and a line of only
+  // whitespace would be read back as an empty line.
   // eslint-disable-next-line no-control-regex
   if (/[\r\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029\ufeff\ufffe\uffff]/.test(s)) return undefined;
   const trailing = /\n*$/.exec(s)![0].length;
@@ -165,18 +165,23 @@ const KUSTOMIZE_UNREADABLE = /[\u007f-\u009f]/;
  * Such an object is reported instead of written, so that one value cannot stop a DR cluster from
  * applying everything else.
  */
-export function unreadableByGitOps(value: unknown, path = ''): string | undefined {
+export function unreadableByGitOps(value: unknown): string | undefined {
+  // JSON.stringify leaves these characters raw: one native pass rules out almost every object.
+  return KUSTOMIZE_UNREADABLE.test(JSON.stringify(value)) ? findUnreadable(value, '') : undefined;
+}
+
+function findUnreadable(value: unknown, path: string): string | undefined {
   if (typeof value === 'string') return KUSTOMIZE_UNREADABLE.test(value) ? path || '(value)' : undefined;
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      const p = unreadableByGitOps(value[i], `${path}[${i}]`);
+      const p = findUnreadable(value[i], `${path}[${i}]`);
       if (p) return p;
     }
     return undefined;
   }
   if (!isRecord(value)) return undefined;
   for (const [k, v] of Object.entries(value)) {
-    const p = KUSTOMIZE_UNREADABLE.test(k) ? `${path}.${JSON.stringify(k)}` : unreadableByGitOps(v, path ? `${path}.${k}` : k);
+    const p = KUSTOMIZE_UNREADABLE.test(k) ? `${path}.${JSON.stringify(k)}` : findUnreadable(v, path ? `${path}.${k}` : k);
     if (p) return p;
   }
   return undefined;

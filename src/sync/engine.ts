@@ -17,10 +17,13 @@ import {
 } from '../core/render.ts';
 import type { ResolvedTypes } from '../core/select.ts';
 import { resolveResourceTypes, suggestType } from '../core/select.ts';
+import type { PruneContext } from '../core/prune.ts';
+import { fileObjectType, previousFileFate, typeKeyOf } from '../core/prune.ts';
 import type { KubeObject, LabelSelector, ResourceType, Skipped } from '../core/types.ts';
 import { isRecord } from '../core/types.ts';
 import type { Logger } from '../util/log.ts';
 import { silentLogger } from '../util/log.ts';
+import { isNetworkError } from '../util/errors.ts';
 
 export interface NamespaceSource {
   sourceNamespace?: string;
@@ -61,7 +64,6 @@ export interface SyncResult {
   skipped: Skipped[];
   errors: ObjectError[];
   namespaces: { source: string; destination: string }[];
-  unknownTypes: string[];
   warnings: string[];
   attempts: number;
   durationMs: number;
@@ -88,9 +90,18 @@ interface SourceNamespace {
   failedTypes: ResourceType[];
 }
 
-const typePrefix = (t: ResourceType): string => `${t.kind.toLowerCase()}${t.group ? `.${t.group}` : ''}-`;
 
-export async function resolveNamespaces(client: KubeClient, spec: NamespaceSource): Promise<{ source: string; destination: string; object?: KubeObject }[]> {
+export interface ResolvedNamespace {
+  source: string;
+  destination: string;
+  object?: KubeObject;
+  /** Being deleted at the source: its DR folder is left as it was (never rewritten half-deleted). */
+  terminating: boolean;
+}
+
+const isTerminating = (ns: KubeObject | undefined): boolean => isRecord(ns?.status) && ns.status.phase === 'Terminating';
+
+export async function resolveNamespaces(client: KubeClient, spec: NamespaceSource): Promise<ResolvedNamespace[]> {
   if (spec.sourceNamespace) {
     let object: KubeObject | undefined;
     try {
@@ -101,23 +112,23 @@ export async function resolveNamespaces(client: KubeClient, spec: NamespaceSourc
       }
       throw err;
     }
-    return [{ source: spec.sourceNamespace, destination: spec.destinationNamespace || spec.sourceNamespace, object }];
+    return [{ source: spec.sourceNamespace, destination: spec.destinationNamespace || spec.sourceNamespace, object, terminating: isTerminating(object) }];
   }
   const sel = spec.namespaceSelector;
   if (!sel) throw new SyncError('InvalidSpec', 'set spec.sourceNamespace or spec.namespaceSelector');
   const q = selectorToQuery(sel.labelSelector);
   const { items } = await client.list('/api/v1/namespaces', q ? { labelSelector: q } : {});
   return items
-    .filter((ns) => !isRecord(ns.status) || ns.status.phase !== 'Terminating')
-    .map((ns) => ({ source: ns.metadata.name, destination: `${ns.metadata.name}${sel.destinationSuffix ?? ''}`, object: ns }))
+    .map((ns) => ({ source: ns.metadata.name, destination: `${ns.metadata.name}${sel.destinationSuffix ?? ''}`, object: ns, terminating: isTerminating(ns) }))
     .sort((a, b) => a.source.localeCompare(b.source));
 }
 
 interface SourceRead {
   namespaces: SourceNamespace[];
-  /** Every namespaced type the source serves now: a DR file of another type is never pruned. */
-  served: ResourceType[];
-  unknownTypes: string[];
+  /** Destination folders of namespaces being deleted at the source: left as they are. */
+  frozen: string[];
+  /** Type keys of every namespaced type the source serves now: a DR file of another type is never pruned. */
+  served: Set<string>;
   warnings: string[];
 }
 
@@ -135,23 +146,34 @@ async function resolveTypes(client: KubeClient, spec: SyncSpec, sourceCluster: s
     resolved = resolveResourceTypes(spec.resourceTypes, spec.excludeResourceTypes, discovery.types);
   }
   if (resolved.unknown.length === 0) return { resolved, discovery };
-  const names = resolved.unknown.map((n) => {
+  // A "resource.group" name whose group did not answer discovery may well exist: retry later.
+  const down = new Set(discovery.unavailable.map((u) => u.group));
+  const inDownGroup = resolved.unknown.filter((n) => n.includes('.') && down.has(n.slice(n.indexOf('.') + 1).toLowerCase()));
+  if (inDownGroup.length === resolved.unknown.length) {
+    const groups = [...new Set(inDownGroup.map((n) => n.slice(n.indexOf('.') + 1)))].join(', ');
+    throw new SyncError('ResourceTypesUnavailable', `resource types ${inDownGroup.map((n) => `"${n}"`).join(', ')}: API group ${groups} of the source cluster ${sourceCluster} did not answer discovery; nothing was changed in the DR repository, and the sync is retried`);
+  }
+  const names = resolved.unknown.filter((n) => !inDownGroup.includes(n)).map((n) => {
     const hint = suggestType(n, discovery.types);
     return hint ? `"${n}" (did you mean "${hint}"?)` : `"${n}"`;
   });
-  const what = `spec.resourceTypes: ${names.join(', ')} ${names.length > 1 ? 'are' : 'is'} not served by the source cluster ${sourceCluster}`;
-  if (discovery.unavailable.length) {
-    const groups = discovery.unavailable.map((u) => u.group).join(', ');
-    throw new SyncError('ResourceTypesUnavailable', `${what}, whose API groups ${groups} did not answer discovery; nothing was changed in the DR repository, and the sync is retried`);
-  }
-  throw new SyncError('UnknownResourceTypes', `${what}; nothing was changed in the DR repository. Fix the name (kubectl api-resources lists what the cluster serves)`);
+  const downNote = down.size ? ` (API groups ${[...down].join(', ')} did not answer discovery; a type of theirs must be named as resource.group)` : '';
+  throw new SyncError(
+    'UnknownResourceTypes',
+    `spec.resourceTypes/excludeResourceTypes: ${names.join(', ')} ${names.length > 1 ? 'are' : 'is'} not served by the source cluster ${sourceCluster}${downNote}; ` +
+      'nothing was changed in the DR repository. Fix the name (kubectl api-resources lists what the cluster serves)',
+  );
 }
 
 async function readSource(client: KubeClient, spec: SyncSpec, log: Logger): Promise<SourceRead> {
   const { resolved, discovery } = await resolveTypes(client, spec, spec.sourceCluster);
   const warnings = resolved.refused.map((r) => `resource type "${r.name}" skipped: ${r.reason}`);
+  if (resolved.missingDefaults.length) warnings.push(`default resource types not served by the source cluster, skipped: ${resolved.missingDefaults.join(', ')}`);
   for (const u of discovery.unavailable) warnings.push(`API group ${u.group} did not answer discovery; DR files of its types are kept as they are: ${u.message}`);
-  const targets = await resolveNamespaces(client, spec);
+  const resolvedNamespaces = await resolveNamespaces(client, spec);
+  const targets = resolvedNamespaces.filter((t) => !t.terminating);
+  const frozen = resolvedNamespaces.filter((t) => t.terminating).map((t) => t.destination);
+  for (const t of resolvedNamespaces.filter((x) => x.terminating)) warnings.push(`namespace ${t.source} is being deleted at the source; its DR folder is left as it was`);
   const namespaces: SourceNamespace[] = [];
   // Namespaces one after another, the types of one namespace in parallel: bounded concurrency.
   for (const t of targets) {
@@ -171,17 +193,8 @@ async function readSource(client: KubeClient, spec: SyncSpec, log: Logger): Prom
     );
     namespaces.push({ ...t, listed: lists.flat(), failedTypes });
   }
-  return { namespaces, served: discovery.types.filter((t) => t.namespaced), unknownTypes: resolved.unknown, warnings };
-}
-
-/**
- * The type a DR file was rendered from, among the types the source serves (the longest matching
- * "<kind>[.<group>]-" prefix), or undefined when the source does not serve it now.
- */
-function typeOfFile(file: string, served: readonly ResourceType[]): ResourceType | undefined {
-  let best: ResourceType | undefined;
-  for (const t of served) if (file.startsWith(typePrefix(t)) && (!best || typePrefix(t).length > typePrefix(best).length)) best = t;
-  return best;
+  const served = new Set(discovery.types.filter((t) => t.namespaced && !t.resource.includes('/')).map((t) => typeKeyOf(t)));
+  return { namespaces, frozen, served, warnings };
 }
 
 /**
@@ -192,11 +205,10 @@ function sourceError(err: unknown, spec: SyncSpec, client: KubeClient): SyncErro
   if (err instanceof SyncError) return err;
   const msg = err instanceof Error ? err.message : String(err);
   const where = `source cluster ${spec.sourceCluster} (${client.describe()})`;
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
   if (err instanceof KubeApiError && (err.status === 401 || err.status === 403)) {
     return new SyncError('SourceForbidden', `${where}: ${msg}; the kubeconfig's user needs get/list on the replicated types and namespaces`);
   }
-  if (code && /^(ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ETIMEDOUT|ECONNRESET|EAI_AGAIN)$/.test(code)) {
+  if (isNetworkError(err)) {
     return new SyncError('SourceUnreachable', `${where} is not reachable: ${msg}; check that the cluster is up and that the kubeconfig points at it`);
   }
   return new SyncError('SourceReadFailed', `reading ${where} failed: ${msg}`);
@@ -360,28 +372,31 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
       const folder = renderNamespace(parent, { sourceNamespace: ns.source, destinationNamespace: ns.destination, source: ns.object, objects }, owner);
       const prevFiles = state.owned.get(ns.destination);
       if (prevFiles) {
-        // A file is pruned only when this sync knows its object is gone: its type is served and
-        // was read (or is no longer selected). Kept: files of failed objects, of types whose
-        // LIST failed or that the source does not serve right now, and with prune off, all.
-        const keep = (file: string) => {
-          if (!spec.git.prune || plan.errors.some((e) => e.file === file)) return true;
-          const type = typeOfFile(file, src.served);
-          return type === undefined || ns.failedTypes.includes(type);
-        };
+        // Files not rendered this time: pruned only when this sync knows their objects are gone (core/prune.ts).
+        const ctx: PruneContext = { prune: spec.git.prune, served: src.served, failed: new Set(ns.failedTypes.map((t) => typeKeyOf(t))) };
+        const failedFiles = new Set(plan.errors.map((e) => e.file));
         const unserved: string[] = [];
         for (const [file, oid] of prevFiles) {
-          if (folder.files.has(file) || file === KUSTOMIZATION || !keep(file)) continue;
-          folder.files.set(file, await deps.repo.readBlob(oid));
-          if (spec.git.prune && typeOfFile(file, src.served) === undefined) unserved.push(file);
+          if (folder.files.has(file) || file === KUSTOMIZATION) continue;
+          const content = await deps.repo.readBlob(oid);
+          const fate = previousFileFate(fileObjectType(content), failedFiles.has(file), ctx);
+          if (fate === 'prune') continue;
+          folder.files.set(file, content);
+          if (fate === 'keep-unserved') unserved.push(file);
         }
         if (unserved.length) warnings.push(`${joinPath(parent, ns.destination)}: kept ${unserved.length} file(s) of types the source cluster does not serve now: ${unserved.slice(0, 5).join(', ')}${unserved.length > 5 ? ', …' : ''}`);
         folder.files.set(KUSTOMIZATION, kustomization([...folder.files.keys()].filter((f) => f !== KUSTOMIZATION)));
       }
       folders.set(folder.folder, folder.files);
     }
-    // Folders this Replication wrote before but no longer selects (a namespace lost its label).
-    const selected = new Set(src.namespaces.map((n) => n.destination));
-    for (const dest of state.owned.keys()) if (!selected.has(dest)) folders.set(joinPath(parent, dest), null);
+    // Folders this Replication wrote before but no longer selects (a namespace lost its label or
+    // is gone) go with prune on; folders of namespaces being deleted are left as they are.
+    const selected = new Set([...src.namespaces.map((n) => n.destination), ...src.frozen]);
+    for (const dest of state.owned.keys()) {
+      if (selected.has(dest)) continue;
+      if (spec.git.prune) folders.set(joinPath(parent, dest), null);
+      else warnings.push(`${joinPath(parent, dest)}: its namespace is no longer selected; kept because git.prune is false`);
+    }
     lap('render');
 
     const after = new Map<string, string>();
@@ -393,7 +408,7 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
     const counts = countByKind(written);
     lap('write');
     const base = {
-      diff, counts, skipped, errors, warnings, attempts: attempt, unknownTypes: src.unknownTypes, phases,
+      diff, counts, skipped, errors, warnings, attempts: attempt, phases,
       namespaces: src.namespaces.map((n) => ({ source: n.source, destination: n.destination })),
     };
 

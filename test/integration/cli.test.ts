@@ -106,6 +106,13 @@ describe('dr-syncer sync', () => {
     assert.match(r.stderr, /a-file is a file, not a Git repository/);
     assert.doesNotMatch(r.stderr, /EEXIST/);
 
+    for (const url of ['git@github.com:org/dr.git', 'ssh://git@example.com/dr.git', 'file:///srv/dr.git']) {
+      r = await sync(url, '--init');
+      assert.equal(r.code, 2, url);
+      assert.match(r.stderr, /neither a local path nor an http\(s\):\/\/ URL/, url);
+    }
+    assert.ok(!fs.existsSync(path.resolve('git@github.com:org')), 'no folder named after a URL');
+
     r = await sync(typo, '--init');
     assert.equal(r.code, 0, r.stderr);
     assert.equal((await run('git', ['-C', typo, 'rev-parse', '--is-bare-repository'])).stdout.trim(), 'true');
@@ -131,6 +138,10 @@ describe('dr-syncer sync', () => {
     const linked = await cli(['sync', '-f', f, '--source-kubeconfig', src.kubeconfigPath, '--repo', clone, '--branch', 'dr']);
     assert.equal(linked.code, 2);
     assert.match(linked.stderr, /branch dr is checked out in the working tree .*wt-dr/);
+    // Given as the linked work tree's own path, the same.
+    const viaWorktree = await cli(['sync', '-f', f, '--source-kubeconfig', src.kubeconfigPath, '--repo', path.join(tmp, 'wt-dr'), '--branch', 'dr']);
+    assert.equal(viaWorktree.code, 2, viaWorktree.stderr);
+    assert.match(viaWorktree.stderr, /branch dr is checked out/);
     await run('git', ['-C', clone, 'worktree', 'remove', path.join(tmp, 'wt-dr')]);
     const ok = await cli(['sync', '-f', f, '--source-kubeconfig', src.kubeconfigPath, '--repo', clone, '--branch', 'dr']);
     assert.equal(ok.code, 0, ok.stderr);

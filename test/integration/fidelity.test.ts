@@ -241,17 +241,29 @@ describe('types that cannot be read now are never pruned', () => {
   });
 
   it('an aggregated API that answers 503: asking for its types fails and changes nothing; other syncs go on, its files kept', async () => {
+    // First the group is served (by a CRD) and one of its objects is in the repository.
+    const thingsCrd = { ...crd, metadata: { name: 'things.agg.example.com' }, spec: { ...crd.spec, group: 'agg.example.com', names: { plural: 'things', singular: 'thing', kind: 'Thing' } } };
+    await kubectl(src.kubeconfigPath, ['apply', '-f', '-'], { input: JSON.stringify(thingsCrd) });
+    await kubectl(src.kubeconfigPath, ['wait', '--for=condition=Established', 'crd/things.agg.example.com']);
+    await eventually('thing created', async () => (((await kubectl(src.kubeconfigPath, ['apply', '-f', '-'], { input: JSON.stringify({ apiVersion: 'agg.example.com/v1', kind: 'Thing', metadata: { name: 't1', namespace: 'fidelity' } }), check: false })).code === 0) ? true : undefined));
+    source = await KubeClient.fromFile(src.kubeconfigPath);
+    await sync('widgets', { sourceNamespace: 'fidelity', resourceTypes: ['configmaps', 'things.agg.example.com'] });
+    const thingFile = 'cases/widgets/fidelity/thing.agg.example.com-t1.yaml';
+    assert.ok((await files()).includes(thingFile));
+    // Then the group is served by an aggregated API server that does not answer.
+    await kubectl(src.kubeconfigPath, ['delete', 'crd', 'things.agg.example.com', '--wait=true']);
     await kubectl(src.kubeconfigPath, ['apply', '-f', '-'], { input: JSON.stringify(apiService) });
     await eventually('the aggregated group listed but unavailable', async () => (((await kubectl(src.kubeconfigPath, ['get', '--raw', '/apis/agg.example.com/v1'], { check: false })).code !== 0 && (await kubectl(src.kubeconfigPath, ['get', '--raw', '/apis'])).stdout.includes('agg.example.com')) ? true : undefined));
     source = await KubeClient.fromFile(src.kubeconfigPath);
     const before = await head();
     await assert.rejects(
       sync('widgets', { sourceNamespace: 'fidelity', resourceTypes: ['configmaps', 'things.agg.example.com'] }),
-      (err: unknown) => err instanceof SyncError && err.reason === 'ResourceTypesUnavailable' && /agg\.example\.com did not answer/.test(err.message),
+      (err: unknown) => err instanceof SyncError && err.reason === 'ResourceTypesUnavailable' && /API group agg\.example\.com of the source cluster prod did not answer discovery/.test(err.message),
     );
     assert.equal(await head(), before);
     const r = await sync('widgets', { sourceNamespace: 'fidelity', resourceTypes: ['configmaps'] });
     assert.ok(r.warnings.some((w) => /API group agg\.example\.com did not answer discovery/.test(w)), r.warnings.join('\n'));
+    assert.ok((await files()).includes(thingFile), 'the file of the unavailable group is kept');
     assert.ok((await files()).includes(widgetFile));
     await kubectl(src.kubeconfigPath, ['delete', 'apiservice', 'v1.agg.example.com']);
   });

@@ -6,7 +6,7 @@ import { planNamespace } from '../../src/core/plan.ts';
 import { objectFileName, renderNamespace } from '../../src/core/render.ts';
 import { toYaml } from '../../src/core/yaml.ts';
 import type { KubeObject } from '../../src/core/types.ts';
-import { configMap, deployment, pvc, secret, service } from '../fixtures/objects.ts';
+import { configMap, deployment, pvc, secret, service, statefulSet } from '../fixtures/objects.ts';
 
 const owner = { replication: 'dr-syncer/shop', sourceCluster: 'prod' };
 const nsObj: KubeObject = { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', uid: 'u', labels: { 'kubernetes.io/metadata.name': 'shop', environment: 'production' }, annotations: { description: 'the shop' } } };
@@ -28,6 +28,11 @@ describe('rendering', () => {
     assert.equal(ns.metadata.annotations['dr-syncer.io/replication'], 'dr-syncer/shop');
     const claim = parse(f.files.get('persistentvolumeclaim-data.yaml')!);
     assert.equal(claim.metadata.annotations['kustomize.toolkit.fluxcd.io/prune'], 'disabled');
+  });
+  it('StatefulSets carry Flux\'s force annotation (their claim templates cannot change in place); others do not', () => {
+    const f = renderNamespace('p', { sourceNamespace: 'shop', destinationNamespace: 'shop', objects: [statefulSet('db', 2), deployment('web')] }, owner);
+    assert.equal(parse(f.files.get('statefulset.apps-db.yaml')!).metadata.annotations['kustomize.toolkit.fluxcd.io/force'], 'enabled');
+    assert.equal(parse(f.files.get('deployment.apps-web.yaml')!).metadata.annotations?.['kustomize.toolkit.fluxcd.io/force'], undefined);
   });
   it('is deterministic: same input, byte-identical files, whatever the key order', () => {
     const a = renderNamespace('', { sourceNamespace: 'shop', destinationNamespace: 'shop', objects: planNamespace(listed(), 'shop', 'shop', planOpts).objects }, owner);

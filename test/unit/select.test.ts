@@ -43,6 +43,23 @@ describe('resource types', () => {
   });
 });
 
+describe('unknown names', () => {
+  const discovered = [
+    { group: '', version: 'v1', resource: 'services', kind: 'Service', singular: 'service', shortNames: ['svc'], namespaced: true, verbs: ['list'] },
+    { group: '', version: 'v1', resource: 'secrets', kind: 'Secret', singular: 'secret', shortNames: [], namespaced: true, verbs: ['list'] },
+  ];
+  it('a misspelled exclusion is unknown (it would copy what the user meant to keep out)', () => {
+    const r = resolveResourceTypes(['*'], ['secert'], discovered);
+    assert.deepEqual(r.unknown, ['secert']);
+  });
+  it('default types the server does not serve are skipped, not errors', () => {
+    const r = resolveResourceTypes(undefined, undefined, discovered);
+    assert.deepEqual(r.unknown, []);
+    assert.ok(r.missingDefaults.includes('deployments'));
+    assert.deepEqual(r.types.map((t) => t.resource), ['secrets', 'services']);
+  });
+});
+
 describe('object selection', () => {
   it('skips ignored, owned, token, default and published objects with reasons', () => {
     const owned = configMap('owned', {});
@@ -67,6 +84,9 @@ describe('object selection', () => {
     ]);
     assert.equal(selected.length, 3);
     assert.equal(skipped.length, 1, 'one that only has what every namespace gets is skipped');
+    // OpenShift gives every ServiceAccount an annotation and a generated pull secret: not user settings.
+    const openshift = sa({ imagePullSecrets: [{ name: 'default-dockercfg-x7k2p' }] }, { annotations: { 'openshift.io/internal-registry-pull-secret-ref': 'default-dockercfg-x7k2p' } });
+    assert.equal(selectObjects([openshift]).selected.length, 0);
   });
   it('applies the label selector', () => {
     const { selected } = selectObjects([configMap('a', {}, { tier: 'web' }), configMap('b', {}, { tier: 'db' })], { labelSelector: { matchExpressions: [{ key: 'tier', operator: 'In', values: ['web'] }] } });

@@ -205,7 +205,7 @@ void test('digest: keyed, order-insensitive, sensitive to content, recipients an
   const key = new Uint8Array(32).fill(3);
   const opts = { key, ageRecipients: [k1.recipient] };
   const d = sopsPlaintextDigest(secret(), opts);
-  assert.match(d, /^hmac-sha256-v1:[A-Za-z0-9_-]{43}$/);
+  assert.match(d, /^hmac-sha256-v2:[A-Za-z0-9_-]{43}$/);
   const s = secret();
   const reordered = { data: s.data, stringData: s.stringData, kind: s.kind, apiVersion: s.apiVersion, metadata: s.metadata, type: s.type, immutable: s.immutable };
   assert.equal(sopsPlaintextDigest(reordered, opts), d);
@@ -258,4 +258,15 @@ void test('the MAC follows the written order, also for keys that look like integ
   const text = toYaml(await encryptSecretSops(doc, { ageRecipients: [recipient], now: NOW }));
   assert.ok(text.indexOf('"10":') < text.indexOf('"9":'), 'the file has them in string order');
   assert.deepEqual(await decryptSecretSops(text, identity), doc);
+});
+
+void test('a file from before the MAC order fix (digest scheme v1) is encrypted again, not reused', async () => {
+  const k1 = await keypair();
+  const digestKey = new Uint8Array(32).fill(5);
+  const opts = { ageRecipients: [k1.recipient], now: NOW, digestKey };
+  const current = (await encryptSecretSopsIfChanged(undefined, secret(), opts)).object;
+  const ann = (current.metadata as { annotations: Record<string, string> }).annotations;
+  const old = { ...current, metadata: { ...(current.metadata as object), annotations: { ...ann, [SOPS_DIGEST_ANNOTATION]: ann[SOPS_DIGEST_ANNOTATION]!.replace('-v2:', '-v1:') } } };
+  assert.equal((await encryptSecretSopsIfChanged(old, secret(), opts)).reused, false);
+  assert.equal((await encryptSecretSopsIfChanged(current, secret(), opts)).reused, true);
 });

@@ -93,6 +93,8 @@ describe('services', () => {
       { manager: 'helm', operation: 'Update', fieldsV1: { 'f:spec': { 'f:ports': { 'k:{"port":53,"protocol":"UDP"}': { 'f:nodePort': {} } } } } },
     ];
     assert.deepEqual(spec(ok(svc)).ports, [{ port: 80, protocol: 'TCP', nodePort: 30080 }, { port: 443, protocol: 'TCP' }, { port: 53, protocol: 'UDP', nodePort: 30053 }]);
+    svc.metadata.managedFields = [{ manager: 'old', operation: 'Update' }];
+    assert.equal((spec(ok(svc)).ports as { nodePort?: number }[]).filter((p) => p.nodePort).length, 3, 'managedFields without fieldsV1 cannot tell: kept');
     delete svc.metadata.managedFields;
     assert.equal((spec(ok(svc)).ports as { nodePort?: number }[]).filter((p) => p.nodePort).length, 3, 'no managedFields: kept as the source has them');
   });
@@ -139,6 +141,11 @@ describe('StatefulSet claim templates', () => {
       { apiVersion: 'v1', kind: 'PersistentVolumeClaim', metadata: { name: 'data' }, spec: { accessModes: ['ReadWriteOnce'], storageClassName: 'dr-ssd', resources: { requests: { storage: '1Gi' } }, volumeMode: 'Filesystem' } },
       { metadata: { name: 'logs', labels: { 'dr-syncer.io/storage-class': 'cheap' } }, spec: { storageClassName: 'cheap', accessModes: ['ReadWriteOnce'] } },
     ]);
+    // The StatefulSet's own label applies to templates without one, whatever other labels they carry.
+    const labelled2 = statefulSet('db2', 1);
+    labelled2.metadata.labels = { ...(labelled2.metadata.labels ?? {}), 'dr-syncer.io/storage-class': 'gold' };
+    (labelled2.spec as Record<string, unknown>).volumeClaimTemplates = [{ metadata: { name: 'd', labels: { app: 'db' } }, spec: { storageClassName: 'fast' } }];
+    assert.equal((spec(ok(labelled2)).volumeClaimTemplates as { spec: { storageClassName: string } }[])[0]!.spec.storageClassName, 'gold');
     assert.equal('creationTimestamp' in (spec(out).template as { metadata: object }).metadata, false);
   });
   it('null creationTimestamps go from every embedded template (CronJob job and pod templates)', () => {

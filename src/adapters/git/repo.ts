@@ -15,6 +15,7 @@ import git from 'isomorphic-git';
 import http from 'isomorphic-git/http/node';
 import type { Logger } from '../../util/log.ts';
 import { silentLogger } from '../../util/log.ts';
+import { isNetworkError } from '../../util/errors.ts';
 import type { Credentials } from './http.ts';
 import { advertisement, GitAuthError, receivePack, splitUrl } from './http.ts';
 import type { TreeEntry } from './objects.ts';
@@ -75,8 +76,7 @@ function describeError(err: unknown): string {
     if (err.name === 'UserCanceledError') return AUTH_401;
     const data = (err as { data?: { statusCode?: number; statusMessage?: string } }).data;
     if (data?.statusCode === 401 || data?.statusCode === 403) return auth403(data.statusCode);
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code && /^(ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ETIMEDOUT|ECONNRESET|EAI_AGAIN)$/.test(code)) {
+    if (isNetworkError(err)) {
       return `${err.message}: check the repository URL and that the Git server is reachable from here`;
     }
     return err.message;
@@ -90,7 +90,11 @@ function gitdirOf(dir: string): string {
   try {
     if (fs.statSync(dotgit).isFile()) {
       const m = /^gitdir:\s*(.+)$/m.exec(fs.readFileSync(dotgit, 'utf8'));
-      if (m) return path.resolve(dir, m[1]!.trim());
+      if (!m) return dotgit;
+      // A linked work tree: its git dir names the repository's common dir (objects and refs).
+      const own = path.resolve(dir, m[1]!.trim());
+      const common = fs.existsSync(path.join(own, 'commondir')) ? fs.readFileSync(path.join(own, 'commondir'), 'utf8').trim() : '';
+      return common ? path.resolve(own, common) : own;
     }
     return dotgit;
   } catch {
@@ -106,7 +110,7 @@ async function checkedOutHeads(dir: string, gitdir: string): Promise<{ ref: stri
   const config = await read(path.join(gitdir, 'config'));
   const bare = /^\s*bare\s*=\s*true\s*$/im.test(config);
   const own = refOf(await read(path.join(gitdir, 'HEAD')));
-  if (!bare && own) out.push({ ref: own, worktree: gitdir === dir ? path.dirname(dir) : dir });
+  if (!bare && own) out.push({ ref: own, worktree: path.basename(gitdir) === '.git' ? path.dirname(gitdir) : dir });
   const linked = await fs.promises.readdir(path.join(gitdir, 'worktrees')).catch(() => [] as string[]);
   for (const w of linked) {
     const ref = refOf(await read(path.join(gitdir, 'worktrees', w, 'HEAD')));
@@ -161,6 +165,9 @@ export class GitRepo {
    * git's receive.denyCurrentBranch does.
    */
   private async checkLocal(): Promise<void> {
+    if (/^[^/]+:/.test(this.url)) {
+      throw new LocalRepositoryError(`${this.url} is neither a local path nor an http(s):// URL: dr-syncer talks to Git servers over HTTP(S); use the repository's https:// URL`);
+    }
     const dir = path.resolve(this.url);
     const stat = await fs.promises.stat(dir).catch(() => undefined);
     if (stat && !stat.isDirectory()) throw new LocalRepositoryError(`${dir} is a file, not a Git repository`);

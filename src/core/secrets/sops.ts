@@ -37,7 +37,9 @@ export const SOPS_DIGEST_ANNOTATION = 'dr-syncer.io/sops-digest';
 const NONCE_SIZE = 32;
 const TAG_SIZE = 16;
 const DATA_KEY_SIZE = 32;
-const DIGEST_PREFIX = 'hmac-sha256-v1:';
+// v2: files written before the MAC followed the written key order (v1) can carry a MAC sops
+// rejects (Secrets with keys such as "9" and "10"); a new scheme makes every one re-encrypt once.
+const DIGEST_PREFIX = 'hmac-sha256-v2:';
 const ENC_RE = /^ENC\[AES256_GCM,data:([^,]*),iv:([^,]+),tag:([^,]+),type:([^\]]+)\]$/;
 // X25519 recipients only: the hybrid/plugin forms (age1pq1..., age1tag1...) contain a second "1",
 // which sops hands to an age plugin binary that kustomize-controller does not have.
@@ -221,7 +223,7 @@ function withDigestAnnotation(secret: Plain, digest: string): Plain {
 
 /**
  * Encrypts a Secret (any YAML-shaped object) in the SOPS format for age recipients. The result
- * carries the `sops` metadata key last; render it with renderSopsYaml().
+ * carries the `sops` metadata key last; write it with toYaml (the MAC follows its key order).
  */
 export async function encryptSecretSops(secret: Plain, opts: SopsEncryptOptions): Promise<Plain> {
   if (!isPlainObject(secret)) throw new Error('sops: the document must be a mapping');

@@ -9,9 +9,11 @@ const SERVER_METADATA = [
   'ownerReferences', 'finalizers', 'deletionTimestamp', 'deletionGracePeriodSeconds',
 ] as const;
 
+export const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
+
 /** Annotations written by kubectl or controllers, never by the application's owner. */
-const SERVER_ANNOTATIONS = [
-  'kubectl.kubernetes.io/last-applied-configuration',
+export const SERVER_ANNOTATIONS: readonly string[] = [
+  LAST_APPLIED,
   'deployment.kubernetes.io/revision',
   'deployment.kubernetes.io/desired-replicas',
   'deployment.kubernetes.io/max-replicas',

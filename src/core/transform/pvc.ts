@@ -22,7 +22,7 @@ export interface PvcOptions {
  * access modes mapped. One rule for standalone claims and StatefulSet volumeClaimTemplates, so a
  * StatefulSet scaled up in DR asks for a class that exists there.
  */
-function mapClaimSpec(source: Record<string, unknown>, labels: Record<string, string> | undefined, opts: PvcOptions): Record<string, unknown> {
+function mapClaimSpec(source: Record<string, unknown>, classOverride: string | undefined, opts: PvcOptions): Record<string, unknown> {
   const spec = { ...source };
   delete spec.volumeName;
   if (!opts.preserveVolumeAttributes) {
@@ -30,9 +30,8 @@ function mapClaimSpec(source: Record<string, unknown>, labels: Record<string, st
     delete spec.dataSource;
     delete spec.dataSourceRef;
   }
-  const override = labels?.[STORAGE_CLASS_LABEL];
-  if (override) {
-    spec.storageClassName = override;
+  if (classOverride) {
+    spec.storageClassName = classOverride;
   } else if (typeof spec.storageClassName === 'string') {
     const m = opts.storageClassMappings?.find((x) => x.from === spec.storageClassName);
     if (m) spec.storageClassName = m.to;
@@ -46,7 +45,7 @@ function mapClaimSpec(source: Record<string, unknown>, labels: Record<string, st
 
 export function preparePvc(obj: KubeObject, opts: PvcOptions): KubeObject {
   if (obj.apiVersion !== 'v1' || obj.kind !== 'PersistentVolumeClaim' || !isRecord(obj.spec)) return obj;
-  return { ...obj, spec: mapClaimSpec(obj.spec, obj.metadata.labels, opts) };
+  return { ...obj, spec: mapClaimSpec(obj.spec, obj.metadata.labels?.[STORAGE_CLASS_LABEL], opts) };
 }
 
 /** StatefulSet claim templates: mapped like claims; the `status` the API server adds is dropped. */
@@ -55,8 +54,10 @@ export function prepareClaimTemplates(obj: KubeObject, opts: PvcOptions): KubeOb
   const volumeClaimTemplates = obj.spec.volumeClaimTemplates.map((t: unknown) => {
     if (!isRecord(t)) return t;
     const { status: _status, ...rest } = t;
-    const labels = isRecord(t.metadata) && isRecord(t.metadata.labels) ? (t.metadata.labels as Record<string, string>) : undefined;
-    return isRecord(rest.spec) ? { ...rest, spec: mapClaimSpec(rest.spec, labels ?? obj.metadata.labels, opts) } : rest;
+    // The label on the claim template, else on the StatefulSet.
+    const own = isRecord(t.metadata) && isRecord(t.metadata.labels) ? t.metadata.labels[STORAGE_CLASS_LABEL] : undefined;
+    const override = typeof own === 'string' ? own : obj.metadata.labels?.[STORAGE_CLASS_LABEL];
+    return isRecord(rest.spec) ? { ...rest, spec: mapClaimSpec(rest.spec, override, opts) } : rest;
   });
   return { ...obj, spec: { ...obj.spec, volumeClaimTemplates } };
 }

@@ -12,7 +12,7 @@ import { isRecord } from '../types.ts';
 
 /** "port/protocol" of every Service port whose nodePort some field manager set. */
 function chosenNodePorts(managedFields: unknown): Set<string> | undefined {
-  if (!Array.isArray(managedFields)) return undefined;
+  if (!Array.isArray(managedFields) || !managedFields.some((e) => isRecord(e) && isRecord(e.fieldsV1))) return undefined;
   const out = new Set<string>();
   for (const entry of managedFields) {
     const ports = isRecord(entry) && isRecord(entry.fieldsV1) && isRecord(entry.fieldsV1['f:spec']) ? entry.fieldsV1['f:spec']['f:ports'] : undefined;
