@@ -40,7 +40,7 @@ function readKeys(file: string) {
 function fileAllowList(file: string): AllowList {
   return {
     allows(host, port) {
-      let text = '';
+      let text: string;
       try {
         text = fs.readFileSync(file, 'utf8');
       } catch {
