@@ -48,6 +48,10 @@ export interface SyncDeps {
   log?: Logger;
   /** Attempts when the push is rejected because the branch moved. */
   maxAttempts?: number;
+  /** The source as readSyncSource read it (the controller reads it outside its repository lock). */
+  read?: SourceRead;
+  /** Aborted when this process may no longer write (lost lease, shutdown): checked before each push. */
+  signal?: AbortSignal;
 }
 
 export interface SyncResult {
@@ -63,6 +67,9 @@ export interface SyncResult {
   warnings: string[];
   attempts: number;
   durationMs: number;
+  /** Destination folders that exist but are not this Replication's (owner: the Replication that
+   * wrote them, or undefined when dr-syncer did not write them): left untouched. */
+  notOwned: { folder: string; owner?: string }[];
   /** Where the time went, in ms: read (discovery + LIST, with the Git fetch alongside), fetch
    * (previous files; re-fetches on retries), render, write (objects), push. */
   phases: Record<'read' | 'fetch' | 'render' | 'write' | 'push', number>;
@@ -142,12 +149,19 @@ async function readSource(client: KubeClient, spec: SyncSpec, log: Logger): Prom
   return { namespaces, unknownTypes: resolved.unknown, warnings };
 }
 
+export type SourceRead = Awaited<ReturnType<typeof readSource>>;
+
+/** Reads what a sync of `spec` needs from the source cluster, for SyncDeps.read. */
+export function readSyncSource(spec: SyncSpec, deps: Pick<SyncDeps, 'source' | 'log'>): Promise<SourceRead> {
+  return readSource(deps.source, spec, deps.log ?? silentLogger);
+}
+
 interface RepoState {
   snapshot: Snapshot;
   parent: string;
   /** Destination folder name → blob entries (file → oid) for folders this Replication owns. */
   owned: Map<string, Map<string, string>>;
-  /** Destination folder name → owning Replication, for folders owned by someone else. */
+  /** Destination folder name → owning Replication ('' when dr-syncer did not write it), for folders that are not ours. */
   foreign: Map<string, string>;
 }
 
@@ -159,11 +173,11 @@ async function readRepoState(repo: GitRepo, parent: string, replication: string)
     if (e.type !== 'tree') continue;
     const entries = (await repo.readDir(snapshot.tree, joinPath(parent, e.path))) ?? [];
     const nsFile = entries.find((x) => x.path === NAMESPACE_FILE && x.type === 'blob');
-    if (!nsFile) continue;
-    const ns = parseYaml(await repo.readBlob(nsFile.oid)) as KubeObject | null;
+    // A folder without our namespace.yaml was written by someone else: never ours to replace.
+    const ns = nsFile ? (parseYaml(await repo.readBlob(nsFile.oid)) as KubeObject | null) : undefined;
     const ownerOf = ns?.metadata?.annotations?.[REPLICATION_ANNOTATION];
     if (ownerOf === replication) owned.set(e.path, new Map(entries.filter((x) => x.type === 'blob').map((x) => [x.path, x.oid])));
-    else if (ownerOf) foreign.set(e.path, ownerOf);
+    else foreign.set(e.path, ownerOf ?? '');
   }
   return { snapshot, parent, owned, foreign };
 }
@@ -195,7 +209,7 @@ const backoff = (attempt: number) => new Promise((r) => setTimeout(r, Math.min(2
  */
 export async function removeReplication(
   target: { replication: string; sourceCluster: string; path?: string; author: Author },
-  deps: Pick<SyncDeps, 'repo' | 'log' | 'now' | 'maxAttempts'>,
+  deps: Pick<SyncDeps, 'repo' | 'log' | 'now' | 'maxAttempts' | 'signal'>,
 ): Promise<string | undefined> {
   const parent = normalizeRepoPath(target.path);
   for (let attempt = 1; ; attempt++) {
@@ -206,6 +220,7 @@ export async function removeReplication(
     const removed = [...state.owned].flatMap(([d, files]) => [...files.keys()].map((f) => `${joinPath(parent, d)}/${f}`)).sort();
     const message = commitMessage({ replication: target.replication, sourceCluster: target.sourceCluster, diff: { added: [], changed: [], removed }, counts: {}, notes: ['The Replication was deleted; its folders are removed.'] });
     const commit = await deps.repo.commit(tree, state.snapshot.commit, message, target.author, (deps.now ?? (() => new Date()))());
+    deps.signal?.throwIfAborted();
     try {
       await deps.repo.push(commit, state.snapshot.commit);
       return commit;
@@ -260,11 +275,13 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
     mark = t;
   };
   // The source and the repository are read at the same time: neither needs the other.
-  const [src, firstState] = await Promise.all([readSource(deps.source, spec, log), readRepoState(deps.repo, parent, spec.replication)]);
+  let [src, state] = await Promise.all([deps.read ?? readSource(deps.source, spec, log), readRepoState(deps.repo, parent, spec.replication)]);
   lap('read');
   const maxAttempts = deps.maxAttempts ?? 5;
   for (let attempt = 1; ; attempt++) {
-    const state = attempt === 1 ? firstState : await readRepoState(deps.repo, parent, spec.replication);
+    // The branch moved: someone may have written a newer read of the same source there, so
+    // read the source again too; re-rendering the old read could roll that back.
+    if (attempt > 1) [src, state] = await Promise.all([readSource(deps.source, spec, log), readRepoState(deps.repo, parent, spec.replication)]);
     const previous = await loadPrevious(deps.repo, state, neededPrevious(src.namespaces, spec.plan.secretsMode));
     lap('fetch');
     const errors: ObjectError[] = [];
@@ -272,13 +289,18 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
     const warnings = [...src.warnings];
     const folders = new Map<string, Map<string, string> | null>();
     const written: KubeObject[] = [];
+    const notOwned: SyncResult['notOwned'] = [];
 
     for (const ns of src.namespaces) {
       const foreignOwner = state.foreign.get(ns.destination);
-      if (foreignOwner) {
+      if (foreignOwner !== undefined) {
+        const folder = joinPath(parent, ns.destination);
+        notOwned.push({ folder, owner: foreignOwner || undefined });
         errors.push({
           ref: `Namespace ${ns.destination}`, file: NAMESPACE_FILE,
-          message: `the DR repository folder ${joinPath(parent, ns.destination)} belongs to Replication ${foreignOwner}; choose another destination namespace or git path`,
+          message: foreignOwner
+            ? `the DR repository folder ${folder} belongs to Replication ${foreignOwner}; choose another destination namespace or git path`
+            : `the DR repository folder ${folder} was not written by dr-syncer (it has no namespace.yaml naming a Replication), so it is left as it is; choose another destination namespace or git path, or remove the folder`,
         });
         continue;
       }
@@ -323,7 +345,7 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
     const counts = countByKind(written);
     lap('write');
     const base = {
-      diff, counts, skipped, errors, warnings, attempts: attempt, unknownTypes: src.unknownTypes, phases,
+      diff, counts, skipped, errors, warnings, attempts: attempt, unknownTypes: src.unknownTypes, phases, notOwned,
       namespaces: src.namespaces.map((n) => ({ source: n.source, destination: n.destination })),
     };
 
@@ -332,6 +354,7 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
     }
     const message = commitMessage({ replication: spec.replication, sourceCluster: spec.sourceCluster, diff, counts, notes: warnings });
     const commit = await deps.repo.commit(tree, state.snapshot.commit, message, spec.git.author, now());
+    deps.signal?.throwIfAborted();
     try {
       await deps.repo.push(commit, state.snapshot.commit);
       lap('push');

@@ -6,13 +6,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Registry } from 'prom-client';
 import { KubeClient } from '../../src/adapters/kube/client.ts';
 import { LeaderElector, microTime, type LeaseSpec } from '../../src/runtime/leader.ts';
 import { kubectl, startCluster, type TestCluster } from '../env/cluster.ts';
+import { startProxy } from '../env/proxy.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const NS = 'default';
@@ -194,7 +194,7 @@ void describe('leader election', () => {
 
   void test('a partitioned leader stops leading within the renew deadline; the gauge follows', async () => {
     const url = new URL(cluster.server);
-    const proxy = await blackholeProxy(Number(url.port));
+    const proxy = await startProxy(Number(url.port));
     cleanup.push(() => proxy.close());
     const kc = (await KubeClient.fromFile(cluster.kubeconfigPath)).kc;
     const cl = kc.getCurrentCluster();
@@ -246,34 +246,3 @@ void describe('leader election', () => {
     assert.match(microTime(new Date(Date.UTC(2006, 0, 2, 15, 4, 5, 7))), /^2006-01-02T15:04:05\.007000Z$/);
   });
 });
-
-/** A TCP proxy that can start swallowing traffic: existing connections die, new ones hang. */
-async function blackholeProxy(target: number): Promise<{ port: number; blackhole(): void; close(): Promise<void> }> {
-  let dark = false;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((inbound) => {
-    sockets.add(inbound);
-    inbound.on('close', () => sockets.delete(inbound));
-    inbound.on('error', () => {});
-    if (dark) return; // accept, never answer
-    const outbound = net.connect(target, '127.0.0.1');
-    sockets.add(outbound);
-    outbound.on('close', () => sockets.delete(outbound));
-    outbound.on('error', () => inbound.destroy());
-    inbound.on('error', () => outbound.destroy());
-    inbound.pipe(outbound).pipe(inbound);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    blackhole() {
-      dark = true;
-      for (const s of sockets) s.destroy();
-    },
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => r());
-      }),
-  };
-}
