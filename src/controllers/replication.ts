@@ -163,8 +163,6 @@ export function syncDue(rep: Replication, now: Date, sourceDigest?: string): Due
 export class ReplicationController {
   /** One GitRepo per repository, branch and credentials. */
   private readonly repos = new Map<string, { repo: GitRepo; auth: string }>();
-  /** One operation at a time per repository cache (all branches of a URL share one cache). */
-  private readonly locks = new Map<string, Promise<unknown>>();
   private readonly kindsByReplication = new Map<string, string[]>();
   /** What each Replication's watches were derived from: discovery is asked again only when it changes. */
   private readonly watchedFor = new Map<string, { client: KubeClient; generation?: number }>();
@@ -372,14 +370,6 @@ export class ReplicationController {
     return repo;
   }
 
-  /** Runs `fn` when no other operation on the same repository cache runs. */
-  private async withRepo<T>(repo: GitRepo, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(repo.url) ?? Promise.resolve();
-    const run = prev.then(fn, fn);
-    this.locks.set(repo.url, run.catch(() => undefined));
-    return run;
-  }
-
   /** One sync. Throws on failure (after recording it), so the work queue retries with backoff. */
   private async sync(key: string, rep: Replication, p: Prepared, set: (f: Partial<ReplicationStatus>, c?: ConditionUpdate[]) => void, signal?: AbortSignal): Promise<SyncResult> {
     const t0 = performance.now();
@@ -393,7 +383,7 @@ export class ReplicationController {
       // The source is read outside the repository lock: a slow source cluster delays only its own Replications.
       const read = await readSyncSource(p.syncSpec, { source: p.source, log });
       signal?.throwIfAborted();
-      const result = await this.withRepo(p.repo, () => runSync(p.syncSpec, { source: p.source, repo: p.repo, sealSecrets, log, read, signal }));
+      const result = await p.repo.exclusive(() => runSync(p.syncSpec, { source: p.source, repo: p.repo, sealSecrets, log, read, signal }));
       this.d.metrics.syncDuration.observe({ replication: key, result: 'success' }, (performance.now() - t0) / 1000);
       if (result.attempts > 1) this.d.metrics.pushFailures.inc({ replication: key }, result.attempts - 1);
       return result;
@@ -492,7 +482,7 @@ export class ReplicationController {
     const ns = rep.metadata.namespace ?? 'default';
     const repo = await this.repoFor(ns, t);
     const author = { name: rep.spec.git?.author?.name ?? 'dr-syncer', email: rep.spec.git?.author?.email ?? 'dr-syncer@localhost' };
-    const commit = await this.withRepo(repo, () =>
+    const commit = await repo.exclusive(() =>
       removeReplication({ replication: key, sourceCluster: rep.spec.sourceCluster ?? this.d.localClusterName, path: t.path, author }, { repo, log: this.d.log, signal }),
     );
     if (commit) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'Removed', `removed its folders from ${describeTarget(t)} in ${commit.slice(0, 12)}`);
