@@ -43,6 +43,7 @@ export const SYNC_NOW_ANNOTATION = 'dr-syncer.io/sync-now';
 const API = '/apis/dr-syncer.io/v1alpha1';
 /** How long watches may take to list before the Replication reports the source as unreachable. */
 const WATCH_SYNC_GRACE_MS = 10_000;
+const WATCH_REFRESH_MS = 5 * 60_000;
 
 export interface ReplicationControllerDeps {
   client: KubeClient;
@@ -164,8 +165,9 @@ export class ReplicationController {
   /** One GitRepo per repository, branch and credentials. */
   private readonly repos = new Map<string, { repo: GitRepo; auth: string }>();
   private readonly kindsByReplication = new Map<string, string[]>();
-  /** What each Replication's watches were derived from: discovery is asked again only when it changes. */
-  private readonly watchedFor = new Map<string, { client: KubeClient; generation?: number }>();
+  /** What each Replication's watches were derived from: discovery is asked again only when that
+   * changes, or after WATCH_REFRESH_MS (a CRD installed since), not on every reconcile. */
+  private readonly watchedFor = new Map<string, { client: KubeClient; generation?: number; at: number }>();
   private readonly now: () => Date;
 
   constructor(private readonly d: ReplicationControllerDeps) {
@@ -195,8 +197,9 @@ export class ReplicationController {
       failed = true;
       throw err;
     } finally {
-      // Once per reconcile, whatever happened (a patch error must not hide the reconcile's own).
-      await this.writeStatus(rep, update.fields, update.conditions).catch((err: unknown) => {
+      // Once per reconcile, whatever happened (a patch error must not hide the reconcile's own);
+      // not after the lease was lost: only the leader writes.
+      if (!signal?.aborted) await this.writeStatus(rep, update.fields, update.conditions).catch((err: unknown) => {
         if (!failed) throw err;
         this.d.log.warn({ err, replication: key }, 'writing status failed');
       });
@@ -289,16 +292,16 @@ export class ReplicationController {
     const destRc = rc(spec.destinationCluster, 'spec.destinationCluster');
     let source = this.d.clusters.local;
     if (sourceRc) {
-      // Its controller probes it: while it does not answer, syncs would only hold workers until they time out.
-      const reachable = getCondition(sourceRc.status?.conditions as Condition[] | undefined, 'Reachable');
-      if (sourceRc.status?.observedGeneration === sourceRc.metadata.generation && reachable?.status === 'False') {
-        throw new NotReady('SourceClusterUnreachable', `source cluster ${sourceRc.metadata.name}: ${reachable.message}`);
-      }
       try {
         source = await this.d.clusters.forRemoteCluster(sourceRc);
       } catch (err) {
         if (err instanceof ClusterError) throw new NotReady('SourceClusterNotReady', `source cluster ${sourceRc.metadata.name}: ${err.message}`);
         throw err;
+      }
+      // Its controller probes it: while it does not answer, syncs would only hold workers until they time out.
+      const reachable = getCondition(sourceRc.status?.conditions as Condition[] | undefined, 'Reachable');
+      if (sourceRc.status?.observedGeneration === sourceRc.metadata.generation && reachable?.status === 'False') {
+        throw new NotReady('SourceClusterUnreachable', `source cluster ${sourceRc.metadata.name}: ${reachable.message}`, 10_000);
       }
     }
     let target: GitTarget;
@@ -491,7 +494,7 @@ export class ReplicationController {
   private async ensureWatches(key: string, rep: Replication, source: KubeClient): Promise<void> {
     const spec = rep.spec;
     const w = this.watchedFor.get(key);
-    if (w && w.client === source && w.generation === rep.metadata.generation && this.d.watches.has(key)) return;
+    if (w && w.client === source && w.generation === rep.metadata.generation && Date.now() - w.at < WATCH_REFRESH_MS && this.d.watches.has(key)) return;
     const discovered = await source.discover();
     // Secrets are not written in mode Omit: neither watched (nor held in memory).
     const omitSecrets = (spec.secrets?.mode ?? 'Omit') === 'Omit';
@@ -506,7 +509,7 @@ export class ReplicationController {
       for (const t of types) watches.push({ path: resourcePath(t), inSelectedNamespaces: true });
     }
     this.d.watches.set(key, source, watches, parseDuration(spec.continuous?.debounce, 500));
-    this.watchedFor.set(key, { client: source, generation: rep.metadata.generation });
+    this.watchedFor.set(key, { client: source, generation: rep.metadata.generation, at: Date.now() });
   }
 
   /**
@@ -519,8 +522,8 @@ export class ReplicationController {
     if (!(rep.metadata.finalizers ?? []).includes(FINALIZER)) return;
     const ns = rep.metadata.namespace ?? 'default';
     let targets = rep.status?.gitTargets;
-    if (!targets) {
-      // Written by an older version that did not record its targets: the spec's target.
+    if (!targets && rep.status?.lastSyncTime) {
+      // Synced by an older version that did not record its targets: the spec's target.
       try {
         const destRc = rep.spec.destinationCluster ? this.d.remoteClusters.get(ns, rep.spec.destinationCluster) : undefined;
         const t = gitTarget(rep, destRc);
@@ -529,6 +532,7 @@ export class ReplicationController {
         targets = [];
       }
     }
+    targets ??= []; // never synced: nothing was written
     for (const t of targets) {
       try {
         await this.removeFrom(key, rep, t, signal);
@@ -550,11 +554,15 @@ export class ReplicationController {
     const ns = rep.metadata.namespace ?? 'default';
     const name = `${rep.metadata.name}-sops-digest`.slice(0, 253);
     const p = `/api/v1/namespaces/${encodeURIComponent(ns)}/secrets`;
+    let existing: { data?: { key?: string } } | undefined;
     try {
-      const s = await this.d.client.get<{ data?: { key?: string } }>(`${p}/${encodeURIComponent(name)}`);
-      if (s.data?.key) return Buffer.from(s.data.key, 'base64');
+      existing = await this.d.client.get<{ data?: { key?: string } }>(`${p}/${encodeURIComponent(name)}`);
     } catch (err) {
       if (!(err instanceof KubeApiError && err.status === 404)) throw err;
+    }
+    if (existing?.data?.key) return Buffer.from(existing.data.key, 'base64');
+    if (existing) {
+      throw new SyncError('DigestKeyInvalid', `Secret ${ns}/${name} holds the SOPS digest key but has no key "key"; delete it and dr-syncer creates a new one (SOPS Secrets are then encrypted afresh once)`);
     }
     const key = randomBytes(32);
     const owner = { apiVersion: 'dr-syncer.io/v1alpha1', kind: 'Replication', name: rep.metadata.name, uid: rep.metadata.uid, controller: true };
