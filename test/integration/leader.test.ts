@@ -245,4 +245,29 @@ void describe('leader election', () => {
     assert.deepEqual(stale.leaders, ['ghost', 'newcomer-1']);
     assert.match(microTime(new Date(Date.UTC(2006, 0, 2, 15, 4, 5, 7))), /^2006-01-02T15:04:05\.007000Z$/);
   });
+
+  void test('a graceful stop does not release the lease while a writer still runs (it expires by itself instead)', async () => {
+    let finished = 0;
+    const slow = new LeaderElector({
+      client, namespace: NS, name: 'slow-writer', identity: 'slow', ...FAST,
+      // A writer that outlives leaseDuration after the abort (e.g. a push already on the wire).
+      onStartedLeading: async (signal) => {
+        await new Promise<void>((r) => signal.addEventListener('abort', () => r(), { once: true }));
+        await sleep(FAST.leaseDurationMs + 1500);
+        finished = performance.now();
+      },
+      onStoppedLeading: () => {},
+    });
+    const stop = new AbortController();
+    const running = slow.run(stop.signal);
+    cleanup.push(async () => {
+      stop.abort();
+      await running;
+    });
+    await waitFor('leading', () => slow.isLeader());
+    stop.abort();
+    await running;
+    assert.equal(finished, 0, 'run() returned before the writer did');
+    assert.equal((await lease(cluster.kubeconfigPath, 'slow-writer')).holderIdentity, 'slow', 'not released: a follower must wait for expiry');
+  });
 });
