@@ -43,8 +43,8 @@ interface Registration {
   specs: WatchSpec[];
   debounceMs: number;
   timer?: NodeJS.Timeout;
-  /** A notification is pending for when every informer has its first list. */
-  awaitingSync?: boolean;
+  /** The watches (keys) a notification is pending for, once they all have their first list. */
+  awaitingSync?: string;
   /** Since when (ms) its informers have not all listed. */
   unsyncedSince?: number;
 }
@@ -144,17 +144,15 @@ export class SourceWatches {
     this.regs.set(replication, reg);
     if (this.synced(replication)) reg.unsyncedSince = undefined;
     else reg.unsyncedSince ??= Date.now();
-    if (!this.synced(replication) && !reg.awaitingSync) {
-      reg.awaitingSync = true;
-      void Promise.all(keys.map((k) => this.shared.get(k)?.informer.waitForSync())).then(
-        () => {
-          reg.awaitingSync = false;
-          if (this.regs.get(replication) === reg) this.onChange(replication);
-        },
-        () => {
-          reg.awaitingSync = false; // released or stopped meanwhile
-        },
-      );
+    const awaiting = keys.join('\n');
+    if (!this.synced(replication) && reg.awaitingSync !== awaiting) {
+      reg.awaitingSync = awaiting;
+      const done = (notify: boolean) => {
+        if (reg.awaitingSync !== awaiting) return; // superseded by other watches
+        reg.awaitingSync = undefined;
+        if (notify && this.regs.get(replication) === reg) this.onChange(replication);
+      };
+      void Promise.all(keys.map((k) => this.shared.get(k)?.informer.waitForSync())).then(() => done(true), () => done(false));
     }
   }
 
