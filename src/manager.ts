@@ -161,8 +161,10 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
 
   let electorRun: Promise<void> | undefined;
   if (opts.leaderElect) {
+    // Its own client, as controller-runtime does: renewals never wait behind the controllers' requests in the rate limiter.
+    const leaseClient = await KubeClient.fromKubeConfig(loadKubeConfig(opts.kubeconfig), opts.kubeClient);
     elector = new LeaderElector({
-      client, namespace: opts.leaderElectionNamespace, name: opts.leaderElectionId, identity, log, registry: metrics.registry,
+      client: leaseClient, namespace: opts.leaderElectionNamespace, name: opts.leaderElectionId, identity, log, registry: metrics.registry,
       leaseDurationMs: opts.lease?.durationMs, renewDeadlineMs: opts.lease?.renewDeadlineMs, retryPeriodMs: opts.lease?.retryPeriodMs,
       onStartedLeading: lead,
       onStoppedLeading: () => {
