@@ -271,7 +271,15 @@ export class ReplicationController {
       if (!complete) return { requeue: true }; // some objects failed: retried with backoff
       if (due.syncNow !== undefined) await this.clearSyncNow(rep, due.syncNow);
     } else {
-      set({ nextSyncTime: next ? rfc3339(next) : undefined, phase: rep.status?.phase ?? 'Pending' });
+      // Nothing to do: the summary follows the last sync's result (a cleared NotReady, a
+      // "Syncing" a crash left behind must not linger).
+      const synced = getCondition(rep.status?.conditions as Condition[] | undefined, 'Synced');
+      set({ nextSyncTime: next ? rfc3339(next) : undefined });
+      if (synced?.status === 'True') {
+        set({ phase: 'Synced', lastError: undefined }, [{ type: 'Ready', status: 'True', reason: 'Synced', message: synced.message }]);
+      } else if (!synced) {
+        set({ phase: 'Pending', lastError: undefined }, [{ type: 'Ready', status: 'False', reason: 'NotSynced', message: 'no sync has run yet: annotate dr-syncer.io/sync-now or set spec.trigger.manual' }]);
+      }
     }
     await this.cleanupOldTargets(key, valid.value, p.target, st, signal);
     const at = this.now();
