@@ -195,6 +195,12 @@ export class ReplicationController {
       return await this.reconcileLive(key, rep, update, signal);
     } catch (err) {
       failed = true;
+      if (!update.conditions.some((c) => c.type === 'Ready') && !signal?.aborted) {
+        // Failed before a sync could record why (discovery, a credentials Secret...): say so too.
+        const message = err instanceof Error ? err.message : String(err);
+        update.fields.lastError = { message, reason: 'ReconcileFailed', time: rfc3339(this.now()) };
+        update.conditions.push({ type: 'Ready', status: 'False', reason: 'ReconcileFailed', message: `${message}; retrying with backoff` });
+      }
       throw err;
     } finally {
       // Once per reconcile, whatever happened (a patch error must not hide the reconcile's own);
