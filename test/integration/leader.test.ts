@@ -78,7 +78,8 @@ void describe('leader election', () => {
 
   before(async () => {
     cluster = await startCluster({ controllerManager: false });
-    client = await KubeClient.fromFile(cluster.kubeconfigPath);
+    // The candidates share one client here, but each stands for a process of its own: no shared client-side rate limit.
+    client = await KubeClient.fromFile(cluster.kubeconfigPath, undefined, { qps: 0 });
   });
   after(async () => {
     for (const c of cleanup.reverse()) {
