@@ -275,7 +275,7 @@ export class ReplicationController {
       else if (mode === 'Continuous') next = new Date(after.getTime() + parseDuration(spec.continuous?.resyncInterval, 3_600_000));
       const complete = this.recordSync(rep, result, { manual: due.manual, next, sourceDigest }, set);
       if (!complete) return { requeue: true }; // some objects failed: retried with backoff
-      if (due.syncNow !== undefined) await this.clearSyncNow(rep, due.syncNow);
+      if (due.syncNow !== undefined && !signal?.aborted) await this.clearSyncNow(rep, due.syncNow);
     } else {
       // Nothing to do: the summary follows the last sync's result (a cleared NotReady, a
       // "Syncing" a crash left behind must not linger).
