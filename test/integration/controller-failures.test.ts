@@ -298,33 +298,54 @@ describe('the operator when things fail', () => {
     }
   });
 
-  it('a lost lease stops a running sync before it pushes', async () => {
-    await mgr.stop(); // only the leader of this test may sync
-    await kubectl(ctl.kubeconfigPath, ['create', 'namespace', 'leased']);
-    await secretFromFile('leased', 'prod-kubeconfig', src.kubeconfigPath);
-    await gitCreds('leased');
-    await ctlApply(remoteCluster('prod', 'prod-kubeconfig', 'leased'), 'leased');
-    await srcApply(`${namespace('leasedapp')}\n${configMap('leasedapp', 'a', '1')}`);
-    let lost = 0;
+  /** A leader of namespace `ns` alone, in the middle of a sync whose fetch takes `fetchMs`. */
+  async function leaderInASync(ns: string, fetchMs: number, onLostLeadership: () => void) {
+    await kubectl(ctl.kubeconfigPath, ['create', 'namespace', ns]);
+    await secretFromFile(ns, 'prod-kubeconfig', src.kubeconfigPath);
+    await gitCreds(ns);
+    await ctlApply(remoteCluster('prod', 'prod-kubeconfig', ns), ns);
+    await srcApply(`${namespace(`${ns}app`)}\n${configMap(`${ns}app`, 'a', '1')}`);
     const leader = await startManager({
-      ...managerOptions, kubeconfig: ctl.kubeconfigPath, leaderElect: true, leaderElectionNamespace: 'leased', namespace: 'leased', identity: 'holder',
-      workers: 1, cacheDir: path.join(tmp, 'leased-cache'), lease: { durationMs: 3000, renewDeadlineMs: 2000, retryPeriodMs: 300 }, onLostLeadership: () => lost++,
+      ...managerOptions, kubeconfig: ctl.kubeconfigPath, leaderElect: true, leaderElectionNamespace: ns, namespace: ns, identity: `${ns}-holder`,
+      workers: 1, cacheDir: path.join(tmp, `${ns}-cache`), lease: { durationMs: 3000, renewDeadlineMs: 2000, retryPeriodMs: 300 }, onLostLeadership,
     });
+    await until('leading', async () => leader.isLeader());
+    await ctlApply(replication(ns, { sourceNamespace: `${ns}app`, mode: 'Manual', git: { url: repoUrl, path: `fail/${ns}`, credentialsSecretRef: { name: 'git-creds' } } }, ns), ns);
+    await until('Pending', async () => (await getRep(ns, ns)).status?.phase === 'Pending');
+    const h0 = await head();
+    await git.fault({ delayMs: fetchMs, match: 'git-upload-pack' });
+    await kubectl(ctl.kubeconfigPath, ['-n', ns, 'annotate', 'replication', ns, 'dr-syncer.io/sync-now=1']);
+    await until('Syncing', async () => (await getRep(ns, ns)).status?.phase === 'Syncing');
+    return { leader, h0 };
+  }
+
+  it('a lost lease stops a running sync before it pushes', async () => {
+    await mgr.stop(); // only the leaders of these tests may sync
+    let lost = 0;
+    const { leader, h0 } = await leaderInASync('leased', 3000, () => lost++);
     try {
-      await until('leading', async () => leader.isLeader());
-      await ctlApply(replication('leased', { sourceNamespace: 'leasedapp', mode: 'Manual', git: { url: repoUrl, path: 'fail/leased', credentialsSecretRef: { name: 'git-creds' } } }, 'leased'), 'leased');
-      await until('Pending', async () => (await getRep('leased', 'leased')).status?.phase === 'Pending');
-      const h0 = await head();
       // The fetch takes 3 s; the lease is taken over meanwhile.
-      await git.fault({ delayMs: 3000, match: 'git-upload-pack' });
-      await kubectl(ctl.kubeconfigPath, ['-n', 'leased', 'annotate', 'replication', 'leased', 'dr-syncer.io/sync-now=1']);
-      await until('Syncing', async () => (await getRep('leased', 'leased')).status?.phase === 'Syncing');
       await kubectl(ctl.kubeconfigPath, ['-n', 'leased', 'patch', 'lease', 'dr-syncer.io', '--type=merge', '-p', JSON.stringify({ spec: { holderIdentity: 'thief', renewTime: microTime(new Date()), leaseDurationSeconds: 600 } })]);
       await until('leadership lost', async () => lost > 0 && !leader.isLeader());
       const ended = async (result: 'success' | 'error') => syncCount(leader.metricsPort, 'leased/leased', result);
       await until('the sync ended', async () => (await ended('error')) + (await ended('success')) > 0, 20_000);
       assert.equal(await head(), h0, 'nothing was pushed after the lease was lost');
       assert.deepEqual(await repoFiles('fail/leased'), []);
+    } finally {
+      await git.fault(undefined);
+      await leader.stop();
+    }
+  });
+
+  it('a stop (SIGTERM) during a sync: the sync stops before it pushes, and the lease is not handed over while it runs', async () => {
+    const { leader, h0 } = await leaderInASync('stopped', 5000, () => {});
+    try {
+      // The fetch takes 5 s, longer than the lease (3 s): releasing after a lease duration would
+      // let a follower start while this sync still runs.
+      await leader.stop();
+      const holder = (await kubectl(ctl.kubeconfigPath, ['-n', 'stopped', 'get', 'lease', 'dr-syncer.io', '-o', 'jsonpath={.spec.holderIdentity}'])).stdout;
+      assert.equal(holder, 'stopped-holder', 'not released while the sync ran: it expires by itself');
+      assert.equal(await head(), h0, 'nothing was pushed after the stop');
     } finally {
       await git.fault(undefined);
       await leader.stop();
