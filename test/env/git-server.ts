@@ -33,6 +33,8 @@ export interface GitServer {
   clone(name: string): Promise<string>;
   /** Injects a failure into the requests that contain `match` (default: all); undefined clears it. */
   fault(f: Fault | undefined): Promise<void>;
+  /** Requests the current fault has caught so far (a delayed one counts when it arrives). */
+  faultHits(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -49,6 +51,7 @@ const FAULT_PATH = '/_test/fault';
 
 function serve(root: string, users: Record<string, string>, port: number): Promise<http.Server> {
   let fault: Fault | undefined;
+  let hits = 0;
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
     if (url.pathname === FAULT_PATH && req.method === 'PUT') {
@@ -56,12 +59,18 @@ function serve(root: string, users: Record<string, string>, port: number): Promi
       req.on('data', (d: Buffer) => (body += d.toString()));
       req.on('end', () => {
         fault = body ? (JSON.parse(body) as Fault) : undefined;
+        hits = 0;
         res.writeHead(204).end();
       });
       return;
     }
+    if (url.pathname === FAULT_PATH) {
+      res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ hits }));
+      return;
+    }
     const f = fault && (!fault.match || `${url.pathname}${url.search}`.includes(fault.match)) ? fault : undefined;
     if (f) {
+      hits++;
       const go = () => {
         if (f.status) {
           req.resume();
@@ -175,6 +184,10 @@ export async function startGitServer(opts: { user?: string; password?: string } 
     async fault(f) {
       const res = await fetch(`${base}${FAULT_PATH}`, { method: 'PUT', body: f ? JSON.stringify(f) : '' });
       if (res.status !== 204) throw new Error(`git server: setting the fault failed with ${res.status}`);
+    },
+    async faultHits() {
+      const res = await fetch(`${base}${FAULT_PATH}`);
+      return ((await res.json()) as { hits: number }).hits;
     },
     async stop() {
       process.removeListener('exit', killChild);

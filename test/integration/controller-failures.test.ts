@@ -315,7 +315,7 @@ describe('the operator when things fail', () => {
     const h0 = await head();
     await git.fault({ delayMs: fetchMs, match: 'git-upload-pack' });
     await kubectl(ctl.kubeconfigPath, ['-n', ns, 'annotate', 'replication', ns, 'dr-syncer.io/sync-now=1']);
-    await until('Syncing', async () => (await getRep(ns, ns)).status?.phase === 'Syncing');
+    await until('the sync is fetching', async () => (await git.faultHits()) > 0);
     return { leader, h0 };
   }
 
