@@ -45,7 +45,7 @@ export interface ManagerOptions {
   watchStallTimeoutMs?: number;
   /** What happens when leadership is lost while running (default: exit the process, so it restarts clean). */
   onLostLeadership?: () => void;
-  /** Request mechanics of every Kubernetes client (timeouts, QPS/burst); default client-go's. */
+  /** Request mechanics of every Kubernetes client (timeouts, QPS/burst); default CONTROLLER_KUBE_API. */
   kubeClient?: KubeClientOptions;
   /** RemoteCluster probe intervals (ms), for tests. */
   remoteClusterProbe?: { healthyIntervalMs?: number; unhealthyIntervalMs?: number; timeoutMs?: number };
@@ -65,6 +65,10 @@ function loadKubeConfig(file?: string): KubeConfig {
   return kc;
 }
 
+/** The controller's request mechanics: kube-controller-manager's --kube-api-qps/--kube-api-burst
+ * defaults (client-go's own, 5 and 10, suit one-shot tools better than a controller). */
+export const CONTROLLER_KUBE_API: Required<Pick<KubeClientOptions, 'qps' | 'burst' | 'timeoutMs'>> = { qps: 20, burst: 30, timeoutMs: 30_000 };
+
 /** Listens on `address` for `what`, or fails with an error that names both (like controller-runtime's manager). */
 async function listen(what: string, address: string, start: () => Promise<ProbeServer>): Promise<ProbeServer> {
   try {
@@ -76,7 +80,8 @@ async function listen(what: string, address: string, start: () => Promise<ProbeS
   }
 }
 
-export async function startManager(opts: ManagerOptions): Promise<RunningManager> {
+export async function startManager(options: ManagerOptions): Promise<RunningManager> {
+  const opts = { ...options, kubeClient: { ...CONTROLLER_KUBE_API, ...options.kubeClient } };
   const log = opts.log;
   const client = await KubeClient.fromKubeConfig(loadKubeConfig(opts.kubeconfig), opts.kubeClient);
   const metrics = createMetrics({ defaultMetrics: true });

@@ -2,7 +2,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { startManager } from '../manager.ts';
+import { CONTROLLER_KUBE_API, startManager } from '../manager.ts';
 import { createLogger } from '../util/log.ts';
 
 export const CONTROLLER_HELP = `Usage: dr-syncer controller [options]
@@ -65,8 +65,11 @@ export async function runControllerCommand(argv: string[]): Promise<number> {
     console.error(`--workers must be a positive integer, got "${v.workers ?? env.WORKERS}"`);
     return 2;
   }
-  // kube-controller-manager's defaults (client-go's own, 5 and 10, suit one-shot tools).
-  const numbers = { 'kube-api-qps': [v['kube-api-qps'] ?? env.KUBE_API_QPS, 20], 'kube-api-burst': [v['kube-api-burst'] ?? env.KUBE_API_BURST, 30], 'kube-api-timeout': [v['kube-api-timeout'] ?? env.KUBE_API_TIMEOUT, 30] } as const;
+  const d = CONTROLLER_KUBE_API;
+  const numbers = {
+    'kube-api-qps': [v['kube-api-qps'] ?? env.KUBE_API_QPS, d.qps], 'kube-api-burst': [v['kube-api-burst'] ?? env.KUBE_API_BURST, d.burst],
+    'kube-api-timeout': [v['kube-api-timeout'] ?? env.KUBE_API_TIMEOUT, d.timeoutMs / 1000],
+  } as const;
   const n: Record<string, number> = {};
   for (const [flag, [value, fallback]] of Object.entries(numbers)) {
     n[flag] = Number(value ?? fallback);
