@@ -58,6 +58,16 @@ async function repoValue(file: string): Promise<string | undefined> {
   const p = path.join(clone, file);
   return fs.existsSync(p) ? (parse(await fs.promises.readFile(p, 'utf8')) as { data?: { v?: string } }).data?.v : undefined;
 }
+/** A commit by a person (the git CLI), retried when the controller pushed in between. */
+const commitByHand = (message: string, change: (clone: string) => void) =>
+  until(`pushed "${message}"`, async () => {
+    const clone = await git.clone('dr');
+    change(clone);
+    await git.git(['add', '-A', '.'], clone);
+    await git.git(['commit', '-qm', message], clone);
+    await git.git(['push', '-q', 'origin', 'HEAD:main'], clone);
+    return true;
+  });
 const configMap = (ns: string, name: string, v: string) => JSON.stringify({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace: ns }, data: { v } });
 const namespace = (name: string) => JSON.stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name } });
 
@@ -202,13 +212,11 @@ describe('the operator when things fail', () => {
     assert.equal(await syncCount(mgr.metricsPort, 'dr-syncer/quiet', 'success'), before + 1, 'one sync: the content change, none for the status updates');
   });
 
-  it('a folder dr-syncer did not write is left as it is, with a condition saying so', async () => {
-    const clone = await git.clone('dr');
-    fs.mkdirSync(path.join(clone, 'fail/foreign/handmade'), { recursive: true });
-    fs.writeFileSync(path.join(clone, 'fail/foreign/handmade/deployment.yaml'), 'kind: Deployment # written by hand\n');
-    await git.git(['add', '.'], clone);
-    await git.git(['commit', '-qm', 'by hand'], clone);
-    await git.git(['push', '-q', 'origin', 'HEAD:main'], clone);
+  it('a folder dr-syncer did not write is left as it is, with a condition saying so; the sync is retried until it can write', async () => {
+    await commitByHand('by hand', (clone) => {
+      fs.mkdirSync(path.join(clone, 'fail/foreign/handmade'), { recursive: true });
+      fs.writeFileSync(path.join(clone, 'fail/foreign/handmade/deployment.yaml'), 'kind: Deployment # written by hand\n');
+    });
     await srcApply(`${namespace('handmade')}\n${configMap('handmade', 'a', '1')}`);
     await ctlApply(replication('foreign', { sourceNamespace: 'handmade' }));
     const c = await until('FolderNotOwned', async () => {
@@ -217,8 +225,10 @@ describe('the operator when things fail', () => {
     });
     assert.match(c.message, /fail\/foreign\/handmade was not written by dr-syncer/);
     assert.deepEqual(await repoFiles('fail/foreign/handmade'), ['deployment.yaml']);
-    await kubectl(ctl.kubeconfigPath, ['-n', 'dr-syncer', 'delete', 'replication', 'foreign', '--wait=true', '--timeout=60s']);
-    assert.deepEqual(await repoFiles('fail/foreign/handmade'), ['deployment.yaml'], 'deleting the Replication leaves it too');
+    // The refused sync is retried with backoff by itself: once the folder is moved away, it syncs.
+    await commitByHand('move the hand-made folder away', (clone) => fs.rmSync(path.join(clone, 'fail/foreign/handmade'), { recursive: true }));
+    await until('synced without a new trigger', async () => (await repoFiles('fail/foreign/handmade')).includes('configmap-a.yaml'), 90_000);
+    assert.equal(ready((await getRep('foreign')).status)?.status, 'True');
   });
 
   it('a SOPS digest key Secret that cannot be used fails the sync with an error naming it (not "Syncing" forever)', async () => {
