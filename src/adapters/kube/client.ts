@@ -70,7 +70,7 @@ const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 
-/** Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), capped. */
+/** The wait a Retry-After header asks for (delta-seconds or an HTTP date), in ms, within [1 s, 60 s]. */
 function retryAfterMs(header: string | string[] | undefined): number | undefined {
   const v = Array.isArray(header) ? header[0] : header;
   if (!v) return undefined;
@@ -125,11 +125,6 @@ export class KubeClient {
     kc.loadFromString(content);
     if (context) kc.setCurrentContext(context);
     return KubeClient.fromKubeConfig(kc, options);
-  }
-
-  /** The request mechanics this client was built with (for clients derived from it). */
-  get options(): Required<KubeClientOptions> {
-    return { ...this.opts };
   }
 
   get contextName(): string {
