@@ -71,13 +71,14 @@ describe('KubeClient request mechanics', () => {
     const t0 = performance.now();
     await Promise.all(Array.from({ length: 8 }, () => c.get('/ok')));
     const times = hits.map((h) => h.at - t0).sort((a, b) => a - b);
-    assert.ok(times[2]! < 80, `the burst waited: ${times.join(', ')}`);
-    // 5 more tokens at 10 per second: the last one about 500 ms in.
-    assert.ok(times[7]! >= 420 && times[7]! < 1200, `paced wrongly: ${times.map(Math.round).join(', ')}`);
+    const shown = times.map(Math.round).join(', ');
+    assert.ok(times[2]! - times[0]! < 150, `the burst waited: ${shown}`);
+    // 5 more tokens at 10 per second: the last one about 500 ms after the first.
+    assert.ok(times[7]! - times[0]! >= 420 && times[7]! - times[0]! < 1500, `paced wrongly: ${shown}`);
     const free = await KubeClient.fromString(kubeconfig(), undefined, { qps: 0 });
     hits.length = 0;
     const t1 = performance.now();
     await Promise.all(Array.from({ length: 20 }, () => free.get('/ok')));
-    assert.ok(Math.max(...hits.map((h) => h.at - t1)) < 300, 'qps 0 turns the limit off');
+    assert.ok(Math.max(...hits.map((h) => h.at - t1)) < 400, 'qps 0 turns the limit off');
   });
 });
