@@ -5,12 +5,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { KubeConfig } from '@kubernetes/client-node';
+import type { KubeClientOptions } from './adapters/kube/client.ts';
 import { KubeClient } from './adapters/kube/client.ts';
 import type { RemoteCluster, Replication } from './api/v1alpha1/index.ts';
 import { ClusterClients } from './controllers/clusters.ts';
 import { createSyncMetrics } from './controllers/metrics.ts';
 import { RemoteClusterController } from './controllers/remotecluster.ts';
-import { ReplicationController } from './controllers/replication.ts';
+import { ReplicationController, replicationChanged } from './controllers/replication.ts';
 import { SourceWatches } from './controllers/source-watches.ts';
 import { keyOf, runController } from './runtime/controller.ts';
 import { EventRecorder } from './runtime/events.ts';
@@ -44,6 +45,10 @@ export interface ManagerOptions {
   watchStallTimeoutMs?: number;
   /** What happens when leadership is lost while running (default: exit the process, so it restarts clean). */
   onLostLeadership?: () => void;
+  /** Request mechanics of every Kubernetes client (timeouts, QPS/burst); default CONTROLLER_KUBE_API. */
+  kubeClient?: KubeClientOptions;
+  /** RemoteCluster probe intervals (ms), for tests. */
+  remoteClusterProbe?: { healthyIntervalMs?: number; unhealthyIntervalMs?: number; timeoutMs?: number };
 }
 
 export interface RunningManager {
@@ -60,12 +65,44 @@ function loadKubeConfig(file?: string): KubeConfig {
   return kc;
 }
 
-const annotationsOf = (o: Replication) => JSON.stringify(o.metadata.annotations ?? {});
+/** The controller's request mechanics: kube-controller-manager's --kube-api-qps/--kube-api-burst
+ * defaults (client-go's own, 5 and 10, suit one-shot tools better than a controller). */
+export const CONTROLLER_KUBE_API: Required<Pick<KubeClientOptions, 'qps' | 'burst' | 'timeoutMs'>> = { qps: 20, burst: 30, timeoutMs: 30_000 };
 
-export async function startManager(opts: ManagerOptions): Promise<RunningManager> {
+/** Listens on `address` for `what`, or fails with an error that names both (like controller-runtime's manager). */
+async function listen(what: string, address: string, start: () => Promise<ProbeServer>): Promise<ProbeServer> {
+  try {
+    return await start();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'EADDRINUSE' ? 'the address is already in use' : code === 'EACCES' ? 'permission denied' : err instanceof Error ? err.message : String(err);
+    throw new Error(`cannot serve ${what} on ${address}: ${why}; choose another address with --${what === 'metrics' ? 'metrics-bind-address' : 'health-probe-bind-address'}`, { cause: err });
+  }
+}
+
+export async function startManager(options: ManagerOptions): Promise<RunningManager> {
+  const opts = { ...options, kubeClient: { ...CONTROLLER_KUBE_API, ...options.kubeClient } };
   const log = opts.log;
-  const client = await KubeClient.fromKubeConfig(loadKubeConfig(opts.kubeconfig));
+  const client = await KubeClient.fromKubeConfig(loadKubeConfig(opts.kubeconfig), opts.kubeClient);
+  client.origin = opts.kubeconfig ? `the controller's cluster (kubeconfig ${opts.kubeconfig})` : "the controller's own cluster";
   const metrics = createMetrics({ defaultMetrics: true });
+  // The listeners first: a taken port must stop the process before anything starts.
+  const servers: ProbeServer[] = [];
+  let elector: LeaderElector | undefined;
+  let synced = () => false;
+  try {
+    servers.push(await listen('metrics', opts.metricsAddress, () => startProbeServer({ address: opts.metricsAddress, registry: metrics.registry, serve: ['metrics'], log })));
+    servers.push(await listen('health probes', opts.probeAddress, () => startProbeServer({
+      address: opts.probeAddress, log, serve: ['healthz', 'readyz'],
+      checks: {
+        healthz: { ping: () => true, ...(opts.leaderElect ? { leaderElection: () => elector?.check(2000) ?? true } : {}) },
+        readyz: { informers: () => synced() || 'caches are not synced yet' },
+      },
+    })));
+  } catch (err) {
+    await Promise.all(servers.map((s) => s.close()));
+    throw err;
+  }
   const syncMetrics = createSyncMetrics(metrics.registry);
   const identity = opts.identity ?? `${process.env.POD_NAME ?? os.hostname()}_${randomBytes(4).toString('hex')}`;
   const ns = opts.namespace ? `/namespaces/${opts.namespace}` : '';
@@ -74,27 +111,23 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
   const repQueue = new WorkQueue<string>({ name: 'replication', metrics });
   const rcQueue = new WorkQueue<string>({ name: 'remotecluster', metrics });
   const events = new EventRecorder({ client, component: 'dr-syncer', host: identity, log });
-  const clusters = new ClusterClients(client);
+  const clusters = new ClusterClients(client, opts.kubeClient);
 
   // The watches call back into the controller only after it exists (events arrive later).
-  const watches: SourceWatches = new SourceWatches(log, (key) => {
-    repController.markDirty(key);
-    repQueue.add(key);
-  }, opts.watchStallTimeoutMs);
+  const watches = new SourceWatches(log, (key) => repQueue.add(key), opts.watchStallTimeoutMs);
   const repController: ReplicationController = new ReplicationController({
     client, replications, remoteClusters, clusters, watches, events, metrics: syncMetrics,
     cacheDir: path.join(opts.cacheDir, 'git'), localClusterName: opts.clusterName, log,
   });
-  const rcController = new RemoteClusterController({ client, remoteClusters, clusters, events, metrics: syncMetrics });
+  const rcController = new RemoteClusterController({
+    client, remoteClusters, clusters, events, metrics: syncMetrics,
+    healthyIntervalMs: opts.remoteClusterProbe?.healthyIntervalMs, unhealthyIntervalMs: opts.remoteClusterProbe?.unhealthyIntervalMs, probeTimeoutMs: opts.remoteClusterProbe?.timeoutMs,
+  });
 
-  // Only what the user changed triggers a reconcile (spec, annotations such as sync-now,
-  // deletion): a status write does not.
   replications.addHandler({
     add: (o) => repQueue.add(keyOf(o)),
     update: (o, n) => {
-      if (o.metadata.generation !== n.metadata.generation || annotationsOf(o) !== annotationsOf(n) || (n.metadata.deletionTimestamp && !o.metadata.deletionTimestamp)) {
-        repQueue.add(keyOf(n));
-      }
+      if (replicationChanged(o, n)) repQueue.add(keyOf(n));
     },
     delete: (o) => repQueue.add(keyOf(o)),
   });
@@ -115,17 +148,7 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
   replications.start();
   remoteClusters.start();
 
-  const servers: ProbeServer[] = [];
-  const synced = () => replications.hasSynced() && remoteClusters.hasSynced();
-  let elector: LeaderElector | undefined;
-  servers.push(await startProbeServer({ address: opts.metricsAddress, registry: metrics.registry, serve: ['metrics'], log }));
-  servers.push(await startProbeServer({
-    address: opts.probeAddress, log, serve: ['healthz', 'readyz'],
-    checks: {
-      healthz: { ping: () => true, ...(opts.leaderElect ? { leaderElection: () => elector?.check(2000) ?? true } : {}) },
-      readyz: { informers: () => synced() || 'caches are not synced yet' },
-    },
-  }));
+  synced = () => replications.hasSynced() && remoteClusters.hasSynced();
 
   const stopping = new AbortController();
   let workers: Promise<unknown> | undefined;
@@ -144,8 +167,10 @@ export async function startManager(opts: ManagerOptions): Promise<RunningManager
 
   let electorRun: Promise<void> | undefined;
   if (opts.leaderElect) {
+    // Its own client, as controller-runtime does: renewals never wait behind the controllers' requests in the rate limiter.
+    const leaseClient = await KubeClient.fromKubeConfig(loadKubeConfig(opts.kubeconfig), opts.kubeClient);
     elector = new LeaderElector({
-      client, namespace: opts.leaderElectionNamespace, name: opts.leaderElectionId, identity, log, registry: metrics.registry,
+      client: leaseClient, namespace: opts.leaderElectionNamespace, name: opts.leaderElectionId, identity, log, registry: metrics.registry,
       leaseDurationMs: opts.lease?.durationMs, renewDeadlineMs: opts.lease?.renewDeadlineMs, retryPeriodMs: opts.lease?.retryPeriodMs,
       onStartedLeading: lead,
       onStoppedLeading: () => {

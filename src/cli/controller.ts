@@ -2,7 +2,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { startManager } from '../manager.ts';
+import { CONTROLLER_KUBE_API, startManager } from '../manager.ts';
 import { createLogger } from '../util/log.ts';
 
 export const CONTROLLER_HELP = `Usage: dr-syncer controller [options]
@@ -21,6 +21,9 @@ Options:
       --namespace <ns>                     only this namespace's resources [WATCH_NAMESPACE] (default all)
       --cluster-name <name>                name recorded for the local source cluster [CLUSTER_NAME] (default local)
       --cache-dir <dir>                    Git caches [CACHE_DIR] (default ~/.cache/dr-syncer)
+      --kube-api-qps <n>                   client-side requests per second to each cluster [KUBE_API_QPS] (default 20)
+      --kube-api-burst <n>                 client-side burst to each cluster [KUBE_API_BURST] (default 30)
+      --kube-api-timeout <seconds>         timeout of each Kubernetes request, watches excepted [KUBE_API_TIMEOUT] (default 30)
       --log-level <level>                  fatal|error|warn|info|debug|trace [LOG_LEVEL] (default info)
   -h, --help                               this help`;
 
@@ -40,6 +43,9 @@ export async function runControllerCommand(argv: string[]): Promise<number> {
         namespace: { type: 'string' },
         'cluster-name': { type: 'string' },
         'cache-dir': { type: 'string' },
+        'kube-api-qps': { type: 'string' },
+        'kube-api-burst': { type: 'string' },
+        'kube-api-timeout': { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -59,25 +65,47 @@ export async function runControllerCommand(argv: string[]): Promise<number> {
     console.error(`--workers must be a positive integer, got "${v.workers ?? env.WORKERS}"`);
     return 2;
   }
+  const d = CONTROLLER_KUBE_API;
+  const numbers = {
+    'kube-api-qps': [v['kube-api-qps'] ?? env.KUBE_API_QPS, d.qps], 'kube-api-burst': [v['kube-api-burst'] ?? env.KUBE_API_BURST, d.burst],
+    'kube-api-timeout': [v['kube-api-timeout'] ?? env.KUBE_API_TIMEOUT, d.timeoutMs / 1000],
+  } as const;
+  const n: Record<string, number> = {};
+  for (const [flag, [value, fallback]] of Object.entries(numbers)) {
+    n[flag] = Number(value ?? fallback);
+    if (!Number.isFinite(n[flag]) || n[flag] <= 0) {
+      console.error(`--${flag} must be a positive number, got "${value}"`);
+      return 2;
+    }
+  }
   const log = createLogger({ level: v['log-level'] ?? env.LOG_LEVEL ?? 'info' });
-  const mgr = await startManager({
-    kubeconfig: v.kubeconfig ?? (env.KUBECONFIG || undefined),
-    metricsAddress: v['metrics-bind-address'] ?? env.METRICS_ADDR ?? ':8080',
-    probeAddress: v['health-probe-bind-address'] ?? env.PROBE_ADDR ?? ':8081',
-    leaderElect: v['leader-elect'] ?? env.ENABLE_LEADER_ELECTION === 'true',
-    leaderElectionNamespace: v['leader-election-namespace'] ?? env.LEADER_ELECTION_NAMESPACE ?? env.POD_NAMESPACE ?? 'dr-syncer',
-    leaderElectionId: v['leader-election-id'] ?? env.LEADER_ELECTION_ID ?? 'dr-syncer.io',
-    workers,
-    namespace: v.namespace ?? (env.WATCH_NAMESPACE || undefined),
-    cacheDir: v['cache-dir'] ?? env.CACHE_DIR ?? path.join(os.homedir(), '.cache', 'dr-syncer'),
-    clusterName: v['cluster-name'] ?? env.CLUSTER_NAME ?? 'local',
-    log,
-  });
-  log.info({ metricsPort: mgr.metricsPort, probePort: mgr.probePort }, 'dr-syncer controller started');
+  let mgr;
+  try {
+    mgr = await startManager({
+      kubeconfig: v.kubeconfig ?? (env.KUBECONFIG || undefined),
+      metricsAddress: v['metrics-bind-address'] ?? env.METRICS_ADDR ?? ':8080',
+      probeAddress: v['health-probe-bind-address'] ?? env.PROBE_ADDR ?? ':8081',
+      leaderElect: v['leader-elect'] ?? env.ENABLE_LEADER_ELECTION === 'true',
+      leaderElectionNamespace: v['leader-election-namespace'] ?? env.LEADER_ELECTION_NAMESPACE ?? env.POD_NAMESPACE ?? 'dr-syncer',
+      leaderElectionId: v['leader-election-id'] ?? env.LEADER_ELECTION_ID ?? 'dr-syncer.io',
+      workers,
+      namespace: v.namespace ?? (env.WATCH_NAMESPACE || undefined),
+      cacheDir: v['cache-dir'] ?? env.CACHE_DIR ?? path.join(os.homedir(), '.cache', 'dr-syncer'),
+      clusterName: v['cluster-name'] ?? env.CLUSTER_NAME ?? 'local',
+      kubeClient: { qps: n['kube-api-qps'], burst: n['kube-api-burst'], timeoutMs: n['kube-api-timeout']! * 1000 },
+      log,
+    });
+  } catch (err) {
+    // Nothing may keep running after a failed start: the caller exits non-zero.
+    console.error(`dr-syncer controller: ${err instanceof Error ? err.message : String(err)}`);
+    return 1;
+  }
+  const running = mgr;
+  log.info({ metricsPort: running.metricsPort, probePort: running.probePort }, 'dr-syncer controller started');
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       log.info({ signal: sig }, 'shutting down');
-      void mgr.stop().then(resolve);
+      void running.stop().then(resolve);
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));

@@ -114,7 +114,8 @@ export async function runSyncCommand(argv: string[]): Promise<number> {
   const kubeconfig = args['source-kubeconfig'] ?? defaultKubeconfig();
   let source: KubeClient;
   try {
-    source = await KubeClient.fromFile(kubeconfig, args['source-context']);
+    // One process reading one cluster once: kubectl's budget rather than client-go's 5 requests/s.
+    source = await KubeClient.fromFile(kubeconfig, args['source-context'], { qps: 50, burst: 100 });
   } catch (err) {
     console.error(`cannot use kubeconfig ${kubeconfig}: ${err instanceof Error ? err.message : String(err)}`);
     return 2;

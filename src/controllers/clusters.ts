@@ -1,6 +1,7 @@
 // Clients for the clusters a Replication names. A RemoteCluster's client is built from its
 // kubeconfig Secret once and cached; it is rebuilt when the Secret's resourceVersion changes.
 // An empty sourceCluster means the cluster the controller runs in.
+import type { KubeClientOptions } from '../adapters/kube/client.ts';
 import { KubeApiError, KubeClient } from '../adapters/kube/client.ts';
 import type { RemoteCluster } from '../api/v1alpha1/index.ts';
 import type { KubeObject } from '../core/types.ts';
@@ -22,7 +23,11 @@ interface Entry {
 export class ClusterClients {
   private readonly cache = new Map<string, Entry>();
 
-  constructor(readonly local: KubeClient) {}
+  constructor(
+    readonly local: KubeClient,
+    /** Request mechanics of the clients built here. */
+    private readonly options?: KubeClientOptions,
+  ) {}
 
   /** Reads the RemoteCluster's kubeconfig Secret and returns a (cached) client for it. */
   async forRemoteCluster(rc: RemoteCluster): Promise<KubeClient> {
@@ -48,7 +53,7 @@ export class ClusterClients {
     }
     let client: KubeClient;
     try {
-      client = await KubeClient.fromString(Buffer.from(data, 'base64').toString('utf8'));
+      client = await KubeClient.fromString(Buffer.from(data, 'base64').toString('utf8'), undefined, this.options, `RemoteCluster ${ns}/${rc.metadata.name}, kubeconfig Secret ${ns}/${ref.name} key ${keyName}`);
     } catch (err) {
       throw new ClusterError('InvalidKubeconfig', `the kubeconfig in Secret ${ns}/${ref.name} key "${keyName}" cannot be used: ${err instanceof Error ? err.message : String(err)}`);
     }

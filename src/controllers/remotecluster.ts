@@ -28,13 +28,10 @@ export interface RemoteClusterControllerDeps {
   probeTimeoutMs?: number;
 }
 
-const withTimeout = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
-  Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what} did not answer within ${ms / 1000}s`)), ms).unref())]);
-
 export class RemoteClusterController {
   constructor(private readonly d: RemoteClusterControllerDeps) {}
 
-  reconcile = async (key: string): Promise<ReconcileResult | void> => {
+  reconcile = async (key: string, signal?: AbortSignal): Promise<ReconcileResult | void> => {
     const { namespace, name } = splitKey(key);
     const cached = this.d.remoteClusters.get(namespace, name);
     if (!cached) {
@@ -61,14 +58,20 @@ export class RemoteClusterController {
     let serverVersion: string | undefined;
     if (client) {
       try {
-        const v = await withTimeout(client.version(), this.d.probeTimeoutMs ?? 10_000, 'the API server');
+        // The probe's requests are aborted at the deadline (a race with a timer would leave them
+        // holding sockets), and a lost lease or shutdown ends them too.
+        const ms = this.d.probeTimeoutMs ?? 10_000;
+        const probe = AbortSignal.any([signal ?? new AbortController().signal, AbortSignal.timeout(ms)]);
+        const v = await client.version(probe);
         // Discovery proves more than /version: credentials and RBAC for the API groups.
-        await withTimeout(client.get('/api/v1'), this.d.probeTimeoutMs ?? 10_000, 'discovery');
+        await client.get('/api/v1', probe);
         serverVersion = v.gitVersion;
         set('Reachable', true, 'Connected', `API server ${v.gitVersion} at ${client.server}`);
       } catch (err) {
         const reason = err instanceof KubeApiError && (err.status === 401 || err.status === 403) ? 'Unauthorized' : 'ConnectionFailed';
-        set('Reachable', false, reason, `cannot reach ${client.server}: ${err instanceof Error ? err.message : String(err)}`);
+        const timedOut = err instanceof Error && err.name === 'TimeoutError';
+        const why = timedOut ? `no answer within ${(this.d.probeTimeoutMs ?? 10_000) / 1000}s` : err instanceof Error ? err.message : String(err);
+        set('Reachable', false, reason, `cannot reach ${client.server}: ${why}`);
       }
     }
     const reachable = conds.find((c) => c.type === 'Reachable');

@@ -1,8 +1,12 @@
-// The Replication reconciler: one small idempotent function per key that decides whether a sync
-// is due (mode, schedule, trigger, source changes), runs it through the sync engine, and writes
-// what happened to status, Events and metrics. It returns "requeue after" for the next due time
-// or throws for the work queue's backoff. Status writes never trigger a sync: the watch on
-// Replications only enqueues on generation, annotation or deletion changes.
+// The Replication reconciler, level-based as controller-runtime and Flux shape theirs: every
+// reconcile derives from what it observes whether a sync is due (spec generation, the source's
+// digest against the one recorded at the last successful sync, the schedule, triggers, a failed
+// last attempt), never from in-memory flags that a failure or a restart could lose. A failed
+// sync throws, so the work queue retries it with backoff until it succeeds; status is collected
+// during the reconcile and patched once at its end (plus a "Syncing" mark before a sync).
+//
+// The watch predicates live here too: replicationChanged for the Replications themselves, and
+// the source watches (source-watches.ts) count only content changes, not status updates.
 import { randomBytes } from 'node:crypto';
 import type { KubeClient } from '../adapters/kube/client.ts';
 import { KubeApiError, resourcePath } from '../adapters/kube/client.ts';
@@ -17,13 +21,13 @@ import type { EventRecorder } from '../runtime/events.ts';
 import type { Informer } from '../runtime/informer.ts';
 import type { ReconcileResult } from '../runtime/controller.ts';
 import { splitKey } from '../runtime/controller.ts';
-import { removeReplication, resolveNamespaces, runSync, SyncError } from '../sync/engine.ts';
+import { readSyncSource, removeReplication, runSync, SyncError } from '../sync/engine.ts';
 import type { SyncResult, SyncSpec } from '../sync/engine.ts';
 import { sopsSealer } from '../sync/secrets.ts';
 import type { GitTarget } from '../sync/spec.ts';
 import { gitTarget, syncSpecFor } from '../sync/spec.ts';
 import type { Logger } from '../util/log.ts';
-import type { ClusterClients} from './clusters.ts';
+import type { ClusterClients } from './clusters.ts';
 import { ClusterError } from './clusters.ts';
 import type { Condition } from './conditions.ts';
 import { getCondition, rfc3339, setCondition } from './conditions.ts';
@@ -32,8 +36,14 @@ import { nextRun, parseCron } from './schedule.ts';
 import type { SourceWatches, WatchSpec } from './source-watches.ts';
 
 export const FINALIZER = 'dr-syncer.io/cleanup';
+/** On Git credentials Secrets a Replication uses: its clean-up still needs them when the
+ * namespace is deleted (Secrets go first), like kubernetes.io/pvc-protection. */
+export const CREDENTIALS_FINALIZER = 'dr-syncer.io/git-credentials-in-use';
 export const SYNC_NOW_ANNOTATION = 'dr-syncer.io/sync-now';
 const API = '/apis/dr-syncer.io/v1alpha1';
+/** How long watches may take to list before the Replication reports the source as unreachable. */
+const WATCH_SYNC_GRACE_MS = 10_000;
+const WATCH_REFRESH_MS = 5 * 60_000;
 
 export interface ReplicationControllerDeps {
   client: KubeClient;
@@ -62,6 +72,29 @@ class NotReady extends Error {
   }
 }
 
+interface Prepared {
+  target: GitTarget;
+  syncSpec: SyncSpec;
+  source: KubeClient;
+  sourceName: string;
+  repo: GitRepo;
+}
+
+/** A Secret as far as it is read here. */
+interface SecretObject extends KubeObject {
+  metadata: KubeObject['metadata'] & { finalizers?: string[]; deletionTimestamp?: string; resourceVersion?: string };
+  data?: Record<string, string>;
+}
+
+type GitTargetStatus = NonNullable<ReplicationStatus['gitTargets']>[number];
+type ConditionUpdate = Omit<Condition, 'lastTransitionTime' | 'observedGeneration'>;
+
+/** Status fields and conditions collected during one reconcile, patched once at its end. */
+interface StatusUpdate {
+  fields: Partial<ReplicationStatus>;
+  conditions: ConditionUpdate[];
+}
+
 const parseDuration = (d: string | undefined, fallbackMs: number): number => {
   if (!d) return fallbackMs;
   let ms = 0;
@@ -69,120 +102,198 @@ const parseDuration = (d: string | undefined, fallbackMs: number): number => {
   return ms || fallbackMs;
 };
 const seconds = (ms: number): string => `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)}s`;
+const sameTarget = (a: Pick<GitTargetStatus, 'url' | 'branch' | 'path'>, b: Pick<GitTargetStatus, 'url' | 'branch' | 'path'>) =>
+  a.url === b.url && a.branch === b.branch && a.path === b.path;
+const describeTarget = (t: Pick<GitTargetStatus, 'url' | 'branch' | 'path'>) => `${t.url} (branch ${t.branch}, path "${t.path}")`;
+
+/** The predicate of the watch on Replications: what the user changed (spec, annotations such as
+ * sync-now, deletion). The controller's own status writes do not trigger a reconcile. */
+export function replicationChanged(o: Replication, n: Replication): boolean {
+  return (
+    o.metadata.generation !== n.metadata.generation ||
+    JSON.stringify(o.metadata.annotations ?? {}) !== JSON.stringify(n.metadata.annotations ?? {}) ||
+    (n.metadata.deletionTimestamp !== undefined && o.metadata.deletionTimestamp === undefined)
+  );
+}
+
+export interface Due {
+  due: boolean;
+  /** Why a sync is due, for logs. */
+  why?: string;
+  /** The next scheduled sync (Scheduled), or the periodic resync (Continuous). */
+  next?: Date;
+  /** spec.trigger.manual when it asks for a sync. */
+  manual?: string;
+  /** The sync-now annotation's value when set. */
+  syncNow?: string;
+}
+
+/**
+ * Whether a sync is due, from observed state only. `sourceDigest` is what the source looks
+ * like now (Continuous mode), compared with status.sourceDigest from the last successful sync.
+ */
+export function syncDue(rep: Replication, now: Date, sourceDigest?: string): Due {
+  const spec = rep.spec;
+  const status = rep.status ?? {};
+  const syncNow = rep.metadata.annotations?.[SYNC_NOW_ANNOTATION];
+  const manual = spec.trigger?.manual && spec.trigger.manual !== status.lastManualSync ? spec.trigger.manual : undefined;
+  const lastSync = status.lastSyncTime ? new Date(status.lastSyncTime) : undefined;
+  const mode = spec.mode ?? 'Scheduled';
+  let next: Date | undefined;
+  const reasons: [boolean, string][] = [[syncNow !== undefined, 'sync-now annotation'], [manual !== undefined, 'spec.trigger.manual']];
+  if (mode !== 'Manual') {
+    reasons.push(
+      [rep.metadata.generation !== status.observedGeneration, 'spec changed'],
+      [!lastSync, 'never synced'],
+      // Failed (or partly failed): retried until it succeeds; the work queue's backoff paces it.
+      [getCondition(status.conditions as Condition[] | undefined, 'Synced')?.status === 'False', 'the last sync failed'],
+    );
+  }
+  if (mode === 'Scheduled') {
+    next = nextRun(parseCron(spec.schedule ?? ''), lastSync ?? new Date(rep.metadata.creationTimestamp ?? now.toISOString()));
+    // A tick missed while no controller ran runs once now.
+    reasons.push([next !== undefined && next <= now, 'scheduled']);
+  } else if (mode === 'Continuous') {
+    next = new Date((lastSync ?? now).getTime() + parseDuration(spec.continuous?.resyncInterval, 3_600_000));
+    reasons.push([next <= now, 'periodic resync'], [sourceDigest !== undefined && sourceDigest !== status.sourceDigest, 'source changed']);
+  }
+  const why = reasons.filter(([v]) => v).map(([, w]) => w);
+  return { due: why.length > 0, why: why.join(', ') || undefined, next, manual, syncNow };
+}
 
 export class ReplicationController {
-  /** Replications whose source changed since their last sync (Continuous mode). */
-  private readonly dirty = new Set<string>();
-  /** Continuous Replications this process has synced: after a restart or a takeover, changes
-   * made while no controller watched are unknown, so the first reconcile syncs. */
-  private readonly watchedSince = new Set<string>();
-  /** One GitRepo per repository and branch, and one operation at a time on it. */
-  private readonly repos = new Map<string, { repo: GitRepo; auth: string; lock: Promise<unknown> }>();
+  /** One GitRepo per repository, branch and credentials. */
+  private readonly repos = new Map<string, { repo: GitRepo; auth: string }>();
   private readonly kindsByReplication = new Map<string, string[]>();
+  /** What each Replication's watches were derived from: discovery is asked again only when that
+   * changes, or after WATCH_REFRESH_MS (a CRD installed since), not on every reconcile. */
+  private readonly watchedFor = new Map<string, { client: KubeClient; generation?: number; at: number }>();
   private readonly now: () => Date;
 
   constructor(private readonly d: ReplicationControllerDeps) {
     this.now = d.now ?? (() => new Date());
   }
 
-  /** Called by the source watches when something changed for `key` (after the debounce). */
-  markDirty(key: string): void {
-    this.dirty.add(key);
-    this.d.metrics.outOfSync.set({ replication: key }, 1);
-  }
-
-  reconcile = async (key: string): Promise<ReconcileResult | void> => {
+  reconcile = async (key: string, signal?: AbortSignal): Promise<ReconcileResult | void> => {
     const { namespace, name } = splitKey(key);
     const cached = this.d.replications.get(namespace, name);
     if (!cached) {
       this.d.watches.remove(key);
-      this.dirty.delete(key);
-      this.watchedSince.delete(key);
+      this.watchedFor.delete(key);
       this.kindsByReplication.delete(key);
       await this.d.metrics.forget(key);
       return;
     }
     const rep = structuredClone(cached); // the informer's copy is shared and read-only
-    if (rep.metadata.deletionTimestamp) return this.finalize(key, rep);
+    if (rep.metadata.deletionTimestamp) return this.finalize(key, rep, signal);
     if (!(rep.metadata.finalizers ?? []).includes(FINALIZER)) {
       await this.patch(rep, { metadata: { finalizers: [...(rep.metadata.finalizers ?? []), FINALIZER], resourceVersion: rep.metadata.resourceVersion } });
     }
+    const update: StatusUpdate = { fields: {}, conditions: [] };
+    let failed = false;
+    try {
+      return await this.reconcileLive(key, rep, update, signal);
+    } catch (err) {
+      failed = true;
+      if (!update.conditions.some((c) => c.type === 'Ready') && !signal?.aborted) {
+        // Failed before a sync could record why (discovery, a credentials Secret...): say so too.
+        const message = err instanceof Error ? err.message : String(err);
+        update.fields.lastError = { message, reason: 'ReconcileFailed', time: rfc3339(this.now()) };
+        update.conditions.push({ type: 'Ready', status: 'False', reason: 'ReconcileFailed', message: `${message}; retrying with backoff` });
+      }
+      throw err;
+    } finally {
+      // Once per reconcile, whatever happened (a patch error must not hide the reconcile's own);
+      // not after the lease was lost: only the leader writes.
+      if (!signal?.aborted) await this.writeStatus(rep, update.fields, update.conditions).catch((err: unknown) => {
+        if (!failed) throw err;
+        this.d.log.warn({ err, replication: key }, 'writing status failed');
+      });
+    }
+  };
 
+  private async reconcileLive(key: string, rep: Replication, st: StatusUpdate, signal?: AbortSignal): Promise<ReconcileResult | void> {
+    const set = (fields: Partial<ReplicationStatus>, conditions: ConditionUpdate[] = []) => {
+      Object.assign(st.fields, fields);
+      st.conditions.push(...conditions);
+    };
     const valid = validateReplication(rep);
     if (!valid.ok) {
       this.d.watches.remove(key);
       const message = `invalid spec: ${valid.errors.join('; ')}`;
       if (getCondition(rep.status?.conditions as Condition[] | undefined, 'Ready')?.reason !== 'InvalidSpec') this.d.events.event(rep as unknown as KubeObject, 'Warning', 'InvalidSpec', message);
-      await this.writeStatus(rep, { phase: 'Failed', lastError: { message, reason: 'InvalidSpec', time: rfc3339(this.now()) } }, [
-        { type: 'Ready', status: 'False', reason: 'InvalidSpec', message },
-      ]);
+      set({ phase: 'Failed', lastError: { message, reason: 'InvalidSpec', time: rfc3339(this.now()) } }, [{ type: 'Ready', status: 'False', reason: 'InvalidSpec', message }]);
       return; // nothing to retry until the spec changes
     }
     const spec = valid.value.spec;
     if (spec.paused) {
       this.d.watches.remove(key);
       if (rep.status?.phase !== 'Paused') this.d.events.event(rep as unknown as KubeObject, 'Normal', 'Paused', 'spec.paused is true: no syncs run until it is set to false');
-      await this.writeStatus(rep, { phase: 'Paused', nextSyncTime: undefined }, [{ type: 'Ready', status: 'False', reason: 'Paused', message: 'spec.paused is true' }]);
+      set({ phase: 'Paused', nextSyncTime: undefined }, [{ type: 'Ready', status: 'False', reason: 'Paused', message: 'spec.paused is true' }]);
       return;
     }
 
-    let prepared: { target: GitTarget; syncSpec: SyncSpec; source: KubeClient; repo: GitRepo; author: SyncSpec['git']['author'] };
+    let p: Prepared;
     try {
-      prepared = await this.prepare(valid.value);
+      p = await this.prepare(valid.value);
     } catch (err) {
       if (!(err instanceof NotReady)) throw err;
+      // Watches go; whatever changes meanwhile shows in the source digest once they are back.
       this.d.watches.remove(key);
-      await this.writeStatus(rep, { phase: 'Failed', lastError: { message: err.message, reason: err.reason, time: rfc3339(this.now()) } }, [
+      set({ phase: 'Failed', lastError: { message: err.message, reason: err.reason, time: rfc3339(this.now()) } }, [
         { type: 'Ready', status: 'False', reason: err.reason, message: err.message },
       ]);
+      this.d.metrics.outOfSync.set({ replication: key }, 1);
       return { requeueAfterMs: err.retryAfterMs ?? 30_000 };
     }
 
-    // Continuous mode watches the source; the other modes do not.
     const mode = spec.mode ?? 'Scheduled';
+    let sourceDigest: string | undefined;
     if (mode === 'Continuous') {
-      await this.ensureWatches(key, valid.value, prepared.source);
-      // Watch first, then read: a change during the sync then arrives as an event, never in between.
-      await Promise.race([this.d.watches.waitForSync(key), new Promise((r) => setTimeout(r, 30_000).unref())]);
+      await this.ensureWatches(key, valid.value, p.source);
+      sourceDigest = this.d.watches.digest(key);
+      if (sourceDigest === undefined) {
+        // The watches call back once they have listed; until then nothing can be compared.
+        const waited = this.d.watches.pendingMs(key);
+        if (waited >= WATCH_SYNC_GRACE_MS) {
+          const message = `the watches on source cluster ${p.sourceName} have not listed for ${Math.round(waited / 1000)}s: is ${p.source.server} reachable?`;
+          set({ phase: 'Failed', lastError: { message, reason: 'SourceUnreachable', time: rfc3339(this.now()) } }, [{ type: 'Ready', status: 'False', reason: 'SourceUnreachable', message }]);
+          this.d.metrics.outOfSync.set({ replication: key }, 1);
+        }
+        return { requeueAfterMs: WATCH_SYNC_GRACE_MS };
+      }
     } else this.d.watches.remove(key);
 
     const now = this.now();
-    const status = rep.status ?? {};
-    const syncNow = rep.metadata.annotations?.[SYNC_NOW_ANNOTATION];
-    const manual = spec.trigger?.manual && spec.trigger.manual !== status.lastManualSync ? spec.trigger.manual : undefined;
-    const specChanged = rep.metadata.generation !== status.observedGeneration;
-    const lastSync = status.lastSyncTime ? new Date(status.lastSyncTime) : undefined;
-    let next: Date | undefined;
-    let due = syncNow !== undefined || manual !== undefined;
-    if (mode === 'Scheduled') {
-      const sched = parseCron(spec.schedule ?? '');
-      next = nextRun(sched, lastSync ?? new Date(rep.metadata.creationTimestamp ?? now.toISOString()));
-      // A tick missed while the controller was down runs once now.
-      due ||= specChanged || !lastSync || (next !== undefined && next <= now);
-    } else if (mode === 'Continuous') {
-      const resyncMs = parseDuration(spec.continuous?.resyncInterval, 3_600_000);
-      next = new Date((lastSync ?? now).getTime() + resyncMs);
-      due ||= specChanged || !lastSync || this.dirty.has(key) || next <= now || !this.watchedSince.has(key);
+    const due = syncDue(valid.value, now, sourceDigest);
+    let next = due.next;
+    if (due.due) {
+      this.d.log.debug({ replication: key, why: due.why }, 'sync due');
+      const result = await this.sync(key, valid.value, p, set, signal);
+      const after = this.now();
+      if (mode === 'Scheduled') next = nextRun(parseCron(spec.schedule ?? ''), after);
+      else if (mode === 'Continuous') next = new Date(after.getTime() + parseDuration(spec.continuous?.resyncInterval, 3_600_000));
+      const complete = this.recordSync(rep, result, { manual: due.manual, next, sourceDigest }, set);
+      if (!complete) return { requeue: true }; // some objects failed: retried with backoff
+      if (due.syncNow !== undefined && !signal?.aborted) await this.clearSyncNow(rep, due.syncNow);
+    } else {
+      // Nothing to do: the summary follows the last sync's result (a cleared NotReady, a
+      // "Syncing" a crash left behind must not linger).
+      const synced = getCondition(rep.status?.conditions as Condition[] | undefined, 'Synced');
+      set({ nextSyncTime: next ? rfc3339(next) : undefined });
+      if (synced?.status === 'True') {
+        set({ phase: 'Synced', lastError: undefined }, [{ type: 'Ready', status: 'True', reason: 'Synced', message: synced.message }]);
+      } else if (!synced) {
+        set({ phase: 'Pending', lastError: undefined }, [{ type: 'Ready', status: 'False', reason: 'NotSynced', message: 'no sync has run yet: annotate dr-syncer.io/sync-now or set spec.trigger.manual' }]);
+      }
     }
-    if (!due) {
-      await this.writeStatus(rep, { nextSyncTime: next ? rfc3339(next) : undefined, phase: status.phase ?? 'Pending' }, []);
-      return next ? { requeueAfterMs: Math.max(1000, next.getTime() - now.getTime()) } : undefined;
-    }
-
-    this.dirty.delete(key);
-    const result = await this.sync(key, rep, prepared);
-    if (mode === 'Continuous') this.watchedSince.add(key);
-    const after = this.now();
-    if (mode === 'Scheduled') next = nextRun(parseCron(spec.schedule ?? ''), after);
-    else if (mode === 'Continuous') next = new Date(after.getTime() + parseDuration(spec.continuous?.resyncInterval, 3_600_000));
-    await this.recordSuccess(rep, result, { manual, next });
-    if (syncNow !== undefined) await this.clearSyncNow(rep, syncNow);
-    if (result.errors.length) return { requeueAfterMs: 60_000 };
-    return next ? { requeueAfterMs: Math.max(1000, next.getTime() - after.getTime()) } : undefined;
-  };
+    await this.cleanupOldTargets(key, valid.value, p.target, st, signal);
+    const at = this.now();
+    return next ? { requeueAfterMs: Math.max(1000, next.getTime() - at.getTime()) } : undefined;
+  }
 
   /** Everything a sync needs, or NotReady with a reason the user can act on. */
-  private async prepare(rep: Replication) {
+  private async prepare(rep: Replication): Promise<Prepared> {
     const spec = rep.spec;
     const ns = rep.metadata.namespace ?? 'default';
     const rc = (name: string | undefined, field: string): RemoteCluster | undefined => {
@@ -201,6 +312,11 @@ export class ReplicationController {
         if (err instanceof ClusterError) throw new NotReady('SourceClusterNotReady', `source cluster ${sourceRc.metadata.name}: ${err.message}`);
         throw err;
       }
+      // Its controller probes it: while it does not answer, syncs would only hold workers until they time out.
+      const reachable = getCondition(sourceRc.status?.conditions as Condition[] | undefined, 'Reachable');
+      if (sourceRc.status?.observedGeneration === sourceRc.metadata.generation && reachable?.status === 'False') {
+        throw new NotReady('SourceClusterUnreachable', `source cluster ${sourceRc.metadata.name}: ${reachable.message}`, 10_000);
+      }
     }
     let target: GitTarget;
     try {
@@ -208,16 +324,17 @@ export class ReplicationController {
     } catch (err) {
       throw new NotReady('NoRepository', err instanceof Error ? err.message : String(err), 300_000);
     }
-    const auth = target.credentialsSecret ? await this.gitAuth(ns, target.credentialsSecret) : undefined;
-    const repo = this.repoFor(target, auth);
+    const repo = await this.repoFor(ns, target);
     const syncSpec = syncSpecFor(rep, spec.sourceCluster ?? this.d.localClusterName, target);
-    return { target, syncSpec, source, repo, author: syncSpec.git.author };
+    return { target, syncSpec, source, sourceName: spec.sourceCluster ?? this.d.localClusterName, repo };
   }
 
+  /** The Git credentials in Secret `secretName`; the Secret is kept (a finalizer) while any Replication needs it. */
   private async gitAuth(namespace: string, secretName: string): Promise<GitAuth> {
-    let secret: { data?: Record<string, string> };
+    const p = `/api/v1/namespaces/${encodeURIComponent(namespace)}/secrets/${encodeURIComponent(secretName)}`;
+    let secret: SecretObject;
     try {
-      secret = await this.d.client.get(`/api/v1/namespaces/${encodeURIComponent(namespace)}/secrets/${encodeURIComponent(secretName)}`);
+      secret = await this.d.client.get(p);
     } catch (err) {
       if (err instanceof KubeApiError && err.status === 404) {
         throw new NotReady('GitCredentialsNotFound', `Secret ${namespace}/${secretName} (git credentialsSecretRef) does not exist; it needs the keys username and password, or token`);
@@ -229,52 +346,84 @@ export class ReplicationController {
     if (!auth.password && !auth.token) {
       throw new NotReady('GitCredentialsInvalid', `Secret ${namespace}/${secretName} needs the keys username and password, or token`);
     }
+    const finalizers = secret.metadata.finalizers ?? [];
+    if (!secret.metadata.deletionTimestamp && !finalizers.includes(CREDENTIALS_FINALIZER)) {
+      await this.d.client.request('PATCH', p, { metadata: { finalizers: [...finalizers, CREDENTIALS_FINALIZER], resourceVersion: secret.metadata.resourceVersion } }, 'application/merge-patch+json');
+    }
     return auth;
   }
 
-  private repoFor(target: GitTarget, auth: GitAuth | undefined): GitRepo {
+  /** Drops our finalizer from a credentials Secret no Replication refers to any more. */
+  private async releaseCredentials(namespace: string, secretName: string, except: { key: string; keep: GitTargetStatus[] }): Promise<void> {
+    if (except.keep.some((t) => t.credentialsSecret === secretName)) return;
+    for (const r of this.d.replications.list()) {
+      if (r.metadata.namespace !== namespace || `${namespace}/${r.metadata.name}` === except.key) continue;
+      const own = r.spec.git?.url ? r.spec.git.credentialsSecretRef?.name : undefined;
+      const dest = !r.spec.git?.url && r.spec.destinationCluster ? this.d.remoteClusters.get(namespace, r.spec.destinationCluster)?.spec.git?.credentialsSecretRef?.name : undefined;
+      const recorded = (r.status?.gitTargets ?? []).map((t) => t.credentialsSecret);
+      if ([own, dest, r.spec.git?.credentialsSecretRef?.name, ...recorded].includes(secretName)) return;
+    }
+    const p = `/api/v1/namespaces/${encodeURIComponent(namespace)}/secrets/${encodeURIComponent(secretName)}`;
+    try {
+      const secret = await this.d.client.get<SecretObject>(p);
+      const finalizers = secret.metadata.finalizers ?? [];
+      if (!finalizers.includes(CREDENTIALS_FINALIZER)) return;
+      await this.d.client.request('PATCH', p, {
+        metadata: { finalizers: finalizers.filter((f) => f !== CREDENTIALS_FINALIZER), resourceVersion: secret.metadata.resourceVersion },
+      }, 'application/merge-patch+json');
+    } catch (err) {
+      if (!(err instanceof KubeApiError && err.status === 404)) throw err;
+    }
+  }
+
+  private async repoFor(namespace: string, target: Pick<GitTargetStatus, 'url' | 'branch' | 'credentialsSecret'>): Promise<GitRepo> {
+    const auth = target.credentialsSecret ? await this.gitAuth(namespace, target.credentialsSecret) : undefined;
     const k = `${target.url}#${target.branch}`;
     const authKey = JSON.stringify(auth ?? null);
     const hit = this.repos.get(k);
     if (hit && hit.auth === authKey) return hit.repo;
     const repo = new GitRepo({ url: target.url, branch: target.branch, auth, cacheDir: this.d.cacheDir, log: this.d.log });
-    this.repos.set(k, { repo, auth: authKey, lock: hit?.lock ?? Promise.resolve() });
+    this.repos.set(k, { repo, auth: authKey });
     return repo;
   }
 
-  /** Runs `fn` when no other operation on the same repository runs (they share a bare cache). */
-  private async withRepo<T>(repo: GitRepo, fn: () => Promise<T>): Promise<T> {
-    const entry = this.repos.get(`${repo.url}#${repo.branch}`)!;
-    const run = entry.lock.then(fn, fn);
-    entry.lock = run.catch(() => undefined);
-    return run;
-  }
-
-  private async sync(key: string, rep: Replication, p: Awaited<ReturnType<ReplicationController['prepare']>>): Promise<SyncResult> {
+  /** One sync. Throws on failure (after recording it), so the work queue retries with backoff. */
+  private async sync(key: string, rep: Replication, p: Prepared, set: (f: Partial<ReplicationStatus>, c?: ConditionUpdate[]) => void, signal?: AbortSignal): Promise<SyncResult> {
     const t0 = performance.now();
-    await this.writeStatus(rep, { phase: 'Syncing' }, []);
-    const sealSecrets = p.syncSpec.plan.secretsMode === 'SOPS' ? sopsSealer(rep.spec.secrets?.sops?.ageRecipients ?? [], await this.digestKey(rep)) : undefined;
+    // Recorded before anything is written there: clean-up finds it even after a crash.
+    const here: GitTargetStatus = { url: p.target.url, branch: p.target.branch, path: p.target.path, credentialsSecret: p.target.credentialsSecret };
+    const targets = [...(rep.status?.gitTargets ?? []).filter((t) => !sameTarget(t, here)), here];
+    await this.writeStatus(rep, { phase: 'Syncing', gitTargets: targets }, []);
     try {
-      const result = await this.withRepo(p.repo, () => runSync(p.syncSpec, { source: p.source, repo: p.repo, sealSecrets, log: this.d.log.child({ replication: key }) }));
+      const sealSecrets = p.syncSpec.plan.secretsMode === 'SOPS' ? sopsSealer(rep.spec.secrets?.sops?.ageRecipients ?? [], await this.digestKey(rep)) : undefined;
+      const log = this.d.log.child({ replication: key });
+      // The source is read outside the repository lock: a slow source cluster delays only its own Replications.
+      const read = await readSyncSource(p.syncSpec, { source: p.source, log });
+      signal?.throwIfAborted();
+      const result = await p.repo.exclusive(() => runSync(p.syncSpec, { source: p.source, repo: p.repo, sealSecrets, log, read, signal }));
       this.d.metrics.syncDuration.observe({ replication: key, result: 'success' }, (performance.now() - t0) / 1000);
       if (result.attempts > 1) this.d.metrics.pushFailures.inc({ replication: key }, result.attempts - 1);
       return result;
     } catch (err) {
       this.d.metrics.syncDuration.observe({ replication: key, result: 'error' }, (performance.now() - t0) / 1000);
       this.d.metrics.outOfSync.set({ replication: key }, 1);
-      const reason = err instanceof SyncError ? err.reason : err instanceof PushConflictError ? 'GitPushRejected' : /push|fetch/i.test(String(err)) ? 'GitFailed' : 'SyncFailed';
+      const reason = signal?.aborted
+        ? 'Interrupted'
+        : err instanceof SyncError ? err.reason
+          : err instanceof PushConflictError ? 'GitPushRejected'
+            : err instanceof KubeApiError ? 'SourceUnreachable'
+              : /push|fetch/i.test(String(err)) ? 'GitFailed' : 'SyncFailed';
       if (reason.startsWith('Git')) this.d.metrics.pushFailures.inc({ replication: key });
-      const message = err instanceof Error ? err.message : String(err);
-      this.d.events.event(rep as unknown as KubeObject, 'Warning', 'SyncFailed', message);
-      await this.writeStatus(rep, { phase: 'Failed', lastError: { message, reason, time: rfc3339(this.now()) } }, [
-        { type: 'Synced', status: 'False', reason, message },
-        { type: 'Ready', status: 'False', reason, message },
-      ]);
+      const message = signal?.aborted ? `the sync was stopped before it pushed: ${String(signal.reason instanceof Error ? signal.reason.message : signal.reason)}` : err instanceof Error ? err.message : String(err);
+      if (!signal?.aborted) this.d.events.event(rep as unknown as KubeObject, 'Warning', 'SyncFailed', message);
+      const failure: ConditionUpdate = { type: 'Synced', status: 'False', reason, message };
+      set({ phase: 'Failed', lastError: { message, reason, time: rfc3339(this.now()) } }, [failure, { ...failure, type: 'Ready' }]);
       throw err;
     }
   }
 
-  private async recordSuccess(rep: Replication, r: SyncResult, o: { manual?: string; next?: Date }): Promise<void> {
+  /** Records a finished sync in `set`; false when some objects failed (to be retried). */
+  private recordSync(rep: Replication, r: SyncResult, o: { manual?: string; next?: Date; sourceDigest?: string }, set: (f: Partial<ReplicationStatus>, c?: ConditionUpdate[]) => void): boolean {
     const key = `${rep.metadata.namespace}/${rep.metadata.name}`;
     const now = this.now();
     const kinds = Object.keys(r.counts);
@@ -282,7 +431,7 @@ export class ReplicationController {
     for (const [kind, n] of Object.entries(r.counts)) this.d.metrics.objectsSynced.set({ replication: key, kind }, n);
     this.kindsByReplication.set(key, kinds);
     const partial = r.errors.length > 0;
-    this.d.metrics.outOfSync.set({ replication: key }, partial || this.dirty.has(key) ? 1 : 0);
+    this.d.metrics.outOfSync.set({ replication: key }, partial ? 1 : 0);
     if (!partial) this.d.metrics.lastSuccess.set({ replication: key }, now.getTime() / 1000);
     const { added, changed, removed } = r.diff;
     const summary = `${added.length} added, ${changed.length} changed, ${removed.length} removed`;
@@ -300,7 +449,9 @@ export class ReplicationController {
     }
     const message = r.commit ? `committed ${r.commit.slice(0, 12)}: ${summary}` : 'no changes: the DR repository is up to date';
     const errorText = r.errors.map((e) => e.message).join('; ');
-    const status: ReplicationStatus = {
+    const failReason = r.notOwned.length ? 'FolderNotOwned' : 'TransformFailed';
+    const warn = r.warnings.length ? ` (warnings: ${r.warnings.join('; ')})` : '';
+    set({
       phase: partial ? 'Failed' : 'Synced',
       observedGeneration: rep.metadata.generation,
       lastSyncTime: rfc3339(now),
@@ -313,54 +464,103 @@ export class ReplicationController {
       }),
       skipped: [...skipped.values()].sort((a, b) => `${a.kind}${a.reason}`.localeCompare(`${b.kind}${b.reason}`)),
       sourceNamespaces: r.namespaces.map((n) => n.source),
-      lastError: partial ? { message: errorText, reason: 'TransformFailed', time: rfc3339(now) } : undefined,
-      ...(o.manual !== undefined ? { lastManualSync: o.manual } : {}),
-    };
-    const warn = r.warnings.length ? ` (warnings: ${r.warnings.join('; ')})` : '';
-    await this.writeStatus(rep, status, [
-      partial
-        ? { type: 'Synced', status: 'False', reason: 'TransformFailed', message: errorText }
-        : { type: 'Synced', status: 'True', reason: r.commit ? 'Committed' : 'UpToDate', message: message + warn },
-      partial ? { type: 'Ready', status: 'False', reason: 'TransformFailed', message: errorText } : { type: 'Ready', status: 'True', reason: 'Synced', message },
+      lastError: partial ? { message: errorText, reason: failReason, time: rfc3339(now) } : undefined,
+      // Only a complete sync covers the source as it was: a partial one is retried.
+      ...(partial ? {} : { sourceDigest: o.sourceDigest, ...(o.manual !== undefined ? { lastManualSync: o.manual } : {}) }),
+    }, [
+      partial ? { type: 'Synced', status: 'False', reason: failReason, message: errorText } : { type: 'Synced', status: 'True', reason: r.commit ? 'Committed' : 'UpToDate', message: message + warn },
+      partial ? { type: 'Ready', status: 'False', reason: failReason, message: errorText } : { type: 'Ready', status: 'True', reason: 'Synced', message },
     ]);
+    return !partial;
+  }
+
+  /** Folders this Replication wrote under an earlier spec.git (URL, branch or path) are removed. */
+  private async cleanupOldTargets(key: string, rep: Replication, current: GitTarget, st: StatusUpdate, signal?: AbortSignal): Promise<void> {
+    const recorded = st.fields.gitTargets ?? rep.status?.gitTargets ?? [];
+    const old = recorded.filter((t) => !sameTarget(t, current));
+    if (old.length === 0 || !recorded.some((t) => sameTarget(t, current))) return; // the new target first
+    const left = [...recorded];
+    try {
+      for (const t of old) {
+        await this.removeFrom(key, rep, t, signal);
+        left.splice(left.indexOf(t), 1);
+      }
+    } finally {
+      if (left.length !== recorded.length) {
+        st.fields.gitTargets = left;
+        const ns = rep.metadata.namespace ?? 'default';
+        for (const t of old) if (t.credentialsSecret && !left.includes(t)) await this.releaseCredentials(ns, t.credentialsSecret, { key, keep: left });
+      }
+    }
+  }
+
+  /** Removes the Replication's folders from one repository; needs only Git. */
+  private async removeFrom(key: string, rep: Replication, t: GitTargetStatus, signal?: AbortSignal): Promise<void> {
+    const ns = rep.metadata.namespace ?? 'default';
+    const repo = await this.repoFor(ns, t);
+    const author = { name: rep.spec.git?.author?.name ?? 'dr-syncer', email: rep.spec.git?.author?.email ?? 'dr-syncer@localhost' };
+    const commit = await repo.exclusive(() =>
+      removeReplication({ replication: key, sourceCluster: rep.spec.sourceCluster ?? this.d.localClusterName, path: t.path, author }, { repo, log: this.d.log, signal }),
+    );
+    if (commit) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'Removed', `removed its folders from ${describeTarget(t)} in ${commit.slice(0, 12)}`);
   }
 
   private async ensureWatches(key: string, rep: Replication, source: KubeClient): Promise<void> {
     const spec = rep.spec;
+    const w = this.watchedFor.get(key);
+    if (w && w.client === source && w.generation === rep.metadata.generation && Date.now() - w.at < WATCH_REFRESH_MS && this.d.watches.has(key)) return;
     const discovered = await source.discover();
-    const { types } = resolveResourceTypes(spec.resourceTypes, spec.excludeResourceTypes, discovered);
+    // Secrets are not written in mode Omit: neither watched (nor held in memory).
+    const omitSecrets = (spec.secrets?.mode ?? 'Omit') === 'Omit';
+    const types = resolveResourceTypes(spec.resourceTypes, spec.excludeResourceTypes, discovered).types.filter((t) => !(omitSecrets && t.group === '' && t.resource === 'secrets'));
     const watches: WatchSpec[] = [];
     if (spec.sourceNamespace) {
+      watches.push({ path: '/api/v1/namespaces', fieldSelector: `metadata.name=${spec.sourceNamespace}`, selectsNamespaces: true });
       for (const t of types) watches.push({ path: resourcePath(t, spec.sourceNamespace) });
     } else {
-      const sel = spec.namespaceSelector?.labelSelector as LabelSelector | undefined;
-      const q = selectorToQuery(sel);
-      watches.push({ path: '/api/v1/namespaces', labelSelector: q || undefined });
-      const namespaces = new Set((await resolveNamespaces(source, { namespaceSelector: spec.namespaceSelector as SyncSpec['namespaceSelector'] })).map((n) => n.source));
-      for (const t of types) watches.push({ path: resourcePath(t), namespaces });
+      const q = selectorToQuery(spec.namespaceSelector?.labelSelector as LabelSelector | undefined);
+      watches.push({ path: '/api/v1/namespaces', labelSelector: q || undefined, selectsNamespaces: true });
+      for (const t of types) watches.push({ path: resourcePath(t), inSelectedNamespaces: true });
     }
     this.d.watches.set(key, source, watches, parseDuration(spec.continuous?.debounce, 500));
+    this.watchedFor.set(key, { client: source, generation: rep.metadata.generation, at: Date.now() });
   }
 
-  private async finalize(key: string, rep: Replication): Promise<ReconcileResult | void> {
+  /**
+   * The finalizer: removes the Replication's folders from every repository it wrote (recorded in
+   * status.gitTargets), with Git alone: no source cluster, no kubeconfig. Until that worked the
+   * finalizer stays and the clean-up is retried with backoff.
+   */
+  private async finalize(key: string, rep: Replication, signal?: AbortSignal): Promise<ReconcileResult | void> {
     this.d.watches.remove(key);
-    this.dirty.delete(key);
     if (!(rep.metadata.finalizers ?? []).includes(FINALIZER)) return;
-    const valid = validateReplication(rep);
-    if (valid.ok) {
+    const ns = rep.metadata.namespace ?? 'default';
+    let targets = rep.status?.gitTargets;
+    if (!targets && rep.status?.lastSyncTime) {
+      // Synced by an older version that did not record its targets: the spec's target.
       try {
-        const p = await this.prepare(valid.value);
-        const commit = await this.withRepo(p.repo, () =>
-          removeReplication({ replication: p.syncSpec.replication, sourceCluster: p.syncSpec.sourceCluster, path: p.target.path, author: p.author }, { repo: p.repo, log: this.d.log }),
-        );
-        if (commit) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'Removed', `removed its folders from the DR repository in ${commit.slice(0, 12)}`);
+        const destRc = rep.spec.destinationCluster ? this.d.remoteClusters.get(ns, rep.spec.destinationCluster) : undefined;
+        const t = gitTarget(rep, destRc);
+        targets = [{ url: t.url, branch: t.branch, path: t.path, credentialsSecret: t.credentialsSecret }];
+      } catch {
+        targets = [];
+      }
+    }
+    targets ??= []; // never synced: nothing was written
+    for (const t of targets) {
+      try {
+        await this.removeFrom(key, rep, t, signal);
       } catch (err) {
-        if (!(err instanceof NotReady)) throw err; // e.g. the repository is unreachable: retry with backoff
-        this.d.events.event(rep as unknown as KubeObject, 'Warning', 'CleanupSkipped', `the DR repository folders were not removed: ${err.message}`);
+        const message = `the folders in ${describeTarget(t)} were not removed: ${err instanceof Error ? err.message : String(err)}; ` +
+          `retrying. To leave them, remove the finalizer ${FINALIZER} by hand`;
+        this.d.events.event(rep as unknown as KubeObject, 'Warning', 'CleanupFailed', message);
+        if (err instanceof NotReady) return { requeueAfterMs: 30_000 };
+        throw err;
       }
     }
     const finalizers = (rep.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
     await this.patch(rep, { metadata: { finalizers, resourceVersion: rep.metadata.resourceVersion } });
+    for (const s of new Set(targets.map((t) => t.credentialsSecret))) if (s) await this.releaseCredentials(ns, s, { key, keep: [] });
   }
 
   /** The key of the keyed digest that lets unchanged SOPS Secrets keep their files (see sync/secrets.ts). */
@@ -368,11 +568,15 @@ export class ReplicationController {
     const ns = rep.metadata.namespace ?? 'default';
     const name = `${rep.metadata.name}-sops-digest`.slice(0, 253);
     const p = `/api/v1/namespaces/${encodeURIComponent(ns)}/secrets`;
+    let existing: { data?: { key?: string } } | undefined;
     try {
-      const s = await this.d.client.get<{ data?: { key?: string } }>(`${p}/${encodeURIComponent(name)}`);
-      if (s.data?.key) return Buffer.from(s.data.key, 'base64');
+      existing = await this.d.client.get<{ data?: { key?: string } }>(`${p}/${encodeURIComponent(name)}`);
     } catch (err) {
       if (!(err instanceof KubeApiError && err.status === 404)) throw err;
+    }
+    if (existing?.data?.key) return Buffer.from(existing.data.key, 'base64');
+    if (existing) {
+      throw new SyncError('DigestKeyInvalid', `Secret ${ns}/${name} holds the SOPS digest key but has no key "key"; delete it and dr-syncer creates a new one (SOPS Secrets are then encrypted afresh once)`);
     }
     const key = randomBytes(32);
     const owner = { apiVersion: 'dr-syncer.io/v1alpha1', kind: 'Replication', name: rep.metadata.name, uid: rep.metadata.uid, controller: true };
@@ -410,7 +614,7 @@ export class ReplicationController {
    * Merges `fields` and `conditions` into the status and writes it when it changed. The
    * conditions record the generation they were computed for.
    */
-  private async writeStatus(rep: Replication, fields: Partial<ReplicationStatus>, conditions: Omit<Condition, 'lastTransitionTime' | 'observedGeneration'>[]): Promise<void> {
+  private async writeStatus(rep: Replication, fields: Partial<ReplicationStatus>, conditions: ConditionUpdate[]): Promise<void> {
     const now = this.now();
     const old = rep.status ?? {};
     let conds = (old.conditions ?? []) as Condition[];

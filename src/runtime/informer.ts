@@ -20,7 +20,7 @@ import { keyOf } from './controller.ts';
 /** What the informer needs from KubeClient (a narrower type so tests can pass a fake). */
 export type InformerClient = Pick<KubeClient, 'list' | 'raw'>;
 
-export interface InformerOptions {
+export interface InformerOptions<T extends KubeObject = KubeObject> {
   client: InformerClient;
   /** Collection path, e.g. /api/v1/namespaces/shop/configmaps or /apis/dr-syncer.io/v1alpha1/replications. */
   path: string;
@@ -39,6 +39,9 @@ export interface InformerOptions {
   log?: Logger;
   /** For logs (default: the path). */
   name?: string;
+  /** Applied to every object before it is cached and handed to handlers (client-go's
+   * SetTransform): keep only what the handlers need, e.g. a digest instead of a Secret's data. */
+  transform?: (obj: KubeObject) => T;
 }
 
 /** Handlers receive the cached objects themselves: treat them as read-only. A handler may be
@@ -85,6 +88,7 @@ export class Informer<T extends KubeObject = KubeObject> {
   private readonly backoffInitialMs: number;
   private readonly backoffMaxMs: number;
   private readonly log: Logger;
+  private readonly transform: (obj: KubeObject) => T;
 
   private cache = new Map<string, T>();
   private handlers: EventHandler<T>[] = [];
@@ -96,7 +100,7 @@ export class Informer<T extends KubeObject = KubeObject> {
   private resyncTimer: NodeJS.Timeout | undefined;
   private syncWaiters = new Set<{ resolve: () => void; reject: (err: unknown) => void }>();
 
-  constructor(opts: InformerOptions) {
+  constructor(opts: InformerOptions<T>) {
     this.client = opts.client;
     this.path = opts.path;
     if (opts.labelSelector) this.selectors.labelSelector = opts.labelSelector;
@@ -107,6 +111,7 @@ export class Informer<T extends KubeObject = KubeObject> {
     this.backoffInitialMs = opts.backoff?.initialMs ?? 800;
     this.backoffMaxMs = opts.backoff?.maxMs ?? 30_000;
     this.name = opts.name ?? opts.path;
+    this.transform = opts.transform ?? ((o) => o as T);
     this.log = (opts.log ?? silentLogger).child({ informer: this.name });
   }
 
@@ -282,7 +287,7 @@ export class Informer<T extends KubeObject = KubeObject> {
   private async relist(): Promise<void> {
     const res = await abortable(this.client.list(this.path, { ...this.selectors }), this.stopSignal);
     this.stats.lists++;
-    this.replace(res.items as T[], res.resourceVersion);
+    this.replace(res.items.map(this.transform), res.resourceVersion);
   }
 
   /** Applies a full LIST: adds, changes and deletes relative to the cache become events. */
@@ -414,7 +419,7 @@ export class Informer<T extends KubeObject = KubeObject> {
           this.log.warn({ type: ev.type }, 'watch event without metadata.name ignored');
           return undefined;
         }
-        const o = obj as T;
+        const o = this.transform(obj as KubeObject);
         if (ev.type === 'DELETED') this.remove(o);
         else this.upsert(o);
         break;

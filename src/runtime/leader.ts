@@ -191,8 +191,10 @@ export class LeaderElector {
       const timer = new AbortController();
       const drained = await Promise.race([work.then(() => true), sleep(this.o.leaseDurationMs, timer.signal).then(() => false)]);
       timer.abort();
-      if (!drained) this.log.warn('onStartedLeading did not return within leaseDuration after cancel');
-      if (this.o.releaseOnCancel) await this.release();
+      // Released only once every writer returned: a follower that acquires a released lease
+      // starts at once, and must never overlap a sync of ours still running.
+      if (!drained) this.log.warn('writers still running a leaseDuration after cancel: the lease is not released and expires by itself');
+      else if (this.o.releaseOnCancel) await this.release();
     } else {
       // Never campaign again while the previous term's writers may still be running.
       const done = new AbortController();

@@ -53,6 +53,10 @@ export interface SyncDeps {
   log?: Logger;
   /** Attempts when the push is rejected because the branch moved. */
   maxAttempts?: number;
+  /** The source as readSyncSource read it (the controller reads it outside its repository lock). */
+  read?: SourceRead;
+  /** Aborted when this process may no longer write (lost lease, shutdown): checked before each push. */
+  signal?: AbortSignal;
 }
 
 export interface SyncResult {
@@ -67,6 +71,9 @@ export interface SyncResult {
   warnings: string[];
   attempts: number;
   durationMs: number;
+  /** Destination folders that exist but are not this Replication's (owner: the Replication that
+   * wrote them, or undefined when dr-syncer did not write them): left untouched. */
+  notOwned: { folder: string; owner?: string }[];
   /** Where the time went, in ms: read (discovery + LIST, with the Git fetch alongside), fetch
    * (previous files; re-fetches on retries), render, write (objects), push. */
   phases: Record<'read' | 'fetch' | 'render' | 'write' | 'push', number>;
@@ -123,7 +130,7 @@ export async function resolveNamespaces(client: KubeClient, spec: NamespaceSourc
     .sort((a, b) => a.source.localeCompare(b.source));
 }
 
-interface SourceRead {
+export interface SourceRead {
   namespaces: SourceNamespace[];
   /** Destination folders of namespaces being deleted at the source: left as they are. */
   frozen: string[];
@@ -214,12 +221,19 @@ function sourceError(err: unknown, spec: SyncSpec, client: KubeClient): SyncErro
   return new SyncError('SourceReadFailed', `reading ${where} failed: ${msg}`);
 }
 
+/** Reads what a sync of `spec` needs from the source cluster, for SyncDeps.read; errors name the cluster. */
+export function readSyncSource(spec: SyncSpec, deps: Pick<SyncDeps, 'source' | 'log'>): Promise<SourceRead> {
+  return readSource(deps.source, spec, deps.log ?? silentLogger).catch((err: unknown) => {
+    throw sourceError(err, spec, deps.source);
+  });
+}
+
 interface RepoState {
   snapshot: Snapshot;
   parent: string;
   /** Destination folder name → blob entries (file → oid) for folders this Replication owns. */
   owned: Map<string, Map<string, string>>;
-  /** Destination folder name → owning Replication, for folders owned by someone else. */
+  /** Destination folder name → owning Replication ('' when dr-syncer did not write it), for folders that are not ours. */
   foreign: Map<string, string>;
 }
 
@@ -231,11 +245,11 @@ async function readRepoState(repo: GitRepo, parent: string, replication: string)
     if (e.type !== 'tree') continue;
     const entries = (await repo.readDir(snapshot.tree, joinPath(parent, e.path))) ?? [];
     const nsFile = entries.find((x) => x.path === NAMESPACE_FILE && x.type === 'blob');
-    if (!nsFile) continue;
-    const ns = parseYaml(await repo.readBlob(nsFile.oid)) as KubeObject | null;
+    // A folder without our namespace.yaml was written by someone else: never ours to replace.
+    const ns = nsFile ? (parseYaml(await repo.readBlob(nsFile.oid)) as KubeObject | null) : undefined;
     const ownerOf = ns?.metadata?.annotations?.[REPLICATION_ANNOTATION];
     if (ownerOf === replication) owned.set(e.path, new Map(entries.filter((x) => x.type === 'blob').map((x) => [x.path, x.oid])));
-    else if (ownerOf) foreign.set(e.path, ownerOf);
+    else foreign.set(e.path, ownerOf ?? '');
   }
   return { snapshot, parent, owned, foreign };
 }
@@ -267,7 +281,7 @@ const backoff = (attempt: number) => new Promise((r) => setTimeout(r, Math.min(2
  */
 export async function removeReplication(
   target: { replication: string; sourceCluster: string; path?: string; author: Author },
-  deps: Pick<SyncDeps, 'repo' | 'log' | 'now' | 'maxAttempts'>,
+  deps: Pick<SyncDeps, 'repo' | 'log' | 'now' | 'maxAttempts' | 'signal'>,
 ): Promise<string | undefined> {
   const parent = normalizeRepoPath(target.path);
   for (let attempt = 1; ; attempt++) {
@@ -278,6 +292,7 @@ export async function removeReplication(
     const removed = [...state.owned].flatMap(([d, files]) => [...files.keys()].map((f) => `${joinPath(parent, d)}/${f}`)).sort();
     const message = commitMessage({ replication: target.replication, sourceCluster: target.sourceCluster, diff: { added: [], changed: [], removed }, counts: {}, notes: ['The Replication was deleted; its folders are removed.'] });
     const commit = await deps.repo.commit(tree, state.snapshot.commit, message, target.author, (deps.now ?? (() => new Date()))());
+    deps.signal?.throwIfAborted();
     try {
       await deps.repo.push(commit, state.snapshot.commit);
       return commit;
@@ -332,16 +347,14 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
     mark = t;
   };
   // The source and the repository are read at the same time: neither needs the other.
-  const [src, firstState] = await Promise.all([
-    readSource(deps.source, spec, log).catch((err: unknown) => {
-      throw sourceError(err, spec, deps.source);
-    }),
-    readRepoState(deps.repo, parent, spec.replication),
-  ]);
+  const readSrc = () => readSyncSource(spec, { source: deps.source, log });
+  let [src, state] = await Promise.all([deps.read ?? readSrc(), readRepoState(deps.repo, parent, spec.replication)]);
   lap('read');
   const maxAttempts = deps.maxAttempts ?? 5;
   for (let attempt = 1; ; attempt++) {
-    const state = attempt === 1 ? firstState : await readRepoState(deps.repo, parent, spec.replication);
+    // The branch moved: someone may have written a newer read of the same source there, so
+    // read the source again too; re-rendering the old read could roll that back.
+    if (attempt > 1) [src, state] = await Promise.all([readSrc(), readRepoState(deps.repo, parent, spec.replication)]);
     const previous = await loadPrevious(deps.repo, state, neededPrevious(src.namespaces, spec.plan.secretsMode));
     lap('fetch');
     const errors: ObjectError[] = [];
@@ -349,13 +362,18 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
     const warnings = [...src.warnings];
     const folders = new Map<string, Map<string, string> | null>();
     const written: KubeObject[] = [];
+    const notOwned: SyncResult['notOwned'] = [];
 
     for (const ns of src.namespaces) {
       const foreignOwner = state.foreign.get(ns.destination);
-      if (foreignOwner) {
+      if (foreignOwner !== undefined) {
+        const folder = joinPath(parent, ns.destination);
+        notOwned.push({ folder, owner: foreignOwner || undefined });
         errors.push({
           ref: `Namespace ${ns.destination}`, file: NAMESPACE_FILE,
-          message: `the DR repository folder ${joinPath(parent, ns.destination)} belongs to Replication ${foreignOwner}; choose another destination namespace or git path`,
+          message: foreignOwner
+            ? `the DR repository folder ${folder} belongs to Replication ${foreignOwner}; choose another destination namespace or git path`
+            : `the DR repository folder ${folder} was not written by dr-syncer (it has no namespace.yaml naming a Replication), so it is left as it is; choose another destination namespace or git path, or remove the folder`,
         });
         continue;
       }
@@ -408,7 +426,7 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
     const counts = countByKind(written);
     lap('write');
     const base = {
-      diff, counts, skipped, errors, warnings, attempts: attempt, phases,
+      diff, counts, skipped, errors, warnings, attempts: attempt, phases, notOwned,
       namespaces: src.namespaces.map((n) => ({ source: n.source, destination: n.destination })),
     };
 
@@ -417,6 +435,7 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
     }
     const message = commitMessage({ replication: spec.replication, sourceCluster: spec.sourceCluster, diff, counts, notes: warnings });
     const commit = await deps.repo.commit(tree, state.snapshot.commit, message, spec.git.author, now());
+    deps.signal?.throwIfAborted();
     try {
       await deps.repo.push(commit, state.snapshot.commit);
       lap('push');

@@ -4,6 +4,9 @@
 // synchronously can never deadlock against it; startGitServer() spawns and stops it by PID.
 //
 //   tsx test/env/git-server.ts --root <dir> [--user name:password] [--port N]
+//
+// Failures can be injected while it runs (GitServer.fault): every request whose path and query
+// contain `match` is answered with `status`, or delayed by `delayMs` first, until cleared.
 import { execFile, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -28,12 +31,59 @@ export interface GitServer {
   git(args: string[], cwd?: string): Promise<string>;
   /** Clones `name` into a fresh temp folder and returns it. */
   clone(name: string): Promise<string>;
+  /** Injects a failure into the requests that contain `match` (default: all); undefined clears it. */
+  fault(f: Fault | undefined): Promise<void>;
+  /** Requests the current fault has caught so far (a delayed one counts when it arrives). */
+  faultHits(): Promise<number>;
   stop(): Promise<void>;
 }
 
+export interface Fault {
+  /** Answer with this HTTP status (e.g. 503) instead of serving. */
+  status?: number;
+  /** Wait this long before serving (or failing). */
+  delayMs?: number;
+  /** Only requests whose path+query contain this, e.g. "git-receive-pack" for pushes. */
+  match?: string;
+}
+
+const FAULT_PATH = '/_test/fault';
+
 function serve(root: string, users: Record<string, string>, port: number): Promise<http.Server> {
+  let fault: Fault | undefined;
+  let hits = 0;
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
+    if (url.pathname === FAULT_PATH && req.method === 'PUT') {
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      req.on('end', () => {
+        fault = body ? (JSON.parse(body) as Fault) : undefined;
+        hits = 0;
+        res.writeHead(204).end();
+      });
+      return;
+    }
+    if (url.pathname === FAULT_PATH) {
+      res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ hits }));
+      return;
+    }
+    const f = fault && (!fault.match || `${url.pathname}${url.search}`.includes(fault.match)) ? fault : undefined;
+    if (f) {
+      hits++;
+      const go = () => {
+        if (f.status) {
+          req.resume();
+          res.writeHead(f.status, { 'Content-Type': 'text/plain' }).end(`injected failure ${f.status}\n`);
+        } else handle(req, res, url);
+      };
+      if (f.delayMs) setTimeout(go, f.delayMs);
+      else go();
+      return;
+    }
+    handle(req, res, url);
+  });
+  const handle = (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => {
     const m = /^Basic (.+)$/.exec(req.headers.authorization ?? '');
     const [u, p] = m ? Buffer.from(m[1]!, 'base64').toString().split(/:(.*)/s) : [];
     if (!u || users[u] !== p) {
@@ -85,7 +135,7 @@ function serve(root: string, users: Record<string, string>, port: number): Promi
       if (!headersDone) res.writeHead(500);
       res.end();
     });
-  });
+  };
   return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve(server)));
 }
 
@@ -130,6 +180,14 @@ export async function startGitServer(opts: { user?: string; password?: string } 
       const dir = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'drs-clone-'));
       await git(['clone', '-q', `${withCreds}/${name}.git`, dir]);
       return dir;
+    },
+    async fault(f) {
+      const res = await fetch(`${base}${FAULT_PATH}`, { method: 'PUT', body: f ? JSON.stringify(f) : '' });
+      if (res.status !== 204) throw new Error(`git server: setting the fault failed with ${res.status}`);
+    },
+    async faultHits() {
+      const res = await fetch(`${base}${FAULT_PATH}`);
+      return ((await res.json()) as { hits: number }).hits;
     },
     async stop() {
       process.removeListener('exit', killChild);

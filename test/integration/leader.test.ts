@@ -6,13 +6,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Registry } from 'prom-client';
 import { KubeClient } from '../../src/adapters/kube/client.ts';
 import { LeaderElector, microTime, type LeaseSpec } from '../../src/runtime/leader.ts';
 import { kubectl, startCluster, type TestCluster } from '../env/cluster.ts';
+import { startProxy } from '../env/proxy.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const NS = 'default';
@@ -78,7 +78,8 @@ void describe('leader election', () => {
 
   before(async () => {
     cluster = await startCluster({ controllerManager: false });
-    client = await KubeClient.fromFile(cluster.kubeconfigPath);
+    // The candidates share one client here, but each stands for a process of its own: no shared client-side rate limit.
+    client = await KubeClient.fromFile(cluster.kubeconfigPath, undefined, { qps: 0 });
   });
   after(async () => {
     for (const c of cleanup.reverse()) {
@@ -194,7 +195,7 @@ void describe('leader election', () => {
 
   void test('a partitioned leader stops leading within the renew deadline; the gauge follows', async () => {
     const url = new URL(cluster.server);
-    const proxy = await blackholeProxy(Number(url.port));
+    const proxy = await startProxy(Number(url.port));
     cleanup.push(() => proxy.close());
     const kc = (await KubeClient.fromFile(cluster.kubeconfigPath)).kc;
     const cl = kc.getCurrentCluster();
@@ -245,35 +246,29 @@ void describe('leader election', () => {
     assert.deepEqual(stale.leaders, ['ghost', 'newcomer-1']);
     assert.match(microTime(new Date(Date.UTC(2006, 0, 2, 15, 4, 5, 7))), /^2006-01-02T15:04:05\.007000Z$/);
   });
-});
 
-/** A TCP proxy that can start swallowing traffic: existing connections die, new ones hang. */
-async function blackholeProxy(target: number): Promise<{ port: number; blackhole(): void; close(): Promise<void> }> {
-  let dark = false;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((inbound) => {
-    sockets.add(inbound);
-    inbound.on('close', () => sockets.delete(inbound));
-    inbound.on('error', () => {});
-    if (dark) return; // accept, never answer
-    const outbound = net.connect(target, '127.0.0.1');
-    sockets.add(outbound);
-    outbound.on('close', () => sockets.delete(outbound));
-    outbound.on('error', () => inbound.destroy());
-    inbound.on('error', () => outbound.destroy());
-    inbound.pipe(outbound).pipe(inbound);
+  void test('a graceful stop does not release the lease while a writer still runs (it expires by itself instead)', async () => {
+    let finished = 0;
+    const slow = new LeaderElector({
+      client, namespace: NS, name: 'slow-writer', identity: 'slow', ...FAST,
+      // A writer that outlives leaseDuration after the abort (e.g. a push already on the wire).
+      onStartedLeading: async (signal) => {
+        await new Promise<void>((r) => signal.addEventListener('abort', () => r(), { once: true }));
+        await sleep(FAST.leaseDurationMs + 1500);
+        finished = performance.now();
+      },
+      onStoppedLeading: () => {},
+    });
+    const stop = new AbortController();
+    const running = slow.run(stop.signal);
+    cleanup.push(async () => {
+      stop.abort();
+      await running;
+    });
+    await waitFor('leading', () => slow.isLeader());
+    stop.abort();
+    await running;
+    assert.equal(finished, 0, 'run() returned before the writer did');
+    assert.equal((await lease(cluster.kubeconfigPath, 'slow-writer')).holderIdentity, 'slow', 'not released: a follower must wait for expiry');
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    blackhole() {
-      dark = true;
-      for (const s of sockets) s.destroy();
-    },
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => r());
-      }),
-  };
-}
+});

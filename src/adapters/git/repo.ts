@@ -40,6 +40,18 @@ export interface RepoOptions {
   /** A local path that is not a repository yet becomes a new bare one (else it is an error). */
   create?: boolean;
   log?: Logger;
+  /** When a remote's cache is fetched afresh (see boundCache); the defaults suit production. */
+  cacheBound?: Partial<CacheBound>;
+}
+
+export interface CacheBound {
+  /** Objects may grow to max(minBytes, growth × their size after a full fetch)... */
+  minBytes: number;
+  growth: number;
+  /** ...and to this many loose object files. */
+  maxLoose: number;
+  /** How often (ms) the size is looked at, at most. */
+  checkEveryMs: number;
 }
 
 /** A local repository path that cannot be used as it is: the user must fix the path or the repository. */
@@ -119,6 +131,46 @@ async function checkedOutHeads(dir: string, gitdir: string): Promise<{ ref: stri
   return out;
 }
 
+/**
+ * One per cache directory (gitdir) in this process, shared by every GitRepo on it (branches and
+ * credentials of one URL share a cache): the object store and the lock that lets one operation
+ * at a time use them.
+ */
+interface Cache {
+  store: ObjectStore;
+  lock: Promise<unknown>;
+  /** When the cache's size was last looked at (ms), and its objects' size after the last full fetch. */
+  checkedAt: number;
+  baselineBytes?: number;
+}
+const caches = new Map<string, Cache>();
+const cacheOf = (gitdir: string): Cache => {
+  let c = caches.get(gitdir);
+  if (!c) caches.set(gitdir, (c = { store: new ObjectStore(gitdir), lock: Promise.resolve(), checkedAt: 0 }));
+  return c;
+};
+
+const CACHE_BOUND: CacheBound = { minBytes: 64 * 1024 * 1024, growth: 2, maxLoose: 20_000, checkEveryMs: 10 * 60_000 };
+const BASELINE_FILE = 'dr-syncer-baseline';
+
+async function objectsSize(gitdir: string): Promise<{ bytes: number; loose: number }> {
+  let bytes = 0;
+  let loose = 0;
+  const walk = async (dir: string, top: boolean): Promise<void> => {
+    const entries = await fs.promises.readdir(dir, { withFileTypes: true }).catch(() => []);
+    for (const e of entries) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) await walk(p, false);
+      else {
+        bytes += (await fs.promises.stat(p).catch(() => ({ size: 0 }))).size;
+        if (!top && !dir.endsWith(`${path.sep}pack`)) loose++;
+      }
+    }
+  };
+  await walk(path.join(gitdir, 'objects'), true);
+  return { bytes, loose };
+}
+
 /** Reasons receive-pack gives when the ref was not at the old value we sent. */
 const CONFLICT_REASON = /non-fast-forward|fetch first|failed to (lock|update)|stale info|cannot lock|incorrect old value|already exists|but expected/i;
 
@@ -129,7 +181,8 @@ export class GitRepo {
   private readonly remote: boolean;
   private readonly auth?: GitAuth;
   private readonly log: Logger;
-  private readonly store: ObjectStore;
+  private readonly cache: Cache;
+  private readonly bound: CacheBound;
   /** The URL without credentials (also for messages), and the credentials for our own requests. */
   private readonly httpUrl: string;
   private readonly credentials?: Credentials;
@@ -153,7 +206,43 @@ export class GitRepo {
       this.httpUrl = '';
     }
     this.create = opts.create ?? false;
-    this.store = new ObjectStore(this.gitdir);
+    this.cache = cacheOf(this.gitdir);
+    this.bound = { ...CACHE_BOUND, ...opts.cacheBound };
+  }
+
+  private get store(): ObjectStore {
+    return this.cache.store;
+  }
+
+  /**
+   * Runs `fn` when no other operation on the same cache directory runs in this process (every
+   * GitRepo on it shares one lock). Callers wrap whole fetch-build-push sequences in it.
+   */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.cache.lock.then(fn, fn);
+    this.cache.lock = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Keeps a remote's cache bounded: every fetch adds a pack and every small sync a few loose
+   * objects, so a cache that grew well past its size after a full fetch is removed and fetched
+   * afresh, which leaves one pack as the server packed it. Only between operations (under
+   * exclusive()), as it drops objects written but not pushed.
+   */
+  private async boundCache(): Promise<void> {
+    const c = this.cache;
+    const b = this.bound;
+    if (!this.remote || Date.now() - c.checkedAt < b.checkEveryMs) return;
+    c.checkedAt = Date.now();
+    if (!fs.existsSync(path.join(this.gitdir, 'HEAD'))) return;
+    c.baselineBytes ??= Number(await fs.promises.readFile(path.join(this.gitdir, BASELINE_FILE), 'utf8').catch(() => '0')) || 0;
+    const { bytes, loose } = await objectsSize(this.gitdir);
+    if (bytes <= Math.max(b.minBytes, b.growth * c.baselineBytes) && loose <= b.maxLoose) return;
+    this.log.info({ cache: this.gitdir, bytes, loose, baselineBytes: c.baselineBytes }, 'git cache grew: fetching it afresh');
+    await fs.promises.rm(this.gitdir, { recursive: true, force: true });
+    c.store = new ObjectStore(this.gitdir);
+    c.baselineBytes = undefined;
   }
 
   private readonly create: boolean;
@@ -221,6 +310,18 @@ export class GitRepo {
 
   /** Brings the local view of the branch up to date and returns its tip. */
   async fetch(): Promise<Snapshot> {
+    await this.boundCache();
+    const fresh = !fs.existsSync(path.join(this.gitdir, 'HEAD'));
+    const snapshot = await this.fetchTip();
+    if (fresh && this.remote) {
+      // What a full fetch weighs: the yardstick of boundCache.
+      this.cache.baselineBytes = (await objectsSize(this.gitdir)).bytes;
+      await fs.promises.writeFile(path.join(this.gitdir, BASELINE_FILE), String(this.cache.baselineBytes));
+    }
+    return snapshot;
+  }
+
+  private async fetchTip(): Promise<Snapshot> {
     await this.ensureInit();
     if (this.remote) {
       const fail = (err: unknown) => new Error(`fetching the DR repository ${this.displayUrl} (branch ${this.branch}) failed: ${describeError(err)}`, { cause: err });

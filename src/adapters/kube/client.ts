@@ -27,6 +27,63 @@ export interface ListResult {
   resourceVersion: string;
 }
 
+/** Request mechanics (client-go's rest.Config equivalents). */
+export interface KubeClientOptions {
+  /** Per-request timeout in ms, response body included; watches (raw) have none. Default 30 s. */
+  timeoutMs?: number;
+  /** Client-side rate limit: a token bucket of `burst` tokens refilled at `qps` per second
+   * (client-go's defaults: 5 and 10). qps <= 0 turns it off. */
+  qps?: number;
+  burst?: number;
+  /** Retries of an answer the server asks us to repeat later (429, or 5xx with Retry-After), like client-go (10). */
+  maxRetries?: number;
+}
+
+const DEFAULTS: Required<KubeClientOptions> = { timeoutMs: 30_000, qps: 5, burst: 10, maxRetries: 10 };
+
+/** A token bucket that hands out reservations: callers wait their turn instead of polling. */
+class TokenBucket {
+  private tokens: number;
+  private at = performance.now();
+  constructor(
+    private readonly qps: number,
+    private readonly burst: number,
+  ) {
+    this.tokens = burst;
+  }
+
+  /** How long the caller must wait for its token (the token is taken now). */
+  take(): number {
+    const now = performance.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.at) / 1000) * this.qps);
+    this.at = now;
+    this.tokens -= 1;
+    return this.tokens >= 0 ? 0 : (-this.tokens / this.qps) * 1000;
+  }
+}
+
+const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
+  new Promise((resolve, reject) => {
+    if (ms <= 0) return resolve();
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
+    };
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+
+/** The wait a Retry-After header asks for (delta-seconds or an HTTP date), in ms, within [1 s, 60 s]. */
+function retryAfterMs(header: string | string[] | undefined): number | undefined {
+  const v = Array.isArray(header) ? header[0] : header;
+  if (!v) return undefined;
+  const secs = /^\d+$/.test(v.trim()) ? Number(v) : (Date.parse(v) - Date.now()) / 1000;
+  return Number.isFinite(secs) ? Math.min(Math.max(secs, 1), 60) * 1000 : undefined;
+}
+
 interface ApiResourceList {
   groupVersion: string;
   resources: { name: string; singularName?: string; namespaced: boolean; kind: string; verbs: string[]; shortNames?: string[] }[];
@@ -37,11 +94,16 @@ export class KubeClient {
   /** Where the client's configuration came from ("kubeconfig /path, context ctx"), for messages. */
   origin = 'in-memory kubeconfig';
   private readonly agent: https.Agent | http.Agent;
+  private readonly opts: Required<KubeClientOptions>;
+  private readonly bucket?: TokenBucket;
 
   private constructor(
     readonly kc: KubeConfig,
     private readonly baseOpts: https.RequestOptions,
+    options: KubeClientOptions = {},
   ) {
+    this.opts = { ...DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) };
+    if (this.opts.qps > 0) this.bucket = new TokenBucket(this.opts.qps, Math.max(1, this.opts.burst));
     const cluster = kc.getCurrentCluster();
     if (!cluster) throw new Error('kubeconfig has no current cluster: set current-context');
     this.server = cluster.server.replace(/\/$/, '');
@@ -53,27 +115,27 @@ export class KubeClient {
       : new http.Agent({ keepAlive: true });
   }
 
-  static async fromKubeConfig(kc: KubeConfig): Promise<KubeClient> {
+  static async fromKubeConfig(kc: KubeConfig, options?: KubeClientOptions): Promise<KubeClient> {
     const opts: https.RequestOptions = {};
     await kc.applyToHTTPSOptions(opts);
-    return new KubeClient(kc, opts);
+    return new KubeClient(kc, opts, options);
   }
 
-  static async fromFile(file: string, context?: string): Promise<KubeClient> {
+  static async fromFile(file: string, context?: string, options?: KubeClientOptions): Promise<KubeClient> {
     const kc = new KubeConfig();
     kc.loadFromFile(file);
     if (context) kc.setCurrentContext(context);
-    const client = await KubeClient.fromKubeConfig(kc);
+    const client = await KubeClient.fromKubeConfig(kc, options);
     client.origin = `kubeconfig ${file}, context ${kc.getCurrentContext()}`;
     return client;
   }
 
   /** `origin` says where the content came from, e.g. "kubeconfig Secret dr-syncer/prod-kubeconfig". */
-  static async fromString(content: string, context?: string, origin = 'kubeconfig'): Promise<KubeClient> {
+  static async fromString(content: string, context?: string, options?: KubeClientOptions, origin = 'kubeconfig'): Promise<KubeClient> {
     const kc = new KubeConfig();
     kc.loadFromString(content);
     if (context) kc.setCurrentContext(context);
-    const client = await KubeClient.fromKubeConfig(kc);
+    const client = await KubeClient.fromKubeConfig(kc, options);
     client.origin = `${origin}, context ${kc.getCurrentContext()}`;
     return client;
   }
@@ -94,17 +156,46 @@ export class KubeClient {
     return (opts.headers ?? {}) as Record<string, string>;
   }
 
-  /** A JSON request; `signal` really cancels it, also while the response body is read. */
+  /**
+   * A JSON request; `signal` really cancels it, also while the response body is read. Each try
+   * has the client's timeout (a server that stops answering must not hold a worker forever); an
+   * answer asking us to come back later (429, or a 5xx with Retry-After) is retried after the
+   * time it names, like client-go.
+   */
   async request<T = unknown>(method: string, path: string, body?: unknown, contentType = 'application/json', signal?: AbortSignal): Promise<T> {
-    signal?.throwIfAborted();
-    const res = await this.raw(method, path, body, contentType, signal);
-    const text = await readAll(res, signal);
-    if ((res.statusCode ?? 0) >= 400) throw toApiError(res.statusCode ?? 0, text, method, path);
-    return (text ? JSON.parse(text) : undefined) as T;
+    for (let attempt = 0; ; attempt++) {
+      signal?.throwIfAborted();
+      const timeout = AbortSignal.timeout(this.opts.timeoutMs);
+      const both = signal ? AbortSignal.any([signal, timeout]) : timeout;
+      let res: http.IncomingMessage;
+      let text: string;
+      try {
+        res = await this.raw(method, path, body, contentType, both);
+        text = await readAll(res, both);
+      } catch (err) {
+        if (timeout.aborted && !signal?.aborted) {
+          throw new KubeApiError(0, 'Timeout', `${method} ${path}: ${this.server} did not answer within ${this.opts.timeoutMs / 1000}s`);
+        }
+        throw err;
+      }
+      const status = res.statusCode ?? 0;
+      const wait = retryAfterMs(res.headers['retry-after']);
+      // 429: the server did not process the request, any method may be repeated; a 5xx only
+      // when the server says when, and only for reads.
+      const retryable = status === 429 || (status >= 500 && wait !== undefined && method === 'GET');
+      if (retryable && attempt < this.opts.maxRetries) {
+        await sleep(wait ?? Math.min(1000 * 2 ** attempt, 30_000), signal);
+        continue;
+      }
+      if (status >= 400) throw toApiError(status, text, method, path);
+      return (text ? JSON.parse(text) : undefined) as T;
+    }
   }
 
-  /** Starts a request and returns the response stream (used for watches). */
+  /** Starts a request and returns the response stream (used for watches: no timeout here). */
   async raw(method: string, path: string, body?: unknown, contentType = 'application/json', signal?: AbortSignal): Promise<http.IncomingMessage> {
+    const delay = this.bucket?.take() ?? 0;
+    if (delay > 0) await sleep(delay, signal);
     const url = new URL(this.server + path);
     const headers = { ...(await this.headers()), Accept: 'application/json' } as Record<string, string>;
     const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
@@ -118,19 +209,19 @@ export class KubeClient {
     });
   }
 
-  get<T = unknown>(path: string): Promise<T> {
-    return this.request<T>('GET', path);
+  get<T = unknown>(path: string, signal?: AbortSignal): Promise<T> {
+    return this.request<T>('GET', path, undefined, undefined, signal);
   }
 
   /** LIST with pagination, so 10,000 objects never arrive as one huge response. */
-  async list(path: string, query: Record<string, string> = {}, pageSize = 500): Promise<ListResult> {
+  async list(path: string, query: Record<string, string> = {}, pageSize = 500, signal?: AbortSignal): Promise<ListResult> {
     const items: KubeObject[] = [];
     let cont = '';
     let resourceVersion: string;
     do {
       const q = new URLSearchParams({ ...query, limit: String(pageSize) });
       if (cont) q.set('continue', cont);
-      const page = await this.get<{ items: KubeObject[]; metadata: { continue?: string; resourceVersion: string }; apiVersion: string; kind: string }>(`${path}?${q}`);
+      const page = await this.get<{ items: KubeObject[]; metadata: { continue?: string; resourceVersion: string }; apiVersion: string; kind: string }>(`${path}?${q}`, signal);
       // List items carry no apiVersion/kind; restore them from the list's own.
       const apiVersion = page.apiVersion;
       const kind = page.kind.replace(/List$/, '');
@@ -141,8 +232,8 @@ export class KubeClient {
     return { items, resourceVersion };
   }
 
-  async version(): Promise<{ gitVersion: string; major: string; minor: string }> {
-    return this.get('/version');
+  async version(signal?: AbortSignal): Promise<{ gitVersion: string; major: string; minor: string }> {
+    return this.get('/version', signal);
   }
 
   private discovery?: { at: number; result: Promise<Discovery> };

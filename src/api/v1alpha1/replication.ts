@@ -540,6 +540,32 @@ export const ReplicationStatus = Type.Object(
         'x-kubernetes-list-type': 'atomic',
       }),
     ),
+    sourceDigest: Type.Optional(
+      Type.String({
+        description: 'Continuous mode: digest of the watched source objects (without their status) that the last successful sync covered. ' +
+          'A sync is due whenever the source no longer matches it, also after a failure or a restart.',
+        maxLength: 128,
+      }),
+    ),
+    gitTargets: Type.Optional(
+      Type.Array(
+        Type.Object(
+          {
+            url: Type.String({ description: 'Repository URL.' }),
+            branch: Type.String({ description: 'Branch.' }),
+            path: Type.String({ description: 'Base path in the repository.' }),
+            credentialsSecret: Type.Optional(Type.String({ description: 'Secret (in this namespace) with the credentials used for it.' })),
+          },
+          { description: 'A repository folder this Replication wrote.' },
+        ),
+        {
+          description: 'Every repository, branch and path this Replication has written and not yet cleaned up: ' +
+            'after spec.git changes the old folders are removed, and deletion removes them all, with Git alone.',
+          maxItems: 64,
+          'x-kubernetes-list-type': 'atomic',
+        },
+      ),
+    ),
   },
   { description: 'Observed state, written by the controller.' },
 );
