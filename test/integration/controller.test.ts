@@ -263,6 +263,12 @@ describe('the operator', () => {
     assert.match(st.conditions!.find((c) => c.type === 'Ready')!.message, /source namespace "does-not-exist" does not exist/);
     const st2 = await until('norc fails', async () => (await getRep('norc')).status?.conditions?.find((c) => c.reason === 'RemoteClusterNotFound'));
     assert.match(st2.message, /RemoteCluster dr-syncer\/nope does not exist/);
+    // A misspelled type is a condition that names it, and nothing is written for that Replication.
+    await ctlApply(replication('typo', { sourceNamespace: 'cont', mode: 'Continuous', resourceTypes: ['configmaps', 'servcies'] }));
+    const typo = await until('typo refused', async () => (await getRep('typo')).status?.conditions?.find((c) => c.type === 'Ready' && c.reason === 'UnknownResourceTypes'));
+    assert.equal(typo.status, 'False');
+    assert.match(typo.message, /"servcies" \(did you mean "services"\?\) is not served by the source cluster prod/);
+    assert.deepEqual(await repoFiles('ctl/typo'), []);
     // Many watches on one source cluster (every namespaced type) must not starve its other requests.
     await ctlApply(replication('wide', { sourceNamespace: 'cont', mode: 'Continuous', resourceTypes: ['*'] }));
     await until('wide synced', async () => (await getRep('wide')).status?.phase === 'Synced');
