@@ -2,13 +2,13 @@
 // Used by bench/sync.bench.ts; not meant to be run by hand.
 import os from 'node:os';
 import { GitRepo } from '../src/adapters/git/repo.ts';
-import { KubeClient, resourcePath } from '../src/adapters/kube/client.ts';
+import { KubeClient, ONE_SHOT_KUBE_API, resourcePath } from '../src/adapters/kube/client.ts';
 import { resolveResourceTypes } from '../src/core/select.ts';
 import { resolveNamespaces, runSync } from '../src/sync/engine.ts';
 import type { SyncSpec } from '../src/sync/engine.ts';
 
 const [mode, kubeconfig, url, user, password, cacheDir] = process.argv.slice(2) as [string, string, string, string, string, string];
-const source = await KubeClient.fromFile(kubeconfig);
+const source = await KubeClient.fromFile(kubeconfig, undefined, ONE_SHOT_KUBE_API); // as `dr-syncer sync`
 const spec: SyncSpec = {
   replication: 'bench/bench', sourceCluster: 'bench',
   namespaceSelector: { labelSelector: { matchLabels: { bench: 'true' } } },

@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import { parseAllDocuments } from 'yaml';
 import { validateReplication } from '../api/v1alpha1/index.ts';
 import { GitRepo, LocalRepositoryError } from '../adapters/git/repo.ts';
-import { KubeClient } from '../adapters/kube/client.ts';
+import { KubeClient, ONE_SHOT_KUBE_API } from '../adapters/kube/client.ts';
 import { runSync, SyncError } from '../sync/engine.ts';
 import type { SyncResult } from '../sync/engine.ts';
 import { gitTarget, syncSpecFor } from '../sync/spec.ts';
@@ -114,8 +114,7 @@ export async function runSyncCommand(argv: string[]): Promise<number> {
   const kubeconfig = args['source-kubeconfig'] ?? defaultKubeconfig();
   let source: KubeClient;
   try {
-    // One process reading one cluster once: kubectl's budget rather than client-go's 5 requests/s.
-    source = await KubeClient.fromFile(kubeconfig, args['source-context'], { qps: 50, burst: 100 });
+    source = await KubeClient.fromFile(kubeconfig, args['source-context'], ONE_SHOT_KUBE_API);
   } catch (err) {
     console.error(`cannot use kubeconfig ${kubeconfig}: ${err instanceof Error ? err.message : String(err)}`);
     return 2;

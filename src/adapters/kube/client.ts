@@ -41,6 +41,9 @@ export interface KubeClientOptions {
 
 const DEFAULTS: Required<KubeClientOptions> = { timeoutMs: 30_000, qps: 5, burst: 10, maxRetries: 10 };
 
+/** A one-shot command (`dr-syncer sync`) reading one cluster once: kubectl's budget, not a controller's. */
+export const ONE_SHOT_KUBE_API: KubeClientOptions = { qps: 50, burst: 100 };
+
 /** A token bucket that hands out reservations: callers wait their turn instead of polling. */
 class TokenBucket {
   private tokens: number;
