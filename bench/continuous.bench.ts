@@ -38,7 +38,7 @@ const [cluster, git] = await Promise.all([startCluster({ controllerManager: fals
 const tmp = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'drs-cbench-'));
 let ctl: ReturnType<typeof spawn> | undefined;
 try {
-  const client = await KubeClient.fromFile(cluster.kubeconfigPath);
+  const client = await KubeClient.fromFile(cluster.kubeconfigPath, undefined, { qps: 0 }); // loading test data: no client-side limit
   const url = await git.createRepo('dr');
   const refFile = path.join(git.root, 'dr.git', 'refs', 'heads', 'main');
   await kubectl(cluster.kubeconfigPath, ['apply', '--server-side', '-f', path.resolve('crds')]);

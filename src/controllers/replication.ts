@@ -8,10 +8,13 @@
 // The watch predicates live here too: replicationChanged for the Replications themselves, and
 // the source watches (source-watches.ts) count only content changes, not status updates.
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
 import type { KubeClient } from '../adapters/kube/client.ts';
 import { KubeApiError, resourcePath } from '../adapters/kube/client.ts';
 import type { GitAuth } from '../adapters/git/repo.ts';
-import { GitRepo, PushConflictError } from '../adapters/git/repo.ts';
+import { GitRepo, isRemoteUrl, PushConflictError } from '../adapters/git/repo.ts';
+import { splitUrl } from '../adapters/git/http.ts';
+import { normalizeRepoPath } from '../core/render.ts';
 import type { RemoteCluster, Replication, ReplicationStatus } from '../api/v1alpha1/index.ts';
 import { validateReplication } from '../api/v1alpha1/index.ts';
 import { selectorToQuery } from '../core/labels.ts';
@@ -102,8 +105,19 @@ const parseDuration = (d: string | undefined, fallbackMs: number): number => {
   return ms || fallbackMs;
 };
 const seconds = (ms: number): string => `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)}s`;
+/**
+ * The repository a URL names, however it is spelled: no credentials, no trailing "/" or ".git",
+ * host in lower case; a local path resolved. Two spellings of one target must never count as
+ * two, or the clean-up of the "old" one would remove what was just written.
+ */
+export function canonicalRepoUrl(url: string): string {
+  if (!isRemoteUrl(url)) return path.resolve(url).replace(/\/+$/, '').replace(/\.git$/, '');
+  const u = new URL(splitUrl(url).url);
+  u.hostname = u.hostname.toLowerCase();
+  return u.toString().replace(/\/+$/, '').replace(/\.git$/, '');
+}
 const sameTarget = (a: Pick<GitTargetStatus, 'url' | 'branch' | 'path'>, b: Pick<GitTargetStatus, 'url' | 'branch' | 'path'>) =>
-  a.url === b.url && a.branch === b.branch && a.path === b.path;
+  canonicalRepoUrl(a.url) === canonicalRepoUrl(b.url) && a.branch === b.branch && normalizeRepoPath(a.path) === normalizeRepoPath(b.path);
 const describeTarget = (t: Pick<GitTargetStatus, 'url' | 'branch' | 'path'>) => `${t.url} (branch ${t.branch}, path "${t.path}")`;
 
 /** The predicate of the watch on Replications: what the user changed (spec, annotations such as
@@ -346,11 +360,20 @@ export class ReplicationController {
     if (!auth.password && !auth.token) {
       throw new NotReady('GitCredentialsInvalid', `Secret ${namespace}/${secretName} needs the keys username and password, or token`);
     }
+    return auth;
+  }
+
+  /**
+   * Keeps a credentials Secret (a finalizer) while a Replication has written with it, so that a
+   * namespace deletion, which removes Secrets first, still lets the clean-up reach the repository.
+   */
+  private async holdCredentials(namespace: string, secretName: string): Promise<void> {
+    const p = `/api/v1/namespaces/${encodeURIComponent(namespace)}/secrets/${encodeURIComponent(secretName)}`;
+    const secret = await this.d.client.get<SecretObject>(p);
     const finalizers = secret.metadata.finalizers ?? [];
     if (!secret.metadata.deletionTimestamp && !finalizers.includes(CREDENTIALS_FINALIZER)) {
       await this.d.client.request('PATCH', p, { metadata: { finalizers: [...finalizers, CREDENTIALS_FINALIZER], resourceVersion: secret.metadata.resourceVersion } }, 'application/merge-patch+json');
     }
-    return auth;
   }
 
   /** Drops our finalizer from a credentials Secret no Replication refers to any more. */
@@ -391,9 +414,20 @@ export class ReplicationController {
   private async sync(key: string, rep: Replication, p: Prepared, set: (f: Partial<ReplicationStatus>, c?: ConditionUpdate[]) => void, signal?: AbortSignal): Promise<SyncResult> {
     const t0 = performance.now();
     // Recorded before anything is written there: clean-up finds it even after a crash.
-    const here: GitTargetStatus = { url: p.target.url, branch: p.target.branch, path: p.target.path, credentialsSecret: p.target.credentialsSecret };
-    const targets = [...(rep.status?.gitTargets ?? []).filter((t) => !sameTarget(t, here)), here];
+    // The URL without credentials (status is readable by more people than Secrets are).
+    const here: GitTargetStatus = { url: isRemoteUrl(p.target.url) ? splitUrl(p.target.url).url : p.target.url, branch: p.target.branch, path: p.target.path, credentialsSecret: p.target.credentialsSecret };
+    const recorded = rep.status?.gitTargets ?? [];
+    const targets = [...recorded.filter((t) => !sameTarget(t, here)), here];
     await this.writeStatus(rep, { phase: 'Syncing', gitTargets: targets }, []);
+    set({ gitTargets: targets }); // the reconcile's one status write starts from an older copy
+    const ns = rep.metadata.namespace ?? 'default';
+    if (here.credentialsSecret) await this.holdCredentials(ns, here.credentialsSecret);
+    // The same target with another credentials Secret: the old one is no longer needed by us.
+    for (const t of recorded) {
+      if (sameTarget(t, here) && t.credentialsSecret && t.credentialsSecret !== here.credentialsSecret) {
+        await this.releaseCredentials(ns, t.credentialsSecret, { key, keep: targets });
+      }
+    }
     try {
       const sealSecrets = p.syncSpec.plan.secretsMode === 'SOPS' ? sopsSealer(rep.spec.secrets?.sops?.ageRecipients ?? [], await this.digestKey(rep)) : undefined;
       const log = this.d.log.child({ replication: key });
@@ -560,7 +594,9 @@ export class ReplicationController {
     }
     const finalizers = (rep.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
     await this.patch(rep, { metadata: { finalizers, resourceVersion: rep.metadata.resourceVersion } });
-    for (const s of new Set(targets.map((t) => t.credentialsSecret))) if (s) await this.releaseCredentials(ns, s, { key, keep: [] });
+    // Also the Secret the spec names now (held by an earlier version even before any sync).
+    const current = rep.spec.git?.credentialsSecretRef?.name;
+    for (const s of new Set([...targets.map((t) => t.credentialsSecret), current])) if (s) await this.releaseCredentials(ns, s, { key, keep: [] });
   }
 
   /** The key of the keyed digest that lets unchanged SOPS Secrets keep their files (see sync/secrets.ts). */

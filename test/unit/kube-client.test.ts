@@ -81,4 +81,13 @@ describe('KubeClient request mechanics', () => {
     await Promise.all(Array.from({ length: 20 }, () => free.get('/ok')));
     assert.ok(Math.max(...hits.map((h) => h.at - t1)) < 400, 'qps 0 turns the limit off');
   });
+
+  it('time spent waiting for the client\'s own rate limiter does not count against the server\'s timeout', async () => {
+    const c = await KubeClient.fromString(kubeconfig(), undefined, { qps: 4, burst: 1, timeoutMs: 600 });
+    // Six requests at 4/s take ~1.25 s in the queue: each still gets its full 0.6 s with the server.
+    const results = await Promise.allSettled(Array.from({ length: 6 }, (_, i) => c.get(`/queued-${i}`)));
+    assert.deepEqual(results.map((r) => r.status), Array(6).fill('fulfilled'));
+    assert.deepEqual(await c.get('/after'), { ok: true });
+  });
 });
+

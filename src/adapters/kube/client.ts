@@ -63,6 +63,11 @@ class TokenBucket {
     this.tokens -= 1;
     return this.tokens >= 0 ? 0 : (-this.tokens / this.qps) * 1000;
   }
+
+  /** A reservation that was not used (its wait was cancelled). */
+  giveBack(): void {
+    this.tokens = Math.min(this.burst, this.tokens + 1);
+  }
 }
 
 const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
@@ -166,14 +171,18 @@ export class KubeClient {
    * time it names, like client-go.
    */
   async request<T = unknown>(method: string, path: string, body?: unknown, contentType = 'application/json', signal?: AbortSignal): Promise<T> {
+    // Retries end at a deadline too: a throttling server must not hold a worker for minutes.
+    const retryDeadline = Date.now() + 2 * this.opts.timeoutMs;
     for (let attempt = 0; ; attempt++) {
       signal?.throwIfAborted();
+      // Our own queue first: time spent waiting for a token is not the server's to answer for.
+      await this.takeToken(signal);
       const timeout = AbortSignal.timeout(this.opts.timeoutMs);
       const both = signal ? AbortSignal.any([signal, timeout]) : timeout;
       let res: http.IncomingMessage;
       let text: string;
       try {
-        res = await this.raw(method, path, body, contentType, both);
+        res = await this.send(method, path, body, contentType, both);
         text = await readAll(res, both);
       } catch (err) {
         if (timeout.aborted && !signal?.aborted) {
@@ -186,8 +195,9 @@ export class KubeClient {
       // 429: the server did not process the request, any method may be repeated; a 5xx only
       // when the server says when, and only for reads.
       const retryable = status === 429 || (status >= 500 && wait !== undefined && method === 'GET');
-      if (retryable && attempt < this.opts.maxRetries) {
-        await sleep(wait ?? Math.min(1000 * 2 ** attempt, 30_000), signal);
+      const pause = wait ?? Math.min(1000 * 2 ** attempt, 30_000);
+      if (retryable && attempt < this.opts.maxRetries && Date.now() + pause < retryDeadline) {
+        await sleep(pause, signal);
         continue;
       }
       if (status >= 400) throw toApiError(status, text, method, path);
@@ -197,8 +207,23 @@ export class KubeClient {
 
   /** Starts a request and returns the response stream (used for watches: no timeout here). */
   async raw(method: string, path: string, body?: unknown, contentType = 'application/json', signal?: AbortSignal): Promise<http.IncomingMessage> {
+    await this.takeToken(signal);
+    return this.send(method, path, body, contentType, signal);
+  }
+
+  /** Waits for the rate limiter; a wait that is aborted gives its token back. */
+  private async takeToken(signal?: AbortSignal): Promise<void> {
     const delay = this.bucket?.take() ?? 0;
-    if (delay > 0) await sleep(delay, signal);
+    if (delay <= 0) return;
+    try {
+      await sleep(delay, signal);
+    } catch (err) {
+      this.bucket?.giveBack();
+      throw err;
+    }
+  }
+
+  private async send(method: string, path: string, body: unknown, contentType: string, signal?: AbortSignal): Promise<http.IncomingMessage> {
     const url = new URL(this.server + path);
     const headers = { ...(await this.headers()), Accept: 'application/json' } as Record<string, string>;
     const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
