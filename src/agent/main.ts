@@ -11,6 +11,7 @@ import { createBastion, HEALTH_COMMAND } from './bastion.ts';
 import type { AllowList } from './bastion.ts';
 import { createEndpoint } from './endpoint.ts';
 import { parseAuthorizedKeys, publicKeyOf } from './keys.ts';
+import { runMain } from '../util/process.ts';
 
 const HELP = `Usage: dr-syncer-agent <bastion|endpoint> [options]
 
@@ -99,12 +100,4 @@ export async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    console.error(err instanceof Error ? err.message : String(err));
-    process.exitCode = 1;
-  },
-);
+runMain(main);

@@ -3,6 +3,7 @@
 import { runControllerCommand } from './controller.ts';
 import { runSyncCommand } from './sync.ts';
 import { VERSION } from '../version.ts';
+import { runMain } from '../util/process.ts';
 
 const HELP = `dr-syncer ${VERSION}: keeps a disaster-recovery cluster ready to take over.
 
@@ -38,12 +39,4 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    console.error(err instanceof Error ? err.message : String(err));
-    process.exitCode = 1;
-  },
-);
+runMain(main);
