@@ -29,7 +29,11 @@ if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
      && { [ $NODES = 0 ] || { [ -x "$KUBEBUILDER_ASSETS/kubelet" ] && [ -x "$KUBEBUILDER_ASSETS/kube-scheduler" ]; }; }; then
     echo "$KUBEBUILDER_ASSETS"; exit 0
   fi
-  log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks kube-apiserver/etcd (or kubelet/kube-scheduler); building our own"
+  if [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ] && [ -x "$KUBEBUILDER_ASSETS/etcd" ]; then
+    log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS has no kubelet/kube-scheduler (needed by --nodes); building our own"
+  else
+    log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS has no kube-apiserver/etcd; building our own"
+  fi
 fi
 
 # Capture first: `cmd | grep -q` under pipefail fails when grep exits early and cmd gets SIGPIPE.
