@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { kubectl, startCluster, type BuiltImage, type TestCluster } from '../env/cluster.ts';
+import { kubectl, startCluster, type BuiltImage, type TestCluster, type TestNode } from '../env/cluster.ts';
 import { buildImage } from '../env/images.ts';
 import { containerPids, mountsUnder } from '../env/nodes.ts';
 import { eventually } from '../env/wait.ts';
@@ -186,6 +186,66 @@ void describe('a cluster with two real nodes', () => {
     const dir = node.pvs.get(pvc.spec.volumeName);
     assert.ok(dir, `${pvc.spec.volumeName} is a PV of ${node.name}`);
     assert.equal(readFileSync(path.join(dir, 'hello.txt'), 'utf8'), 'written by writer');
+  });
+
+  test('the host reaches pod IPs, and a pod on one node reaches a hostNetwork server on the other node', async () => {
+    const server = (name: string, node: string, hostNetwork: boolean, listen: string): object => ({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace: 'default', labels: { net: 'test' } },
+      spec: {
+        nodeName: node,
+        hostNetwork,
+        terminationGracePeriodSeconds: 1,
+        containers: [
+          {
+            name: 'main',
+            image: image.ref,
+            imagePullPolicy: 'Never',
+            env: [{ name: 'LISTEN', value: listen }],
+            command: ['node', '-e', `require('http').createServer((q, s) => s.end('hello from ${name}')).listen(18080, process.env.LISTEN)`],
+          },
+        ],
+      },
+    });
+    const [n1, n2] = c.nodes as [TestNode, TestNode];
+    // A hostNetwork server binds its node's own address: all hostNetwork pods share one network namespace.
+    const manifests = [server('pod-server', n1.name, false, '0.0.0.0'), server('host-server', n1.name, true, n1.internalIP)];
+    await kubectl(c.kubeconfigPath, ['apply', '-f', '-'], { input: manifests.map((m) => JSON.stringify(m)).join('\n---\n') });
+    const podIP = await eventually('the pod server to run', async () => {
+      const p = await getJson<Pod & { status: { podIP?: string } }>(c, ['get', 'pod', 'pod-server']);
+      return p.status.containerStatuses?.every((s) => s.ready) ? p.status.podIP : undefined;
+    });
+    assert.ok(podIP?.startsWith(n1.podCIDR.split('.').slice(0, 3).join('.') + '.'), `pod IP ${podIP} in ${n1.podCIDR}`);
+    const body = await eventually('an answer from the pod', async () => {
+      const res = await fetch(`http://${podIP}:18080/`);
+      return res.ok ? res.text() : undefined;
+    });
+    assert.equal(body, 'hello from pod-server');
+
+    const client = {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'client', namespace: 'default', labels: { net: 'test' } },
+      spec: {
+        nodeName: n2.name,
+        restartPolicy: 'OnFailure', // until the host server listens
+        containers: [
+          {
+            name: 'main',
+            image: image.ref,
+            imagePullPolicy: 'Never',
+            command: ['node', '-e', `fetch('http://${n1.internalIP}:18080/').then((r) => r.text()).then(console.log)`],
+          },
+        ],
+      },
+    };
+    await kubectl(c.kubeconfigPath, ['apply', '-f', '-'], { input: JSON.stringify(client) });
+    await eventually('the client pod to succeed', async () => {
+      const p = await getJson<Pod>(c, ['get', 'pod', 'client']);
+      return p.status.phase === 'Succeeded' ? true : undefined;
+    });
+    assert.match((await kubectl(c.kubeconfigPath, ['logs', 'client'])).stdout, /hello from host-server/);
   });
 
   test('stop() leaves no process, mount, bridge, shim socket or state directory', async () => {
