@@ -182,5 +182,12 @@ if [ ! -f "$TAR" ]; then
     -f "$DOCKERFILE" -t "$REF" "$CTX" >/dev/null
   save "$REF" "$TAR"
   log "$NAME image built in $(( $(date +%s) - t ))s"
+  # Every source change makes a new archive: keep the newest 3 (work trees sharing this cache
+  # may be testing different versions at once), and drop older tags from podman's storage (the
+  # layers the next build reuses stay).
+  ls -t "$IMG/$NAME"-*.oci.tar | tail -n +4 | while read -r old; do
+    rm -f "$old"
+    k=${old##*/$NAME-}; pm rmi -f "localhost/dr-syncer/$NAME:${k%.oci.tar}" >/dev/null 2>&1 || true
+  done
 fi
 echo "$REF $TAR"

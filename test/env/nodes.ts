@@ -108,7 +108,9 @@ export async function prepareNode(opts: {
   // the CNI bridge plugin then finds it and adds the pods' veths to it.
   const bridge = bridgeName(clusterDir, i);
   await writeFile(path.join(dir, 'bridge'), `${bridge}\n`);
-  spawnSync('ip', ['link', 'del', bridge], { stdio: 'ignore' }); // a leftover of a killed run
+  // A leftover of a killed run in this dir was removed by clearDir (from its bridge file); never
+  // delete a bridge we did not record.
+  if (existsSync(`/sys/class/net/${bridge}`)) throw new Error(`bridge ${bridge} already exists (another test cluster?)`);
   ip(['link', 'add', 'name', bridge, 'type', 'bridge']);
   ip(['addr', 'add', `${internalIP}/24`, 'dev', bridge]);
   ip(['link', 'set', bridge, 'up']);
