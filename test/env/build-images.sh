@@ -115,12 +115,15 @@ echo "$BASE_REF $BASE_TAR"
 # --- node:20-bookworm-slim stand-in -------------------------------------------------------
 # STAND-IN: the official image cannot be pulled here. This one is debian-base plus this
 # machine's own `node` binary and npm in /usr/local. It does NOT have: the official image's
-# exact Node build, yarn or corepack, the `node` user (uid 1000), or its docker-entrypoint.sh.
+# exact Node build, its npm (10.x there; here whatever this machine has, e.g. 11.x, which warns
+# about install scripts differently), yarn or corepack, the `node` user (uid 1000), or its
+# docker-entrypoint.sh. Its Debian packages are minbase + ca-certificates, rsync, openssh-client.
 NODE_BIN=$(readlink -f "$(command -v node)")
 NPM_DIR=$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")
 NODE_VERSION=$(node --version)
+NPM_VERSION=$(npm --version)
 case "$NODE_VERSION" in v20.*) ;; *) log "node $NODE_VERSION is not Node 20: the stand-in needs Node 20"; exit 1 ;; esac
-key=$( { echo "$SCRIPT_VERSION $BASE_REF $NODE_VERSION"; sha256sum "$NODE_BIN"; cat "$NPM_DIR/package.json"; } | hash_of)
+key=$( { echo "$SCRIPT_VERSION standin-2 $BASE_REF $NODE_VERSION"; sha256sum "$NODE_BIN"; cat "$NPM_DIR/package.json"; } | hash_of)
 NODE_REF="docker.io/library/node:20-bookworm-slim"
 NODE_TAR="$IMG/node-standin-$key.oci.tar"
 if [ ! -f "$NODE_TAR" ]; then
@@ -136,7 +139,7 @@ COPY npm /usr/local/lib/node_modules/npm
 RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm \\
  && ln -s ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx
 ENV NODE_VERSION=${NODE_VERSION#v}
-LABEL org.dr-syncer.stand-in="NOT the official node:20-bookworm-slim: Debian bookworm minbase + the build machine's node $NODE_VERSION and npm; no yarn, corepack, node user or entrypoint script"
+LABEL org.dr-syncer.stand-in="NOT the official node:20-bookworm-slim: Debian bookworm minbase + the build machine's node $NODE_VERSION and npm $NPM_VERSION; no yarn, corepack, node user or entrypoint script"
 CMD ["node"]
 EOF
   pm build -q "${ULIMITS[@]}" --pull=never --network=none -t "$NODE_REF" -t "localhost/dr-syncer/node-standin:$key" "$ctx" >/dev/null
