@@ -5,10 +5,11 @@
 // Network: a node's name and kubelet address are a loopback literal (127.0.0.<i+1>), which the
 // API server uses to reach the kubelet (logs, exec). Pods get their own network namespaces on
 // a Linux bridge per node that this harness creates (10.<X>.<i>.0/24, no NAT, no iptables rules,
-// and pods get no default route: they reach only the cluster's bridges). The bridge's address
+// and pods get no default route: they reach only the test clusters' bridges). The bridge's address
 // is the node's InternalIP (kubelet refuses a loopback --node-ip), so hostNetwork pods have
-// that IP. Pods on one node reach every node's address (a local address of this host) and the
-// pods of their own node; pod-to-pod across nodes would need ip_forward, which we leave off.
+// that IP. Pods reach every node's address, in this and other test clusters (each is a local
+// address of this host), and the pods of their own node; pod-to-pod across nodes would need
+// ip_forward, which we leave off.
 // There is no kube-proxy and no DNS: pods that call the API need hostNetwork and
 // KUBERNETES_SERVICE_HOST/PORT pointing at the loopback API server.
 //
@@ -39,6 +40,8 @@ export interface NodeNet {
 }
 
 const usedX = new Set<number>();
+/** Covers every 10.X.0.0/16 that allocateNet hands out (X in 200..249). */
+const ALL_CLUSTERS = '10.192.0.0/10';
 
 /** A 10.X.0.0/16 that no route on this host uses yet (and no other cluster of this process). */
 export function allocateNet(): NodeNet {
@@ -132,8 +135,10 @@ export async function prepareNode(opts: {
               type: 'host-local',
               dataDir: path.join(dir, 'cni', 'ipam'), // not /var/lib/cni: nothing host-wide
               ranges: [[{ subnet: podCIDR, gateway: internalIP }]],
-              // No default route: pods reach this cluster's node bridges and nothing else.
-              routes: [{ dst: `10.${net.x}.0.0/16` }],
+              // No default route: pods reach the node addresses of every test cluster on this
+              // host (10.200-249.*.1, see allocateNet: a DR cluster's Job reaches a source
+              // cluster's agent) and the pods of their own node, nothing else.
+              routes: [{ dst: ALL_CLUSTERS }],
             },
           },
         ],
