@@ -41,6 +41,12 @@ export interface TestCluster {
   server: string;
   /** Real nodes (empty unless started with nodes: N). */
   nodes: TestNode[];
+  /**
+   * Env for a hostNetwork pod that calls this API server (no kube-proxy: the kubernetes Service
+   * does not work): KUBERNETES_SERVICE_HOST/PORT of the loopback server. Such a pod also needs
+   * a projected ServiceAccount token (ServiceAccount admission is off, nothing is mounted by itself).
+   */
+  podApiEnv: { name: string; value: string }[];
   /** Imports an image (OCI archive, see images.ts) into every node's containerd. */
   loadImage(image: BuiltImage): Promise<void>;
   /**
@@ -620,6 +626,10 @@ async function startOnce(bins: string, name: string, dir: string, opts: StartOpt
     kubeconfigPath,
     server,
     nodes: started,
+    podApiEnv: [
+      { name: 'KUBERNETES_SERVICE_HOST', value: '127.0.0.1' },
+      { name: 'KUBERNETES_SERVICE_PORT', value: String(apiPort) },
+    ],
     loadImage: (img) => loadImage(started, img),
     stop: () =>
       (stopped ??= stopProcs(dir, procs).finally(() => {

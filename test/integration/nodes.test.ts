@@ -248,6 +248,65 @@ void describe('a cluster with two real nodes', () => {
     assert.match((await kubectl(c.kubeconfigPath, ['logs', 'client'])).stdout, /hello from host-server/);
   });
 
+  test('a hostNetwork pod calls the API server with a projected ServiceAccount token', async () => {
+    const manifests = [
+      { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'reader', namespace: 'default' } },
+      {
+        apiVersion: 'rbac.authorization.k8s.io/v1',
+        kind: 'RoleBinding',
+        metadata: { name: 'reader', namespace: 'default' },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'view' },
+        subjects: [{ kind: 'ServiceAccount', name: 'reader', namespace: 'default' }],
+      },
+      {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: 'api-caller', namespace: 'default' },
+        spec: {
+          hostNetwork: true,
+          serviceAccountName: 'reader',
+          restartPolicy: 'OnFailure', // until the RoleBinding is in force
+          containers: [
+            {
+              name: 'main',
+              image: image.ref,
+              imagePullPolicy: 'Never',
+              env: [...c.podApiEnv, { name: 'NODE_EXTRA_CA_CERTS', value: '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt' }],
+              command: [
+                'node',
+                '-e',
+                `const fs = require('fs'); const e = process.env;
+                 const token = fs.readFileSync('/var/run/secrets/kubernetes.io/serviceaccount/token', 'utf8');
+                 fetch('https://' + e.KUBERNETES_SERVICE_HOST + ':' + e.KUBERNETES_SERVICE_PORT + '/api/v1/namespaces/default/serviceaccounts/reader',
+                   { headers: { authorization: 'Bearer ' + token } })
+                   .then(async (r) => { if (!r.ok) throw new Error('HTTP ' + r.status); console.log('read', (await r.json()).metadata.name); })
+                   .catch((err) => { console.error(err.message); process.exit(1); });`,
+              ],
+              volumeMounts: [{ name: 'sa', mountPath: '/var/run/secrets/kubernetes.io/serviceaccount', readOnly: true }],
+            },
+          ],
+          volumes: [
+            {
+              name: 'sa',
+              projected: {
+                sources: [
+                  { serviceAccountToken: { path: 'token', expirationSeconds: 3600 } },
+                  { configMap: { name: 'kube-root-ca.crt', items: [{ key: 'ca.crt', path: 'ca.crt' }] } },
+                ],
+              },
+            },
+          ],
+        },
+      },
+    ];
+    await kubectl(c.kubeconfigPath, ['apply', '-f', '-'], { input: manifests.map((m) => JSON.stringify(m)).join('\n---\n') });
+    await eventually('the API caller to succeed', async () => {
+      const p = await getJson<Pod>(c, ['get', 'pod', 'api-caller']);
+      return p.status.phase === 'Succeeded' ? true : undefined;
+    });
+    assert.match((await kubectl(c.kubeconfigPath, ['logs', 'api-caller'])).stdout, /^read reader$/m);
+  });
+
   test('stop() leaves no process, mount, bridge, shim socket or state directory', async () => {
     const pidFiles = readdirSync(c.dir).filter((f) => f.endsWith('.pid'));
     const pids = pidFiles.map((f) => Number.parseInt(readFileSync(path.join(c.dir, f), 'utf8'), 10));
