@@ -78,6 +78,8 @@ const START_TIMEOUT_MS = 90_000;
 const KILL_GRACE_MS = 5_000;
 /** Marks a dir as ours, so stop/down never removes a folder it did not create. */
 const MARKER = '.dr-syncer-testenv';
+/** In the dir of a non-detached cluster with nodes: the pid of the process that owns it. */
+const OWNER = 'owner.pid';
 const COMPONENTS = ['kubelet', 'kube-scheduler', 'kube-controller-manager', 'kube-apiserver', 'containerd', 'etcd'] as const; // stop order
 type Component = (typeof COMPONENTS)[number];
 /** Components that run once per node; their pid files are <comp>-<node>.pid. */
@@ -396,6 +398,7 @@ let clusterCounter = 0;
 
 export async function startCluster(opts: StartOptions = {}): Promise<TestCluster> {
   const bins = (opts.nodes ?? 0) > 0 ? await nodeBinDir() : await binDir();
+  if ((opts.nodes ?? 0) > 0) await sweepOrphanedNodeClusters();
   const name = opts.name ?? `testenv-${process.pid}-${++clusterCounter}`;
   const dir = await prepareDir(opts.dir, name);
   for (let attempt = 1; ; attempt++) {
@@ -464,6 +467,38 @@ async function removeDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true });
 }
 
+let swept: Promise<void> | undefined;
+
+/**
+ * A test process killed with SIGKILL cannot clean up, and its nodes' containers, mounts and
+ * bridges would stay forever: once per process, stop the node clusters in the temp dir whose
+ * owner process is gone (by their pid files, as `down` does) and remove them.
+ */
+function sweepOrphanedNodeClusters(): Promise<void> {
+  swept ??= (async () => {
+    const tmp = os.tmpdir();
+    for (const e of readdirSync(tmp)) {
+      if (!e.startsWith('drs-')) continue;
+      const dir = path.join(tmp, e);
+      let owner: number;
+      try {
+        owner = Number.parseInt(readFileSync(path.join(dir, OWNER), 'utf8'), 10);
+      } catch {
+        continue; // not a node cluster of ours, or a detached one (no owner file)
+      }
+      if (!existsSync(path.join(dir, MARKER)) || !Number.isInteger(owner) || owner <= 0 || isAlive(owner)) continue;
+      try {
+        await stopAll(dir, livePids(dir));
+        await removeDir(dir);
+        if (process.env.TESTENV_VERBOSE === '1') process.stderr.write(`[testenv] removed orphaned cluster ${dir} (owner ${owner} gone)\n`);
+      } catch (err) {
+        process.stderr.write(`[testenv] could not remove orphaned cluster ${dir}: ${err instanceof Error ? err.message : String(err)}\n`);
+      }
+    }
+  })();
+  return swept;
+}
+
 /** Nodes of a killed run leave containers, mounts and bridges: clean them before any rm -rf. */
 function cleanLeftoverNodes(dir: string): void {
   if (nodeDirs(dir).length === 0) return;
@@ -480,6 +515,8 @@ async function startOnce(bins: string, name: string, dir: string, opts: StartOpt
   if (!detached) {
     installHandlers();
     ownedDirs.add(dir);
+    // Who to ask whether this cluster is still wanted (see sweepOrphanedNodeClusters).
+    if (nodeCount > 0) await writeFile(path.join(dir, OWNER), `${process.pid}\n`);
   }
   const [etcdPort, peerPort, apiPort] = [await freePort(), await freePort(), await freePort()];
   const pki = path.join(dir, 'pki');
