@@ -411,8 +411,12 @@ export async function startCluster(opts: StartOptions = {}): Promise<TestCluster
         continue;
       }
       ownedDirs.delete(dir);
-      if (process.env.KEEP_TESTENV !== '1') await removeDir(dir);
-      else if (err instanceof Error) err.message += `\n(kept ${dir})`;
+      if (process.env.KEEP_TESTENV !== '1') {
+        // Never let a cleanup failure hide why the start failed.
+        await removeDir(dir).catch((rmErr: unknown) => {
+          if (err instanceof Error) err.message += `\n(and removing ${dir}: ${rmErr instanceof Error ? rmErr.message : String(rmErr)})`;
+        });
+      } else if (err instanceof Error) err.message += `\n(kept ${dir})`;
       throw err;
     }
   }
@@ -699,7 +703,9 @@ async function startNodes(c: {
     '--leader-elect=false',
     '--v=0',
   ]);
-  const nodes = await Promise.all(
+  // allSettled: when one node fails, the others must finish launching before the caller stops
+  // everything, or a kubelet started later would be missed and outlive the cluster.
+  const settled = await Promise.allSettled(
     Array.from({ length: c.nodeCount }, async (_, k) => {
       const i = k + 1;
       const layout = await prepareNode({
@@ -728,6 +734,9 @@ async function startNodes(c: {
       return layout.node;
     }),
   );
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  const nodes = settled.map((r) => (r as PromiseFulfilledResult<TestNode>).value);
   if (sched.child.exitCode !== null) throw new StartError(`${c.name}: kube-scheduler exited; ${sched.log}:\n${await logTail(sched.log)}`, false);
   await kubectl(c.kubeconfigPath, ['apply', '-f', '-'], { input: storageManifests(nodes) });
   return nodes;
