@@ -755,8 +755,19 @@ function nodeReady(n: NodeObject): boolean {
 
 async function importImage(socket: string, img: BuiltImage): Promise<void> {
   // ctr names the image after the archive's ref annotation; --index-name keeps the full ref.
-  const res = await run('ctr', ['--address', socket, '--namespace', 'k8s.io', 'images', 'import', '--index-name', img.ref, img.archive]);
-  if (res.code !== 0) throw new Error(`ctr images import ${img.archive} failed (exit ${res.code}): ${res.stderr.trim()}`);
+  const args = ['--address', socket, '--namespace', 'k8s.io', 'images', 'import', '--index-name', img.ref, img.archive];
+  for (let attempt = 1; ; attempt++) {
+    const res = await run('ctr', args);
+    if (res.code === 0) return;
+    // Seen here about once in ten starts, on a containerd that just started: "content digest
+    // sha256:…: not found" (the same import then works): retry that one.
+    if (attempt < 4 && /content digest .* not found/.test(res.stderr)) {
+      if (process.env.TESTENV_VERBOSE === '1') process.stderr.write(`[testenv] retrying ctr import (${res.stderr.trim()})\n`);
+      await sleep(500 * attempt);
+      continue;
+    }
+    throw new Error(`ctr images import ${img.archive} failed (exit ${res.code}): ${res.stderr.trim()}`);
+  }
 }
 
 async function loadImage(nodes: TestNode[], img: BuiltImage): Promise<void> {
