@@ -6,9 +6,13 @@ import { spawn } from 'node:child_process';
  * `bash script`, resolved with parse(stdout). It fails when the script exits non-zero or parse
  * returns undefined (stdout is incomplete), with the tail of stderr in the message.
  */
-export function runBuildScript<T>(script: string, parse: (stdout: string) => T | undefined): Promise<T> {
+export function runBuildScript<T>(
+  script: string,
+  parse: (stdout: string) => T | undefined,
+  args: string[] = [],
+): Promise<T> {
   return new Promise((resolve, reject) => {
-    const child = spawn('bash', [script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('bash', [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     // A warm check is quiet; a cold build takes many minutes, so show its progress after a while.

@@ -2,6 +2,7 @@
 // (optionally) kube-controller-manager built by build-bins.sh, each cluster with its own PKI,
 // free ports and working dir. Processes are tracked by PID and killed on exit or signal, so a
 // failed or interrupted run leaves nothing behind; detached clusters (for the CLI) outlive us.
+// With nodes: N, also a kube-scheduler and N real nodes (containerd + kubelet, see nodes.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, openSync, closeSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -13,6 +14,22 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runBuildScript } from './build.ts';
+import { baseImages, type BuiltImage } from './images.ts';
+import {
+  allocateNet,
+  cleanupNodesSync,
+  ctr,
+  killContainersSync,
+  nodeDirs,
+  prepareNode,
+  releaseNet,
+  storageManifests,
+  type NodeNet,
+  type TestNode,
+} from './nodes.ts';
+
+export type { TestNode } from './nodes.ts';
+export type { BuiltImage } from './images.ts';
 
 export interface TestCluster {
   name: string;
@@ -22,7 +39,21 @@ export interface TestCluster {
   kubeconfigPath: string;
   /** https://127.0.0.1:<port> */
   server: string;
-  /** Kill by PID (apiserver, kcm, etcd), wait for exit, remove dir unless KEEP_TESTENV=1. */
+  /** Real nodes (empty unless started with nodes: N). */
+  nodes: TestNode[];
+  /**
+   * Env for a hostNetwork pod that calls this API server (no kube-proxy: the kubernetes Service
+   * does not work): KUBERNETES_SERVICE_HOST/PORT of the loopback server. Such a pod also needs
+   * a projected ServiceAccount token (ServiceAccount admission is off, nothing is mounted by itself).
+   */
+  podApiEnv: { name: string; value: string }[];
+  /** Imports an image (OCI archive, see images.ts) into every node's containerd. */
+  loadImage(image: BuiltImage): Promise<void>;
+  /**
+   * Kill by PID (kubelets, scheduler, kcm, apiserver, containers and their shims, containerd,
+   * etcd), wait for exit, unmount what the nodes left, delete their bridges, remove dir unless
+   * KEEP_TESTENV=1.
+   */
   stop(): Promise<void>;
 }
 
@@ -33,14 +64,26 @@ export interface StartOptions {
   controllerManager?: boolean;
   /** For the CLI: processes outlive this node process; pids in dir/*.pid. */
   detached?: boolean;
+  /**
+   * Real nodes (default 0: no kubelet, nothing extra is built or started). With N > 0 also a
+   * kube-scheduler, the daemonset and node-lifecycle controllers, a default StorageClass "local"
+   * and pvsPerNode local PVs per node backed by directories (see TestNode.pvs).
+   */
+  nodes?: number;
+  /** Local PVs per node (default 4, 1Gi each). */
+  pvsPerNode?: number;
 }
 
 const START_TIMEOUT_MS = 90_000;
 const KILL_GRACE_MS = 5_000;
 /** Marks a dir as ours, so stop/down never removes a folder it did not create. */
 const MARKER = '.dr-syncer-testenv';
-const COMPONENTS = ['kube-controller-manager', 'kube-apiserver', 'etcd'] as const; // stop order
+/** In the dir of a non-detached cluster with nodes: the pid of the process that owns it. */
+const OWNER = 'owner.pid';
+const COMPONENTS = ['kubelet', 'kube-scheduler', 'kube-controller-manager', 'kube-apiserver', 'containerd', 'etcd'] as const; // stop order
 type Component = (typeof COMPONENTS)[number];
+/** Components that run once per node; their pid files are <comp>-<node>.pid. */
+const PER_NODE: readonly Component[] = ['kubelet', 'containerd'];
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const BUILD_SCRIPT = path.join(HERE, 'build-bins.sh');
@@ -49,6 +92,7 @@ const BUILD_SCRIPT = path.join(HERE, 'build-bins.sh');
 // Binaries
 
 let binDirPromise: Promise<string> | undefined;
+let nodeBinDirPromise: Promise<string> | undefined;
 
 /** Runs build-bins.sh once per process (it honours KUBEBUILDER_ASSETS) and returns the folder. */
 export function binDir(): Promise<string> {
@@ -57,6 +101,15 @@ export function binDir(): Promise<string> {
     throw err;
   });
   return binDirPromise;
+}
+
+/** The same folder, with kubelet and kube-scheduler built too (build-bins.sh --nodes). */
+export function nodeBinDir(): Promise<string> {
+  nodeBinDirPromise ??= runBuildScript(BUILD_SCRIPT, parseBinDir, ['--nodes']).catch((err: unknown) => {
+    nodeBinDirPromise = undefined;
+    throw err;
+  });
+  return nodeBinDirPromise;
 }
 
 /** The last line build-bins.sh prints is the folder. */
@@ -142,13 +195,15 @@ function killOwnedSync(): void {
   while (Date.now() < deadline && pids.some(isAlive)) Atomics.wait(sleeper, 0, 0, 50);
   for (const pid of pids) if (isAlive(pid)) signal(pid, 'SIGKILL');
   owned.clear();
-  if (process.env.KEEP_TESTENV !== '1') {
-    for (const dir of ownedDirs) {
-      try {
-        if (existsSync(path.join(dir, MARKER))) rmSync(dir, { recursive: true, force: true });
-      } catch {
-        // best effort while exiting
+  for (const dir of ownedDirs) {
+    try {
+      // Nodes: containers and shims outlive containerd; mounts and bridges outlive everything.
+      const problems = nodeDirs(dir).length > 0 ? cleanupNodesSync(dir, killContainersSync(dir)) : [];
+      if (process.env.KEEP_TESTENV !== '1' && problems.length === 0 && existsSync(path.join(dir, MARKER))) {
+        rmSync(dir, { recursive: true, force: true });
       }
+    } catch {
+      // best effort while exiting
     }
   }
   ownedDirs.clear();
@@ -323,6 +378,8 @@ async function ok(url: string, tls?: Tls): Promise<boolean> {
 
 interface Proc {
   comp: Component;
+  /** Pid file stem: the component, or <component>-<node> for per-node ones. */
+  id: string;
   pid: number;
   child: ChildProcess;
   log: string;
@@ -340,7 +397,8 @@ class StartError extends Error {
 let clusterCounter = 0;
 
 export async function startCluster(opts: StartOptions = {}): Promise<TestCluster> {
-  const bins = await binDir();
+  const bins = (opts.nodes ?? 0) > 0 ? await nodeBinDir() : await binDir();
+  if ((opts.nodes ?? 0) > 0) await sweepOrphanedNodeClusters();
   const name = opts.name ?? `testenv-${process.pid}-${++clusterCounter}`;
   const dir = await prepareDir(opts.dir, name);
   for (let attempt = 1; ; attempt++) {
@@ -353,15 +411,21 @@ export async function startCluster(opts: StartOptions = {}): Promise<TestCluster
         continue;
       }
       ownedDirs.delete(dir);
-      if (process.env.KEEP_TESTENV !== '1') await removeDir(dir);
-      else if (err instanceof Error) err.message += `\n(kept ${dir})`;
+      if (process.env.KEEP_TESTENV !== '1') {
+        // Never let a cleanup failure hide why the start failed.
+        await removeDir(dir).catch((rmErr: unknown) => {
+          if (err instanceof Error) err.message += `\n(and removing ${dir}: ${rmErr instanceof Error ? rmErr.message : String(rmErr)})`;
+        });
+      } else if (err instanceof Error) err.message += `\n(kept ${dir})`;
       throw err;
     }
   }
 }
 
 export async function startClusters(n: number, opts: Omit<StartOptions, 'name' | 'dir'> = {}): Promise<TestCluster[]> {
-  await binDir(); // build once, not n times concurrently
+  // Build once, not n times concurrently.
+  if ((opts.nodes ?? 0) > 0) await Promise.all([nodeBinDir(), baseImages()]);
+  else await binDir();
   const base = `testenv-${process.pid}-${++clusterCounter}`;
   const results = await Promise.allSettled(
     Array.from({ length: n }, (_, i) => startCluster({ ...opts, name: `${base}-${i + 1}` })),
@@ -396,20 +460,67 @@ async function prepareDir(dir: string | undefined, name: string): Promise<string
 
 /** Empties an (own) cluster dir, keeping the marker. */
 async function clearDir(dir: string): Promise<void> {
+  cleanLeftoverNodes(dir);
   for (const e of await readdir(dir)) if (e !== MARKER) await rm(path.join(dir, e), { recursive: true, force: true });
   await writeFile(path.join(dir, MARKER), '');
 }
 
 async function removeDir(dir: string): Promise<void> {
-  if (existsSync(path.join(dir, MARKER))) await rm(dir, { recursive: true, force: true });
+  if (!existsSync(path.join(dir, MARKER))) return;
+  cleanLeftoverNodes(dir);
+  await rm(dir, { recursive: true, force: true });
+}
+
+let swept: Promise<void> | undefined;
+
+/**
+ * A test process killed with SIGKILL cannot clean up, and its nodes' containers, mounts and
+ * bridges would stay forever: once per process, stop the node clusters in the temp dir whose
+ * owner process is gone (by their pid files, as `down` does) and remove them.
+ */
+function sweepOrphanedNodeClusters(): Promise<void> {
+  swept ??= (async () => {
+    const tmp = os.tmpdir();
+    for (const e of readdirSync(tmp)) {
+      if (!e.startsWith('drs-')) continue;
+      const dir = path.join(tmp, e);
+      let owner: number;
+      try {
+        owner = Number.parseInt(readFileSync(path.join(dir, OWNER), 'utf8'), 10);
+      } catch {
+        continue; // not a node cluster of ours, or a detached one (no owner file)
+      }
+      if (!existsSync(path.join(dir, MARKER)) || !Number.isInteger(owner) || owner <= 0 || isAlive(owner)) continue;
+      try {
+        await stopAll(dir, livePids(dir));
+        await removeDir(dir);
+        if (process.env.TESTENV_VERBOSE === '1') process.stderr.write(`[testenv] removed orphaned cluster ${dir} (owner ${owner} gone)\n`);
+      } catch (err) {
+        process.stderr.write(`[testenv] could not remove orphaned cluster ${dir}: ${err instanceof Error ? err.message : String(err)}\n`);
+      }
+    }
+  })();
+  return swept;
+}
+
+/** Nodes of a killed run leave containers, mounts and bridges: clean them before any rm -rf. */
+function cleanLeftoverNodes(dir: string): void {
+  if (nodeDirs(dir).length === 0) return;
+  const problems = cleanupNodesSync(dir, killContainersSync(dir));
+  if (problems.length > 0) throw new Error(`cannot clean up ${dir}: ${problems.join('; ')}`);
 }
 
 async function startOnce(bins: string, name: string, dir: string, opts: StartOptions): Promise<TestCluster> {
   const t0 = Date.now();
   const detached = opts.detached === true;
+  const nodeCount = opts.nodes ?? 0;
+  if (!Number.isInteger(nodeCount) || nodeCount < 0 || nodeCount > 200) throw new Error(`nodes must be 0..200, not ${nodeCount}`);
+  const images = nodeCount > 0 ? await baseImages() : undefined;
   if (!detached) {
     installHandlers();
     ownedDirs.add(dir);
+    // Who to ask whether this cluster is still wanted (see sweepOrphanedNodeClusters).
+    if (nodeCount > 0) await writeFile(path.join(dir, OWNER), `${process.pid}\n`);
   }
   const [etcdPort, peerPort, apiPort] = [await freePort(), await freePort(), await freePort()];
   const pki = path.join(dir, 'pki');
@@ -417,17 +528,23 @@ async function startOnce(bins: string, name: string, dir: string, opts: StartOpt
   const server = `https://127.0.0.1:${apiPort}`;
   const read = (f: string): Promise<Buffer> => readFile(path.join(pki, f));
   const tls: Tls = { ca: await read('ca.crt'), cert: await read('admin.crt'), key: await read('admin.key') };
+  let net: NodeNet | undefined;
+  let nodes: TestNode[] = [];
   const kubeconfigPath = path.join(dir, 'kubeconfig');
   await writeFile(kubeconfigPath, kubeconfigYaml(name, server, tls.ca, tls.cert, tls.key), { mode: 0o600 });
 
   const procs: Proc[] = [];
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  const launch = async (comp: Component, args: string[]): Promise<Proc> => {
-    const log = path.join(dir, `${comp}.log`);
+  const startTimeout = START_TIMEOUT_MS + nodeCount * 30_000;
+  const deadline = Date.now() + startTimeout;
+  const launch = async (comp: Component, args: string[], node?: number): Promise<Proc> => {
+    const id = node === undefined ? comp : `${comp}-${node}`;
+    const log = path.join(dir, `${id}.log`);
     const fd = openSync(log, 'a');
     let child: ChildProcess;
+    // containerd is Debian's; everything else was built by build-bins.sh.
+    const bin = comp === 'containerd' ? 'containerd' : path.join(bins, comp);
     try {
-      child = spawn(path.join(bins, comp), args, { cwd: dir, stdio: ['ignore', fd, fd], detached });
+      child = spawn(bin, args, { cwd: dir, stdio: ['ignore', fd, fd], detached });
     } finally {
       closeSync(fd);
     }
@@ -435,9 +552,9 @@ async function startOnce(bins: string, name: string, dir: string, opts: StartOpt
       child.once('spawn', () => resolve(child.pid as number));
       child.once('error', (e) => reject(new Error(`cannot start ${comp}: ${e.message}`)));
     });
-    const p: Proc = { comp, pid, child, log };
+    const p: Proc = { comp, id, pid, child, log };
     procs.push(p);
-    await writeFile(path.join(dir, `${comp}.pid`), `${pid}\n`);
+    await writeFile(path.join(dir, `${id}.pid`), `${pid}\n`);
     if (detached) {
       child.unref();
     } else {
@@ -462,7 +579,7 @@ async function startOnce(bins: string, name: string, dir: string, opts: StartOpt
       }
       if (Date.now() > deadline) {
         throw new StartError(
-          `${name}: timed out after ${START_TIMEOUT_MS / 1000}s waiting for ${what}; ${p.log}:\n${await logTail(p.log)}`,
+          `${name}: timed out after ${startTimeout / 1000}s waiting for ${what}; ${p.log}:\n${await logTail(p.log)}`,
           false,
         );
       }
@@ -517,7 +634,7 @@ async function startOnce(bins: string, name: string, dir: string, opts: StartOpt
         `--kubeconfig=${kubeconfigPath}`,
         '--secure-port=0', // no HTTPS endpoint, so no authn/authz kubeconfigs needed
         '--leader-elect=false',
-        `--controllers=${KCM_CONTROLLERS.join(',')}`,
+        `--controllers=${[...KCM_CONTROLLERS, ...(nodeCount > 0 ? KCM_NODE_CONTROLLERS : [])].join(',')}`,
         `--service-account-private-key-file=${path.join(pki, 'sa.key')}`,
         `--root-ca-file=${path.join(pki, 'ca.crt')}`,
         '--use-service-account-credentials=false',
@@ -528,19 +645,134 @@ async function startOnce(bins: string, name: string, dir: string, opts: StartOpt
         ok(`${server}/api/v1/namespaces/default/serviceaccounts/default`, tls),
       );
     }
+    if (images) {
+      net = allocateNet();
+      nodes = await startNodes({ name, dir, pki, kubeconfigPath, server, tls, images, net, nodeCount, opts, launch, waitFor });
+    }
   } catch (err) {
-    await killAndWait(procs.map((p) => p.pid));
+    try {
+      await stopAll(dir, procs);
+    } catch (cleanupErr) {
+      if (err instanceof Error) err.message += `\n(and ${cleanupErr instanceof Error ? cleanupErr.message : String(cleanupErr)})`;
+    }
+    if (net) releaseNet(net);
     throw err;
   }
 
   let stopped: Promise<void> | undefined;
+  const started = nodes;
   return {
     name,
     dir,
     kubeconfigPath,
     server,
-    stop: () => (stopped ??= stopProcs(dir, procs)),
+    nodes: started,
+    podApiEnv: [
+      { name: 'KUBERNETES_SERVICE_HOST', value: '127.0.0.1' },
+      { name: 'KUBERNETES_SERVICE_PORT', value: String(apiPort) },
+    ],
+    loadImage: (img) => loadImage(started, img),
+    stop: () =>
+      (stopped ??= stopProcs(dir, procs).finally(() => {
+        if (net) releaseNet(net);
+      })),
   };
+}
+
+type Launch = (comp: Component, args: string[], node?: number) => Promise<Proc>;
+type WaitFor = (p: Proc, what: string, probe: () => Promise<boolean>) => Promise<void>;
+
+/** kube-scheduler, then every node (containerd, pause image, kubelet) in parallel, then the PVs. */
+async function startNodes(c: {
+  name: string;
+  dir: string;
+  pki: string;
+  kubeconfigPath: string;
+  server: string;
+  tls: Tls;
+  images: Awaited<ReturnType<typeof baseImages>>;
+  net: NodeNet;
+  nodeCount: number;
+  opts: StartOptions;
+  launch: Launch;
+  waitFor: WaitFor;
+}): Promise<TestNode[]> {
+  const sched = await c.launch('kube-scheduler', [
+    `--kubeconfig=${c.kubeconfigPath}`,
+    '--secure-port=0', // no HTTPS endpoint, as for kcm
+    '--leader-elect=false',
+    '--v=0',
+  ]);
+  // allSettled: when one node fails, the others must finish launching before the caller stops
+  // everything, or a kubelet started later would be missed and outlive the cluster.
+  const settled = await Promise.allSettled(
+    Array.from({ length: c.nodeCount }, async (_, k) => {
+      const i = k + 1;
+      const layout = await prepareNode({
+        clusterDir: c.dir,
+        i,
+        net: c.net,
+        kubeconfigPath: c.kubeconfigPath,
+        caFile: path.join(c.pki, 'ca.crt'),
+        pauseRef: c.images.pause.ref,
+        kubeletPort: await freePort(),
+        healthzPort: await freePort(),
+        pvsPerNode: c.opts.pvsPerNode ?? 4,
+        clusterName: c.name,
+      });
+      const sock = layout.node.containerdSocket;
+      const cd = await c.launch('containerd', ['--config', layout.containerdConfig, '--log-level', 'warn'], i);
+      await c.waitFor(cd, `containerd of node ${i}`, async () => existsSync(sock) && ctr(sock, ['version']).code === 0);
+      await importImage(sock, c.images.pause);
+      const kubelet = await c.launch('kubelet', layout.kubeletArgs, i);
+      // Ready, and the node-lifecycle controller has removed the not-ready taint (or nothing schedules).
+      await c.waitFor(kubelet, `node ${layout.node.name} Ready`, async () => {
+        const res = await httpGet(`${c.server}/api/v1/nodes/${layout.node.name}`, c.tls).catch(() => undefined);
+        if (res?.status !== 200) return false;
+        return nodeReady(JSON.parse(res.body) as NodeObject);
+      });
+      return layout.node;
+    }),
+  );
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  const nodes = settled.map((r) => (r as PromiseFulfilledResult<TestNode>).value);
+  if (sched.child.exitCode !== null) throw new StartError(`${c.name}: kube-scheduler exited; ${sched.log}:\n${await logTail(sched.log)}`, false);
+  await kubectl(c.kubeconfigPath, ['apply', '-f', '-'], { input: storageManifests(nodes) });
+  return nodes;
+}
+
+interface NodeObject {
+  spec?: { taints?: { key: string }[] };
+  status?: { conditions?: { type: string; status: string }[] };
+}
+
+function nodeReady(n: NodeObject): boolean {
+  const ready = n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+  const tainted = n.spec?.taints?.some((t) => t.key.startsWith('node.kubernetes.io/')) ?? false;
+  return ready && !tainted;
+}
+
+async function importImage(socket: string, img: BuiltImage): Promise<void> {
+  // ctr names the image after the archive's ref annotation; --index-name keeps the full ref.
+  const args = ['--address', socket, '--namespace', 'k8s.io', 'images', 'import', '--index-name', img.ref, img.archive];
+  for (let attempt = 1; ; attempt++) {
+    const res = await run('ctr', args);
+    if (res.code === 0) return;
+    // Seen here about once in ten starts, on a containerd that just started: "content digest
+    // sha256:…: not found" (the same import then works): retry that one.
+    if (attempt < 4 && /content digest .* not found/.test(res.stderr)) {
+      if (process.env.TESTENV_VERBOSE === '1') process.stderr.write(`[testenv] retrying ctr import (${res.stderr.trim()})\n`);
+      await sleep(500 * attempt);
+      continue;
+    }
+    throw new Error(`ctr images import ${img.archive} failed (exit ${res.code}): ${res.stderr.trim()}`);
+  }
+}
+
+async function loadImage(nodes: TestNode[], img: BuiltImage): Promise<void> {
+  if (nodes.length === 0) throw new Error('this cluster has no nodes (start it with nodes: N)');
+  await Promise.all(nodes.map((n) => importImage(n.containerdSocket, img)));
 }
 
 const KCM_CONTROLLERS = [
@@ -561,30 +793,64 @@ const KCM_CONTROLLERS = [
   'resourcequota-controller',
 ];
 
+/** Only with nodes: DaemonSets, and the not-ready taint removed once a kubelet reports Ready. */
+const KCM_NODE_CONTROLLERS = ['daemonset-controller', 'node-lifecycle-controller'];
+
 async function stopProcs(dir: string, procs: Proc[]): Promise<void> {
-  // kcm and the apiserver first, so neither logs a storm of etcd errors while it shuts down.
-  const byComp = (c: Component): number[] => procs.filter((p) => p.comp === c).map((p) => p.pid);
-  await killAndWait([...byComp('kube-controller-manager'), ...byComp('kube-apiserver')]);
-  await killAndWait(byComp('etcd'));
-  for (const p of procs) owned.delete(p.pid);
+  await stopAll(dir, procs);
   await finishStop(dir);
   ownedDirs.delete(dir);
 }
 
+/**
+ * Kubelets first (a live kubelet restarts what we kill), the scheduler, kcm and the apiserver
+ * (so none logs a storm of etcd errors), then the containers and their shims, containerd, etcd;
+ * then what the nodes left on the host. Throws if a mount or bridge could not be removed.
+ */
+async function stopAll(dir: string, procs: { comp: Component; pid: number }[]): Promise<void> {
+  const byComp = (...cs: Component[]): number[] => procs.filter((p) => cs.includes(p.comp)).map((p) => p.pid);
+  await killAndWait(byComp('kubelet', 'kube-scheduler', 'kube-controller-manager', 'kube-apiserver'));
+  const hasNodes = nodeDirs(dir).length > 0;
+  const ids = hasNodes ? killContainersSync(dir) : [];
+  await killAndWait(byComp('containerd', 'etcd'));
+  for (const p of procs) owned.delete(p.pid);
+  const problems = hasNodes ? cleanupNodesSync(dir, ids) : [];
+  if (problems.length > 0) {
+    ownedDirs.delete(dir); // never rm -rf through a mount
+    throw new Error(`could not clean up after the nodes of ${dir} (left in place): ${problems.join('; ')}`);
+  }
+}
+
 async function finishStop(dir: string): Promise<void> {
   if (process.env.KEEP_TESTENV === '1') {
-    for (const c of COMPONENTS) await rm(path.join(dir, `${c}.pid`), { force: true });
+    for (const f of await readdir(dir)) if (f.endsWith('.pid')) await rm(path.join(dir, f), { force: true });
   } else {
     await removeDir(dir);
   }
 }
 
+/** Pid file stem -> component: kube-apiserver, kubelet-2, ... */
+function componentOf(stem: string): Component | undefined {
+  const m = /^(.*)-\d+$/.exec(stem);
+  const perNode = PER_NODE.find((c) => c === m?.[1]);
+  if (perNode) return perNode;
+  return COMPONENTS.find((c) => c === stem && !PER_NODE.includes(c));
+}
+
 function livePids(dir: string): { comp: Component; pid: number }[] {
   const out: { comp: Component; pid: number }[] = [];
-  for (const comp of COMPONENTS) {
+  let files: string[];
+  try {
+    files = readdirSync(dir).filter((f) => f.endsWith('.pid'));
+  } catch {
+    return out;
+  }
+  for (const f of files) {
+    const comp = componentOf(f.slice(0, -'.pid'.length));
+    if (!comp) continue;
     let text: string;
     try {
-      text = readFileSync(path.join(dir, `${comp}.pid`), 'utf8');
+      text = readFileSync(path.join(dir, f), 'utf8');
     } catch {
       continue;
     }
@@ -602,10 +868,7 @@ export async function stopDetached(dir: string): Promise<void> {
   if (!names.includes(MARKER) || !names.some((n) => n.endsWith('.pid'))) {
     throw new Error(`no test cluster in ${abs} (no pid files)`);
   }
-  const live = livePids(abs);
-  const of = (c: Component): number[] => live.filter((p) => p.comp === c).map((p) => p.pid);
-  await killAndWait([...of('kube-controller-manager'), ...of('kube-apiserver')]);
-  await killAndWait(of('etcd'));
+  await stopAll(abs, livePids(abs));
   await finishStop(abs);
 }
 
