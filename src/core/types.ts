@@ -57,6 +57,14 @@ export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/**
+ * Sets an own property, also for the key "__proto__" (a valid ConfigMap or Secret key), which a
+ * plain assignment would turn into a prototype change, silently dropping the data.
+ */
+export function setOwn(obj: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+}
+
 /** Deep copy of JSON data. Transforms never mutate their input. */
 export function cloneJson<T>(v: T): T {
   return structuredClone(v);

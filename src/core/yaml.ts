@@ -8,7 +8,7 @@
 // `on`, `yes` and `2026-01-01` are not strings; sops reads with go-yaml v3) could take it for
 // anything else; otherwise it is double-quoted (JSON escapes are valid YAML) or, when it has
 // several lines, a literal block. The `yaml` library parses it back in the tests.
-import { isRecord } from './types.ts';
+import { isRecord, setOwn } from './types.ts';
 
 const TOP = ['apiVersion', 'kind', 'metadata'];
 const NESTED_TOP = ['name', 'namespace'];
@@ -32,7 +32,7 @@ export function canonicalize(value: unknown, depth = 0): unknown {
   if (Array.isArray(value)) return value.map((v) => canonicalize(v, depth + 1));
   if (!isRecord(value)) return value;
   const out: Record<string, unknown> = {};
-  for (const k of orderedKeys(value, depth === 0 ? TOP : NESTED_TOP)) out[k] = canonicalize(value[k], depth + 1);
+  for (const k of orderedKeys(value, depth === 0 ? TOP : NESTED_TOP)) setOwn(out, k, canonicalize(value[k], depth + 1));
   return out;
 }
 

@@ -270,3 +270,13 @@ void test('a file from before the MAC order fix (digest scheme v1) is encrypted 
   assert.equal((await encryptSecretSopsIfChanged(old, secret(), opts)).reused, false);
   assert.equal((await encryptSecretSopsIfChanged(current, secret(), opts)).reused, true);
 });
+
+void test('a key named "__proto__" (valid in a Secret) is kept, not turned into a prototype', async () => {
+  const { identity, recipient } = await keypair();
+  const doc = JSON.parse('{"apiVersion":"v1","kind":"Secret","metadata":{"name":"p"},"data":{"__proto__":"eA==","a":"eQ=="}}') as Record<string, unknown>;
+  const text = toYaml(await encryptSecretSops(doc, { ageRecipients: [recipient], now: NOW }));
+  assert.match(text, /__proto__: "ENC\[/);
+  const back = await decryptSecretSops(text, identity);
+  assert.deepEqual(Object.keys(back.data as object), ['__proto__', 'a']);
+  assert.equal(JSON.stringify(back), JSON.stringify(doc));
+});

@@ -26,6 +26,7 @@ import {
 import { Decrypter, Encrypter, armor } from 'age-encryption';
 import { parseDocument } from 'yaml';
 import { keyOrder } from '../yaml.ts';
+import { setOwn } from '../types.ts';
 
 /** The Flux convention for Secrets: only `data`/`stringData` values are encrypted. */
 export const SOPS_ENCRYPTED_REGEX = '^(data|stringData)$';
@@ -130,7 +131,7 @@ function walk(value: unknown, path: readonly string[], onLeaf: LeafFn): unknown 
     const out: Plain = {};
     for (const [k, v] of entries) {
       if (v === undefined) continue; // a YAML renderer drops it too
-      out[k] = walk(v, [...path, k], onLeaf);
+      setOwn(out, k, walk(v, [...path, k], onLeaf));
     }
     return out;
   }

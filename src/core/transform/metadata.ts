@@ -2,7 +2,7 @@
 // Applying these to another cluster is at best noise and at worst rejected (managedFields with
 // server-side apply) or harmful (ownerReferences to UIDs that do not exist there).
 import type { KubeObject } from '../types.ts';
-import { isRecord } from '../types.ts';
+import { isRecord, setOwn } from '../types.ts';
 
 const SERVER_METADATA = [
   'uid', 'resourceVersion', 'generation', 'creationTimestamp', 'managedFields', 'selfLink',
@@ -62,7 +62,7 @@ function withoutNullTimestamps(v: unknown): unknown {
       const { creationTimestamp: _ts, ...md } = next;
       next = md;
     }
-    if (next !== child) (out ??= { ...v })[k] = next;
+    if (next !== child) setOwn((out ??= { ...v }), k, next);
   }
   return out ?? v;
 }
