@@ -2,15 +2,19 @@
 // dr-syncer-agent: the processes of the PVC data path, one image, two modes.
 //   bastion   the per-node agent (DaemonSet, port 2222): forwards to registered rsync endpoints
 //   endpoint  the temporary pod that mounts a PVC read-only and serves the rsync sender
-// Keys come from mounted Secrets and are re-read for every connection, so a rotation (the
-// kubelet swaps the mounted files) takes effect without a restart.
+// The bastion reads its keys and targets either from the API (--registry: a watched ConfigMap,
+// changes apply within a second) or from mounted files re-read for every connection (the kubelet
+// swaps them only at its next sync, a minute or more later).
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
+import { KubeConfig } from '@kubernetes/client-node';
+import { KubeClient } from '../adapters/kube/client.ts';
 import { createLogger } from '../util/log.ts';
 import { createBastion, HEALTH_COMMAND } from './bastion.ts';
 import type { AllowList } from './bastion.ts';
 import { createEndpoint } from './endpoint.ts';
 import { parseAuthorizedKeys, publicKeyOf } from './keys.ts';
+import { AGENT_CONFIGMAP, AgentRegistry } from './registry.ts';
 import { runMain } from '../util/process.ts';
 
 const HELP = `Usage: dr-syncer-agent <bastion|endpoint> [options]
@@ -20,10 +24,18 @@ const HELP = `Usage: dr-syncer-agent <bastion|endpoint> [options]
   endpoint  exec-only SSH server that runs the rsync sender for paths under --root
 
 Options:
-  --listen <host:port>        address to listen on (bastion default 0.0.0.0:2222, endpoint 0.0.0.0:2223)
+  --listen <host:port>        address to listen on (bastion default 0.0.0.0:2222, endpoint 0.0.0.0:2223);
+                              in a pod spec, e.g. --listen $(HOST_IP):2222 with HOST_IP from status.hostIP
   --host-key <file>           OpenSSH private host key (mounted Secret)
+  --registry <ns>[/<name>]    bastion: read keys and targets from ConfigMap <name> (default ${AGENT_CONFIGMAP})
+                              in namespace <ns>, watched through the API (in-cluster config, or KUBECONFIG);
+                              listens only once it has been read; refuses everything while it is missing
+                              or the API cannot be reached
+  --node-name <name>          bastion with --registry: this node (default $NODE_NAME); only targets
+                              registered for it are allowed
   --authorized-keys <file>    authorized_keys file (mounted Secret), re-read per connection
-  --allow-file <file>         bastion: registered targets, one host:port per line, re-read per request
+                              (endpoint; bastion without --registry)
+  --allow-file <file>         bastion without --registry: targets, one host:port per line, re-read per request
   --root <dir>                endpoint: the mounted volume (default /data)
   --log-level <level>         default info; JSON logs
   -h, --help                  this help`;
@@ -52,6 +64,13 @@ function fileAllowList(file: string): AllowList {
   };
 }
 
+/** "<namespace>[/<name>]" of --registry. */
+function parseRegistry(value: string): { namespace: string; name: string } | undefined {
+  const [namespace = '', name = AGENT_CONFIGMAP, ...more] = value.split('/');
+  const dns = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
+  return more.length === 0 && dns.test(namespace) && dns.test(name) ? { namespace, name } : undefined;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [mode, ...rest] = argv;
   if (mode === undefined || mode === '-h' || mode === '--help') {
@@ -64,7 +83,8 @@ export async function main(argv: string[]): Promise<number> {
       args: rest, strict: true,
       options: {
         listen: { type: 'string' }, 'host-key': { type: 'string' }, 'authorized-keys': { type: 'string' },
-        'allow-file': { type: 'string' }, root: { type: 'string', default: '/data' }, 'log-level': { type: 'string' },
+        'allow-file': { type: 'string' }, registry: { type: 'string' }, 'node-name': { type: 'string' },
+        root: { type: 'string', default: '/data' }, 'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     }).values;
@@ -80,23 +100,66 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`unknown mode "${mode}"\n\n${HELP}`);
     return 2;
   }
-  if (!args['host-key'] || !args['authorized-keys'] || (mode === 'bastion' && !args['allow-file'])) {
-    console.error(`--host-key and --authorized-keys are required${mode === 'bastion' ? ', and --allow-file' : ''}\n\n${HELP}`);
+  const usage = (msg: string): number => {
+    console.error(`${msg}\n\n${HELP}`);
     return 2;
+  };
+  if (!args['host-key']) return usage('--host-key is required');
+  const registryRef = args.registry === undefined ? undefined : parseRegistry(args.registry);
+  const nodeName = args['node-name'] ?? process.env.NODE_NAME ?? '';
+  if (mode === 'endpoint') {
+    if (args.registry !== undefined) return usage('--registry is for the bastion');
+    if (!args['authorized-keys']) return usage('--authorized-keys is required');
+  } else if (args.registry !== undefined) {
+    if (!registryRef) return usage(`--registry "${args.registry}": expected <namespace>[/<name>]`);
+    if (args['authorized-keys'] || args['allow-file']) return usage('--registry replaces --authorized-keys and --allow-file: give one or the other');
+    if (nodeName === '') return usage('--node-name (or $NODE_NAME) is required with --registry');
+  } else if (!args['authorized-keys'] || !args['allow-file']) {
+    return usage('--authorized-keys and --allow-file are required (or --registry)');
   }
   const log = createLogger({ level: args['log-level'], name: `dr-syncer-agent-${mode}`, pretty: false });
   const hostKey = fs.readFileSync(args['host-key']);
-  const base = { hostKey, authorizedKeys: readKeys(args['authorized-keys']), log };
-  const server = mode === 'bastion' ? createBastion({ ...base, allowList: fileAllowList(args['allow-file']!) }) : createEndpoint({ ...base, root: args.root! });
+
+  // SIGTERM also ends a bastion still waiting for its registry.
+  const stopping = new AbortController();
+  const onSignal = (): void => stopping.abort(new Error('stopped by signal'));
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+
+  let registry: AgentRegistry | undefined;
+  if (registryRef) {
+    // In a pod: the in-cluster config (its ServiceAccount token is re-read as it rotates).
+    const kc = new KubeConfig();
+    kc.loadFromDefault();
+    const client = await KubeClient.fromKubeConfig(kc);
+    registry = new AgentRegistry({ client, ...registryRef, nodeName, log });
+    registry.start();
+    log.info({ registry: `${registryRef.namespace}/${registryRef.name}`, node: nodeName, server: client.server }, 'reading the registry');
+    try {
+      await registry.ready(stopping.signal);
+    } catch (err) {
+      await registry.stop();
+      if (stopping.signal.aborted) return 0;
+      throw err;
+    }
+  }
+  const authorizedKeys = registry ? () => registry.authorizedKeys() : readKeys(args['authorized-keys']!);
+  const base = { hostKey, authorizedKeys, log };
+  const server = mode === 'bastion' ? createBastion({ ...base, allowList: registry ?? fileAllowList(args['allow-file']!) }) : createEndpoint({ ...base, root: args.root! });
   const [host, port] = (args.listen ?? (mode === 'bastion' ? '0.0.0.0:2222' : '0.0.0.0:2223')).split(/:(?=\d+$)/);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(Number(port), host, () => resolve());
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(Number(port), host, () => resolve());
+    });
+  } catch (err) {
+    await registry?.stop();
+    throw err;
+  }
   log.info({ listen: `${host}:${port}`, hostKey: publicKeyOf(hostKey).fingerprint }, `${mode} listening`);
-  await new Promise<void>((resolve) => {
-    for (const s of ['SIGTERM', 'SIGINT'] as const) process.once(s, () => server.close(() => resolve()));
-  });
+  if (!stopping.signal.aborted) await new Promise((resolve) => stopping.signal.addEventListener('abort', resolve, { once: true }));
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  await registry?.stop();
   return 0;
 }
 
