@@ -14,6 +14,8 @@ WORKDIR /app
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
 COPY package.json ./
+# The manifests the controller renders (agent DaemonSet, rsync Jobs).
+COPY templates ./templates
 USER 65532:65532
 ENV NODE_ENV=production LOG_FORMAT=json
 ENTRYPOINT ["node", "/app/dist/src/cli/main.js"]

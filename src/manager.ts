@@ -11,7 +11,9 @@ import type { RemoteCluster, Replication } from './api/v1alpha1/index.ts';
 import { ClusterClients } from './controllers/clusters.ts';
 import { createSyncMetrics } from './controllers/metrics.ts';
 import { RemoteClusterController } from './controllers/remotecluster.ts';
+import { PvcDataController } from './controllers/pvc-data.ts';
 import { ReplicationController, replicationChanged } from './controllers/replication.ts';
+import type { AgentDefaults } from './pvc/agent.ts';
 import { SourceWatches } from './controllers/source-watches.ts';
 import { keyOf, runController } from './runtime/controller.ts';
 import { EventRecorder } from './runtime/events.ts';
@@ -49,7 +51,16 @@ export interface ManagerOptions {
   kubeClient?: KubeClientOptions;
   /** RemoteCluster probe intervals (ms), for tests. */
   remoteClusterProbe?: { healthyIntervalMs?: number; unhealthyIntervalMs?: number; timeoutMs?: number };
+  /** The PVC-sync agent image (and pod settings) for RemoteClusters that do not name one. */
+  agent?: AgentDefaults;
+  /** PVC data transfers at once, over all Replications (default 4). */
+  maxConcurrentTransfers?: number;
+  /** How long a PVC's rsync endpoint pod may take to be ready (ms), for tests. */
+  endpointReadyTimeoutMs?: number;
 }
+
+/** The agent image released with this version of the controller. */
+export const DEFAULT_AGENT_IMAGE = 'ghcr.io/dr-syncer/dr-syncer-agent:latest';
 
 export interface RunningManager {
   metricsPort: number;
@@ -110,6 +121,7 @@ export async function startManager(options: ManagerOptions): Promise<RunningMana
   const remoteClusters = new Informer<RemoteCluster>({ client, path: `/apis/dr-syncer.io/v1alpha1${ns}/remoteclusters`, log, name: 'remoteclusters' });
   const repQueue = new WorkQueue<string>({ name: 'replication', metrics });
   const rcQueue = new WorkQueue<string>({ name: 'remotecluster', metrics });
+  const dataQueue = new WorkQueue<string>({ name: 'pvc-data', metrics });
   const events = new EventRecorder({ client, component: 'dr-syncer', host: identity, log });
   const clusters = new ClusterClients(client, opts.kubeClient);
 
@@ -119,15 +131,26 @@ export async function startManager(options: ManagerOptions): Promise<RunningMana
     client, replications, remoteClusters, clusters, watches, events, metrics: syncMetrics,
     cacheDir: path.join(opts.cacheDir, 'git'), localClusterName: opts.clusterName, log,
   });
+  const agentDefaults = opts.agent ?? { image: DEFAULT_AGENT_IMAGE };
+  const dataController = new PvcDataController({
+    client, replications, remoteClusters, clusters, events, metrics: syncMetrics, log, identity, agentDefaults,
+    maxConcurrentTransfers: opts.maxConcurrentTransfers, podReadyTimeoutMs: opts.endpointReadyTimeoutMs,
+  });
   const rcController = new RemoteClusterController({
-    client, remoteClusters, clusters, events, metrics: syncMetrics,
+    client, remoteClusters, clusters, events, metrics: syncMetrics, agentDefaults,
     healthyIntervalMs: opts.remoteClusterProbe?.healthyIntervalMs, unhealthyIntervalMs: opts.remoteClusterProbe?.unhealthyIntervalMs, probeTimeoutMs: opts.remoteClusterProbe?.timeoutMs,
   });
 
   replications.addHandler({
-    add: (o) => repQueue.add(keyOf(o)),
+    add: (o) => {
+      repQueue.add(keyOf(o));
+      dataQueue.add(keyOf(o));
+    },
     update: (o, n) => {
-      if (replicationChanged(o, n)) repQueue.add(keyOf(n));
+      if (replicationChanged(o, n)) {
+        repQueue.add(keyOf(n));
+        dataQueue.add(keyOf(n));
+      }
     },
     delete: (o) => repQueue.add(keyOf(o)),
   });
@@ -139,6 +162,8 @@ export async function startManager(options: ManagerOptions): Promise<RunningMana
       if (o.metadata.generation !== n.metadata.generation) rcQueue.add(keyOf(n));
       // A cluster that became healthy unblocks the Replications waiting for it.
       if (o.status?.health !== n.status?.health) for (const r of replicationsOf(n)) repQueue.add(keyOf(r));
+      // Agents deployed, ready or with new keys: PVC data syncs waiting for them can go on.
+      if (JSON.stringify(o.status?.agents) !== JSON.stringify(n.status?.agents)) for (const r of replicationsOf(n)) dataQueue.add(keyOf(r));
     },
     delete: (o) => {
       rcQueue.add(keyOf(o));
@@ -161,6 +186,7 @@ export async function startManager(options: ManagerOptions): Promise<RunningMana
     workers = Promise.all([
       runController({ name: 'replication', queue: repQueue, workers: opts.workers, reconcile: repController.reconcile, metrics, log, signal }),
       runController({ name: 'remotecluster', queue: rcQueue, workers: Math.max(1, Math.min(opts.workers, 4)), reconcile: rcController.reconcile, metrics, log, signal }),
+      runController({ name: 'pvc-data', queue: dataQueue, workers: Math.max(1, opts.workers), reconcile: dataController.reconcile, metrics, log, signal }),
     ]);
     await workers;
   };

@@ -2,7 +2,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { CONTROLLER_KUBE_API, startManager } from '../manager.ts';
+import { CONTROLLER_KUBE_API, DEFAULT_AGENT_IMAGE, startManager } from '../manager.ts';
 import { createLogger } from '../util/log.ts';
 
 export const CONTROLLER_HELP = `Usage: dr-syncer controller [options]
@@ -24,6 +24,9 @@ Options:
       --kube-api-qps <n>                   client-side requests per second to each cluster [KUBE_API_QPS] (default 20)
       --kube-api-burst <n>                 client-side burst to each cluster [KUBE_API_BURST] (default 30)
       --kube-api-timeout <seconds>         timeout of each Kubernetes request, watches excepted [KUBE_API_TIMEOUT] (default 30)
+      --agent-image <image>                PVC-sync agent image for RemoteClusters that do not set pvcSync.image
+                                           [AGENT_IMAGE] (default ${DEFAULT_AGENT_IMAGE})
+      --max-concurrent-transfers <n>       PVC data transfers at once, all Replications together [MAX_CONCURRENT_TRANSFERS] (default 4)
       --log-level <level>                  fatal|error|warn|info|debug|trace [LOG_LEVEL] (default info)
   -h, --help                               this help`;
 
@@ -46,6 +49,8 @@ export async function runControllerCommand(argv: string[]): Promise<number> {
         'kube-api-qps': { type: 'string' },
         'kube-api-burst': { type: 'string' },
         'kube-api-timeout': { type: 'string' },
+        'agent-image': { type: 'string' },
+        'max-concurrent-transfers': { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -63,6 +68,11 @@ export async function runControllerCommand(argv: string[]): Promise<number> {
   const workers = Number(v.workers ?? env.WORKERS ?? 4);
   if (!Number.isInteger(workers) || workers < 1) {
     console.error(`--workers must be a positive integer, got "${v.workers ?? env.WORKERS}"`);
+    return 2;
+  }
+  const transfers = Number(v['max-concurrent-transfers'] ?? env.MAX_CONCURRENT_TRANSFERS ?? 4);
+  if (!Number.isInteger(transfers) || transfers < 1) {
+    console.error(`--max-concurrent-transfers must be a positive integer, got "${v['max-concurrent-transfers'] ?? env.MAX_CONCURRENT_TRANSFERS}"`);
     return 2;
   }
   const d = CONTROLLER_KUBE_API;
@@ -93,6 +103,8 @@ export async function runControllerCommand(argv: string[]): Promise<number> {
       cacheDir: v['cache-dir'] ?? env.CACHE_DIR ?? path.join(os.homedir(), '.cache', 'dr-syncer'),
       clusterName: v['cluster-name'] ?? env.CLUSTER_NAME ?? 'local',
       kubeClient: { qps: n['kube-api-qps'], burst: n['kube-api-burst'], timeoutMs: n['kube-api-timeout']! * 1000 },
+      agent: { image: v['agent-image'] ?? (env.AGENT_IMAGE || DEFAULT_AGENT_IMAGE) },
+      maxConcurrentTransfers: transfers,
       log,
     });
   } catch (err) {

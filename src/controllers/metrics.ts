@@ -10,6 +10,9 @@ export interface SyncMetrics {
   commits: Counter<'replication'>;
   pushFailures: Counter<'replication'>;
   pvcBytes: Counter<'replication' | 'pvc'>;
+  pvcSyncs: Counter<'replication' | 'pvc' | 'result'>;
+  pvcLastSuccess: Gauge<'replication' | 'pvc'>;
+  pvcDuration: Histogram<'replication'>;
   clusterHealthy: Gauge<'remotecluster'>;
   /** Drops every series of a deleted Replication, whatever its other labels. */
   forget(replication: string): Promise<void>;
@@ -28,12 +31,18 @@ export function createSyncMetrics(registry: Registry): SyncMetrics {
     commits: new Counter({ name: 'dr_syncer_commits_total', help: 'Commits pushed to DR repositories.', labelNames: ['replication'] as const, registers }),
     pushFailures: new Counter({ name: 'dr_syncer_push_failures_total', help: 'Rejected or failed pushes (a rejected push is retried on the new head).', labelNames: ['replication'] as const, registers }),
     pvcBytes: new Counter({ name: 'dr_syncer_pvc_bytes_transferred_total', help: 'Bytes of PVC data sent by rsync.', labelNames: ['replication', 'pvc'] as const, registers }),
+    pvcSyncs: new Counter({ name: 'dr_syncer_pvc_syncs_total', help: 'PVC data transfers, by result (Synced, Failed, Pending, Skipped).', labelNames: ['replication', 'pvc', 'result'] as const, registers }),
+    pvcLastSuccess: new Gauge({ name: 'dr_syncer_pvc_last_successful_sync_timestamp_seconds', help: 'Unix time of the last complete copy of a PVC\'s data.', labelNames: ['replication', 'pvc'] as const, registers }),
+    pvcDuration: new Histogram({
+      name: 'dr_syncer_pvc_sync_duration_seconds', help: 'Duration of complete PVC data transfers (endpoint start to rsync end).',
+      labelNames: ['replication'] as const, buckets: [1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600], registers,
+    }),
     clusterHealthy: new Gauge({ name: 'dr_syncer_remotecluster_healthy', help: '1 when the RemoteCluster is reachable.', labelNames: ['remotecluster'] as const, registers }),
   };
   return {
     ...m,
     async forget(replication) {
-      for (const metric of [m.syncDuration, m.objectsSynced, m.lastSuccess, m.outOfSync, m.commits, m.pushFailures, m.pvcBytes]) {
+      for (const metric of [m.syncDuration, m.objectsSynced, m.lastSuccess, m.outOfSync, m.commits, m.pushFailures, m.pvcBytes, m.pvcSyncs, m.pvcLastSuccess, m.pvcDuration]) {
         const { values } = await (metric as unknown as { get(): Promise<{ values: { labels: Record<string, string | number> }[] }> }).get();
         for (const { labels } of values) {
           if (labels.replication !== replication) continue;

@@ -1,6 +1,8 @@
 // The RemoteCluster reconciler: can we reach the cluster with the kubeconfig it names? The
 // answer goes to conditions (KubeconfigAvailable, Reachable, Ready), health and serverVersion;
 // healthy clusters are probed again every 5 minutes, unhealthy ones every 30 seconds.
+// With spec.pvcSync.enabled it also keeps the PVC-sync agents running there (src/pvc/agent.ts),
+// with keys it generates and rotates, and reports them (AgentsReady, status.agents).
 import type { KubeClient } from '../adapters/kube/client.ts';
 import { KubeApiError } from '../adapters/kube/client.ts';
 import type { RemoteCluster, RemoteClusterStatus } from '../api/v1alpha1/index.ts';
@@ -14,6 +16,10 @@ import { ClusterError } from './clusters.ts';
 import type { Condition } from './conditions.ts';
 import { rfc3339, setCondition } from './conditions.ts';
 import type { SyncMetrics } from './metrics.ts';
+import type { AgentDefaults, AgentState } from '../pvc/agent.ts';
+import { agentKeySecrets, agentSettingsFor, DEFAULT_KEY_ROTATION, reconcileAgent } from '../pvc/agent.ts';
+import { ensureKey } from '../pvc/key-secrets.ts';
+import { parseDuration } from './schedule.ts';
 
 export interface RemoteClusterControllerDeps {
   client: KubeClient;
@@ -26,6 +32,8 @@ export interface RemoteClusterControllerDeps {
   unhealthyIntervalMs?: number;
   /** How long a probe may take before the cluster counts as unreachable. */
   probeTimeoutMs?: number;
+  /** The agent image and pod settings the controller was started with. */
+  agentDefaults?: AgentDefaults;
 }
 
 export class RemoteClusterController {
@@ -76,20 +84,70 @@ export class RemoteClusterController {
     }
     const reachable = conds.find((c) => c.type === 'Reachable');
     const healthy = reachable?.status === 'True';
-    set('Ready', healthy, healthy ? 'Healthy' : reachable?.reason ?? 'Unknown', healthy ? 'the cluster is reachable' : reachable?.message ?? 'not probed');
+    let agents: RemoteClusterStatus['agents'];
+    let requeueMs: number | undefined;
+    if (rc.spec.pvcSync?.enabled && client && healthy) {
+      try {
+        const r = await this.reconcileAgents(rc, client, now, signal);
+        agents = r.agents;
+        requeueMs = r.requeueMs;
+        const ok = r.agents.total > 0 && r.agents.ready === r.agents.total;
+        const notReady = r.agents.nodes?.filter((n) => !n.ready).map((n) => n.node) ?? [];
+        set('AgentsReady', ok, ok ? 'AgentsReady' : 'AgentsNotReady', ok
+          ? `${r.agents.ready} of ${r.agents.total} agents ready`
+          : r.agents.total === 0 ? 'no node runs an agent yet (spec.pvcSync.nodeSelector, tolerations?)' : `${r.agents.ready} of ${r.agents.total} agents ready; not ready on: ${notReady.join(', ') || 'pods not yet created'}`);
+      } catch (err) {
+        if (signal?.aborted) throw err;
+        set('AgentsReady', false, 'AgentDeployFailed', `cannot deploy the PVC-sync agents to ${client.server}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    } else if (!rc.spec.pvcSync?.enabled) {
+      conds = conds.filter((c) => c.type !== 'AgentsReady');
+    }
+    const agentsCond = conds.find((c) => c.type === 'AgentsReady');
+    const ready = healthy && (agentsCond === undefined || agentsCond.status === 'True');
+    set('Ready', ready, !healthy ? reachable?.reason ?? 'Unknown' : ready ? 'Healthy' : agentsCond?.reason ?? 'AgentsNotReady',
+      !healthy ? reachable?.message ?? 'not probed' : ready ? 'the cluster is reachable' : agentsCond?.message ?? '');
     this.d.metrics.clusterHealthy.set({ remotecluster: key }, healthy ? 1 : 0);
     const old = rc.status ?? {};
     if (old.health === 'Healthy' && !healthy) this.d.events.event(rc as unknown as KubeObject, 'Warning', 'Unreachable', reachable?.message ?? '');
     if (old.health !== 'Healthy' && healthy) this.d.events.event(rc as unknown as KubeObject, 'Normal', 'Reachable', reachable?.message ?? '');
-    const status: RemoteClusterStatus = {
+    const status: Record<string, unknown> = {
       ...old, health: healthy ? 'Healthy' : 'Unhealthy', conditions: conds, observedGeneration: gen,
       lastProbeTime: rfc3339(now), ...(serverVersion ? { serverVersion } : {}),
     };
+    // Agents: what was observed now; kept while the cluster cannot be asked; gone once disabled.
+    if (agents) status.agents = agents;
+    else if (!rc.spec.pvcSync?.enabled && old.agents) status.agents = null;
     try {
       await this.d.client.request('PATCH', `/apis/dr-syncer.io/v1alpha1/namespaces/${rc.metadata.namespace}/remoteclusters/${rc.metadata.name}/status`, { status }, 'application/merge-patch+json');
     } catch (err) {
       if (!(err instanceof KubeApiError && err.status === 404)) throw err;
     }
-    return { requeueAfterMs: healthy ? (this.d.healthyIntervalMs ?? 300_000) : (this.d.unhealthyIntervalMs ?? 30_000) };
+    const interval = healthy ? (this.d.healthyIntervalMs ?? 300_000) : (this.d.unhealthyIntervalMs ?? 30_000);
+    return { requeueAfterMs: Math.min(interval, requeueMs ?? interval) };
   };
+
+  /**
+   * Keys first (host key kept, client key rotated on keyRotationInterval), then the agents'
+   * objects with the current client key as the only authorized key: a rotated-out key stops
+   * working as soon as the agents see the change (they watch their registry ConfigMap).
+   */
+  private async reconcileAgents(rc: RemoteCluster, client: KubeClient, now: Date, signal?: AbortSignal): Promise<{ agents: NonNullable<RemoteClusterStatus['agents']>; requeueMs: number }> {
+    const ns = rc.metadata.namespace ?? 'default';
+    const p = rc.spec.pvcSync ?? {};
+    const names = agentKeySecrets(rc.metadata.name);
+    const rotateMs = parseDuration(p.keyRotationInterval ?? DEFAULT_KEY_ROTATION, 720 * 3_600_000);
+    const host = await ensureKey(this.d.client, ns, names.host, `dr-syncer-agent-host ${rc.metadata.name}`, undefined, now);
+    const dr = await ensureKey(this.d.client, ns, names.client, `dr-syncer-dr-to-agent ${rc.metadata.name}`, rotateMs, now);
+    if (dr.generated) this.d.events.event(rc as unknown as KubeObject, 'Normal', 'KeyRotated', `new DR-to-agent key ${dr.key.fingerprint}; the previous key no longer opens the agents`);
+    const settings = agentSettingsFor(p, this.d.agentDefaults ?? { image: 'ghcr.io/dr-syncer/dr-syncer-agent:latest' });
+    const state: AgentState = await reconcileAgent(client, settings, host.key.privateKey, dr.key.publicKey, signal);
+    const agents = {
+      ready: state.ready, total: state.total, hostKeyFingerprint: host.key.fingerprint, clientKeyFingerprint: dr.key.fingerprint,
+      keyCreationTime: rfc3339(dr.createdAt), nodes: state.nodes,
+    };
+    const untilRotation = Math.max(1000, dr.createdAt.getTime() + rotateMs - now.getTime());
+    // While agents start, look again soon; then at the next rotation.
+    return { agents, requeueMs: state.total > 0 && state.ready === state.total ? untilRotation : Math.min(5000, untilRotation) };
+  }
 }

@@ -35,7 +35,7 @@ import { ClusterError } from './clusters.ts';
 import type { Condition } from './conditions.ts';
 import { getCondition, rfc3339, setCondition } from './conditions.ts';
 import type { SyncMetrics } from './metrics.ts';
-import { nextRun, parseCron } from './schedule.ts';
+import { nextRun, parseCron, parseDuration, seconds } from './schedule.ts';
 import type { SourceWatches, WatchSpec } from './source-watches.ts';
 
 export const FINALIZER = 'dr-syncer.io/cleanup';
@@ -98,13 +98,6 @@ interface StatusUpdate {
   conditions: ConditionUpdate[];
 }
 
-const parseDuration = (d: string | undefined, fallbackMs: number): number => {
-  if (!d) return fallbackMs;
-  let ms = 0;
-  for (const m of d.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) ms += Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
-  return ms || fallbackMs;
-};
-const seconds = (ms: number): string => `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)}s`;
 /**
  * The repository a URL names, however it is spelled: no credentials, no trailing "/" or ".git",
  * host in lower case; a local path resolved. Two spellings of one target must never count as
@@ -658,8 +651,11 @@ export class ReplicationController {
     const next: Record<string, unknown> = { ...old, ...fields, conditions: conds };
     for (const k of Object.keys(next)) if (next[k] === undefined) delete next[k];
     if (JSON.stringify(next) === JSON.stringify(old)) return;
-    // A merge patch with null removes fields we dropped (e.g. lastError after a success).
-    const body: Record<string, unknown> = { ...next };
+    // Only what changed: other writers own other fields (the PVC data controller's pvcs and
+    // dataSync), and this copy of them may be stale. A null removes what we dropped (lastError).
+    const body: Record<string, unknown> = {};
+    const before = old as Record<string, unknown>;
+    for (const [k, v] of Object.entries(next)) if (JSON.stringify(v) !== JSON.stringify(before[k])) body[k] = v;
     for (const k of Object.keys(old)) if (!(k in next)) body[k] = null;
     try {
       await this.d.client.request('PATCH', `${API}/namespaces/${rep.metadata.namespace}/replications/${rep.metadata.name}/status`, { status: body }, 'application/merge-patch+json');

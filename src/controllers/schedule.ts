@@ -72,3 +72,14 @@ export function nextRun(s: CronSchedule, after: Date): Date | undefined {
   }
   return undefined;
 }
+
+/** A Go-style duration ("720h", "1h30m", "500ms") in milliseconds; the fallback when unset or zero. */
+export const parseDuration = (d: string | undefined, fallbackMs: number): number => {
+  if (!d) return fallbackMs;
+  let ms = 0;
+  for (const m of d.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) ms += Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+  return ms || fallbackMs;
+};
+
+/** A duration for status, as "1.25s" or "42.0s". */
+export const seconds = (ms: number): string => `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)}s`;

@@ -197,7 +197,7 @@ void test('validateReplication applies the schema defaults and leaves the input 
   assert.ok(rc.ok, rc.ok ? '' : rc.errors.join('\n'));
   assert.equal(rc.value.spec.kubeconfigSecretRef.key, 'kubeconfig');
   assert.equal(rc.value.spec.git?.branch, 'main');
-  assert.deepEqual(rc.value.spec.pvcSync, { enabled: false, sshPort: 2222, keyRotationInterval: '720h' });
+  assert.deepEqual(rc.value.spec.pvcSync, { enabled: false, namespace: 'dr-syncer-agent', agentAddress: 'InternalIP', sshPort: 2222, keyRotationInterval: '720h' });
 });
 
 void test('validators reject non-objects and the wrong kind', () => {

@@ -7,6 +7,7 @@ import {
   Duration,
   GitRepoSpec,
   ObjectMeta,
+  NamespaceName,
   ObjectName,
   PatternString,
   QuantityMap,
@@ -66,8 +67,22 @@ export const PvcSyncSpec = Type.Object(
   {
     enabled: Type.Optional(
       Type.Boolean({
-        description: 'Deploy the PVC-sync agent DaemonSet into this cluster, so PVC data can be copied from or to it.',
+        description:
+          'Deploy the PVC-sync agent DaemonSet into this cluster, so the PVC data of Replications that name it as sourceCluster ' +
+          'can be read from it. Set it on the cluster whose data is copied (the source), not on the DR cluster: the DR side only runs ' +
+          'short-lived rsync Jobs, through the destination RemoteCluster\'s kubeconfig.',
         default: false,
+      }),
+    ),
+    namespace: Type.Optional(
+      Type.Unsafe<string>({ ...NamespaceName('Namespace in this cluster for the agent DaemonSet, its ServiceAccount, host key and registry.'), default: 'dr-syncer-agent' }),
+    ),
+    agentAddress: Type.Optional(
+      StringEnum(['InternalIP', 'ExternalIP', 'Hostname'], {
+        description:
+          'Which address of a node the DR cluster\'s rsync Jobs connect to (the agent listens on the node\'s network, port sshPort). ' +
+          'InternalIP when the clusters share a network, ExternalIP when the DR cluster reaches the source nodes from outside.',
+        default: 'InternalIP',
       }),
     ),
     image: Type.Optional(
@@ -137,6 +152,24 @@ export const RemoteClusterStatus = Type.Object(
         {
           ready: Type.Integer({ description: 'Number of agent pods that are ready.', format: 'int32', minimum: 0 }),
           total: Type.Integer({ description: 'Number of agent pods that should run (one per selected node).', format: 'int32', minimum: 0 }),
+          hostKeyFingerprint: Type.Optional(
+            Type.String({ description: 'SHA256 fingerprint of the agents\' SSH host key, as ssh-keygen -lf prints it; DR-side Jobs pin it.' }),
+          ),
+          clientKeyFingerprint: Type.Optional(Type.String({ description: 'SHA256 fingerprint of the key DR-side Jobs use to log in to the agents.' })),
+          keyCreationTime: Type.Optional(Timestamp('When the current client key was made; it is replaced after keyRotationInterval.')),
+          nodes: Type.Optional(
+            Type.Array(
+              Type.Object(
+                {
+                  node: Type.String({ description: 'Node name.' }),
+                  ready: Type.Boolean({ description: 'Whether the node\'s agent pod is ready.' }),
+                  address: Type.Optional(Type.String({ description: 'The node address DR-side Jobs connect to (spec.pvcSync.agentAddress).' })),
+                },
+                { description: 'The agent on one node.' },
+              ),
+              { description: 'The agent on each node.', maxItems: 5000, 'x-kubernetes-list-type': 'atomic' },
+            ),
+          ),
         },
         { description: 'PVC-sync agent DaemonSet readiness (only when pvcSync.enabled).' },
       ),

@@ -108,18 +108,30 @@ const AccessModeMapping = Type.Object(
   { description: 'Replace one PVC access mode with another.' },
 );
 
-const RsyncOption = withRules(
-  PatternString('^--?[A-Za-z0-9][-A-Za-z0-9]*(=.*)?$', 'must be an rsync option such as "--checksum" or "--bwlimit=1000"', {
-    description: 'An rsync command-line option.',
-    maxLength: 1024,
-  }),
-  [
-    {
-      rule: "!self.matches('^(--rsh|--rsync-path|-[A-Za-z0-9]*e)')",
-      message: 'rsync options that run commands (-e, --rsh, --rsync-path) are not allowed',
-      check: (self) => !/^(--rsh|--rsync-path|-[A-Za-z0-9]*e)/.test(self),
-    },
-  ],
+/** A cron schedule in UTC, as node-cron and the controller's scheduler read it. */
+function Cron(description: string) {
+  return MatchString(
+    CRON_PATTERN,
+    'schedule must be a 5-field cron expression (minute hour day-of-month month day-of-week) such as "0 */6 * * *", or @hourly, @daily, @weekly, @monthly or @yearly',
+    { description, maxLength: 256 },
+  );
+}
+
+/**
+ * The rsync options a user may add: an allow-list, since rsync has many ways to change the remote
+ * command or the transport (-e, --rsh, --rsync-path, -M/--remote-option, --old-args, --config,
+ * --files-from…), and the DR side must never run anything but the pinned ssh to the endpoint.
+ */
+export const RSYNC_OPTION_PATTERN =
+  '^(--checksum|-c|--compress|-z|--sparse|-S|--acls|-A|--xattrs|-X|--inplace|--partial|--whole-file|-W|--no-whole-file|' +
+  '--delete-after|--delete-delay|--delete-during|--size-only|--ignore-times|-I|--one-file-system|-x|--omit-dir-times|-O|' +
+  '--modify-window=-?[0-9]+|--max-size=[0-9]+[KMGkmg]?|--min-size=[0-9]+[KMGkmg]?)$';
+const RsyncOption = PatternString(
+  RSYNC_OPTION_PATTERN,
+  'must be one of the allowed rsync options (--checksum, --compress, --sparse, --acls, --xattrs, --inplace, --partial, --whole-file, ' +
+    '--delete-after, --delete-delay, --delete-during, --size-only, --ignore-times, --one-file-system, --omit-dir-times, ' +
+    '--modify-window=N, --max-size=N, --min-size=N, or their short forms); options that change the remote command or the ssh transport are refused',
+  { description: 'An extra rsync option from the allowed set.', maxLength: 64 },
 );
 
 export const DataSyncSpec = Type.Object(
@@ -131,6 +143,12 @@ export const DataSyncSpec = Type.Object(
       Type.Integer({ description: 'How many PVCs are copied at the same time.', default: 2, minimum: 1, maximum: 16 }),
     ),
     timeout: Type.Optional(Duration('A single PVC transfer that runs longer than this is stopped and reported as failed.', '30m')),
+    schedule: Type.Optional(
+      Cron(
+        'When PVC data is copied (cron, UTC). Default: the Replication\'s schedule in Scheduled mode, every continuous.resyncInterval ' +
+          'in Continuous mode, and in Manual mode when spec.trigger.manual changes.',
+      ),
+    ),
     excludePaths: Type.Optional(
       Type.Array(Type.String({ description: 'An rsync exclude pattern, for example "cache/" or "*.tmp".', minLength: 1, maxLength: 4096 }), {
         description: 'Paths inside the volumes that are not copied (rsync --exclude patterns).',
@@ -175,7 +193,9 @@ export const PvcSpec = Type.Object(
     ),
     syncData: Type.Optional(
       Type.Boolean({
-        description: 'Also copy the data in the PVCs to the destination cluster with rsync over SSH (needs pvcSync.enabled on both RemoteClusters).',
+        description:
+          'Also copy the data in the PVCs to the destination cluster with rsync over SSH. Needs a sourceCluster RemoteCluster with ' +
+          'pvcSync.enabled (the agents run there) and a destinationCluster (the rsync Jobs run there).',
         default: false,
       }),
     ),
@@ -365,12 +385,10 @@ export const ReplicationSpec = withRules(
         }),
       ),
       schedule: Type.Optional(
-        MatchString(CRON_PATTERN, 'schedule must be a 5-field cron expression (minute hour day-of-month month day-of-week) such as "0 */6 * * *", or @hourly, @daily, @weekly, @monthly or @yearly', {
-          description:
-            'Cron schedule for mode Scheduled, in UTC: 5 fields (minute hour day-of-month month day-of-week), for example "*/15 * * * *", ' +
+        Cron(
+          'Cron schedule for mode Scheduled, in UTC: 5 fields (minute hour day-of-month month day-of-week), for example "*/15 * * * *", ' +
             'or @hourly, @daily, @weekly, @monthly, @yearly. Required when mode is Scheduled.',
-          maxLength: 256,
-        }),
+        ),
       ),
       continuous: Type.Optional(ContinuousSpec),
       paused: Type.Optional(
@@ -480,6 +498,8 @@ const PvcStatus = Type.Object(
     filesTransferred: Type.Optional(Type.Integer({ description: 'Files sent during the last data sync.', format: 'int64', minimum: 0 })),
     lastSyncTime: Type.Optional(Timestamp('When the last successful data sync of the PVC finished.')),
     lastSyncDuration: Type.Optional(Type.String({ description: 'How long the last data sync took, for example "42.5s".' })),
+    lastExitCode: Type.Optional(Type.Integer({ description: 'rsync\'s exit code in the last attempt (23 and 24, partial transfers, are failures).', format: 'int32' })),
+    lastAttemptTime: Type.Optional(Timestamp('When the last attempt started.')),
     message: Type.Optional(Type.String({ description: 'Details, for example the error of a failed sync.', maxLength: 32768 })),
   },
   { description: 'Data-sync state of one PVC.' },
@@ -522,6 +542,19 @@ export const ReplicationStatus = Type.Object(
     ),
     pvcs: Type.Optional(
       Type.Array(PvcStatus, { description: 'Data-sync state per PVC (pvc.syncData).', maxItems: 4096, 'x-kubernetes-list-type': 'atomic' }),
+    ),
+    dataSync: Type.Optional(
+      Type.Object(
+        {
+          phase: Type.Optional(Type.String({ description: 'Result of the last PVC data sync: Synced, Pending (waiting for something, see pvcs), Failed or Syncing.' })),
+          message: Type.Optional(Type.String({ description: 'Summary of the last PVC data sync.', maxLength: 32768 })),
+          lastStartTime: Type.Optional(Timestamp('When the last PVC data sync started.')),
+          lastCompletionTime: Type.Optional(Timestamp('When the last PVC data sync ended, whatever its result.')),
+          nextSyncTime: Type.Optional(Timestamp('When the next PVC data sync is due.')),
+          lastManualSync: Type.Optional(Type.String({ description: 'The spec.trigger.manual value the last PVC data sync ran for.' })),
+        },
+        { description: 'PVC data sync as a whole (pvc.syncData); per-PVC figures are in pvcs.' },
+      ),
     ),
     lastError: Type.Optional(
       Type.Object(

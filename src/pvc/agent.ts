@@ -1,0 +1,168 @@
+// The agent in a source cluster, as the controller keeps it: the objects of manifests.ts applied
+// server-side (dr-syncer owns exactly those fields), the registry ConfigMap's authorized keys
+// set, and what the agents' pods say about their readiness, per node.
+import type { KubeClient } from '../adapters/kube/client.ts';
+import { KubeApiError } from '../adapters/kube/client.ts';
+import { AGENT_CONFIGMAP, AUTHORIZED_KEYS_KEY, TARGET_KEY_PREFIX, targetEntry, targetKey } from '../agent/registry.ts';
+import type { KubeObject } from '../core/types.ts';
+import type { AgentSettings } from './manifests.ts';
+import { AGENT_NAME, agentObjects } from './manifests.ts';
+
+const FIELD_MANAGER = 'dr-syncer';
+
+const PLURAL: Record<string, string> = {
+  Namespace: 'namespaces', ServiceAccount: 'serviceaccounts', Secret: 'secrets', ConfigMap: 'configmaps',
+  Role: 'roles', RoleBinding: 'rolebindings', DaemonSet: 'daemonsets', Job: 'jobs',
+};
+
+export function objectPath(o: Pick<KubeObject, 'apiVersion' | 'kind' | 'metadata'>): string {
+  const base = o.apiVersion.includes('/') ? `/apis/${o.apiVersion}` : `/api/${o.apiVersion}`;
+  const plural = PLURAL[o.kind];
+  if (!plural) throw new Error(`no resource path for kind ${o.kind}`);
+  const ns = o.metadata.namespace ? `/namespaces/${encodeURIComponent(o.metadata.namespace)}` : '';
+  return `${base}${ns}/${plural}/${encodeURIComponent(o.metadata.name)}`;
+}
+
+/** Server-side apply: creates or updates exactly the fields given, owned by dr-syncer. */
+export async function apply(client: KubeClient, o: KubeObject, signal?: AbortSignal): Promise<KubeObject> {
+  return client.request<KubeObject>('PATCH', `${objectPath(o)}?fieldManager=${FIELD_MANAGER}&force=true`, o, 'application/apply-patch+yaml', signal);
+}
+
+export async function deleteIfExists(client: KubeClient, path: string, signal?: AbortSignal): Promise<void> {
+  try {
+    await client.request('DELETE', path, { apiVersion: 'v1', kind: 'DeleteOptions', propagationPolicy: 'Background' }, 'application/json', signal);
+  } catch (err) {
+    if (!(err instanceof KubeApiError && err.status === 404)) throw err;
+  }
+}
+
+export interface AgentNode {
+  node: string;
+  ready: boolean;
+  /** The node's address that DR-side Jobs connect to (spec.pvcSync.agentAddress). */
+  address?: string;
+}
+
+export interface AgentState {
+  ready: number;
+  total: number;
+  nodes: AgentNode[];
+}
+
+export type AddressType = 'InternalIP' | 'ExternalIP' | 'Hostname';
+
+/** Applies the agent's objects and its authorized keys; returns the agents' readiness. */
+export async function reconcileAgent(
+  client: KubeClient,
+  s: AgentSettings & { addressType: AddressType },
+  hostPrivateKey: string,
+  authorizedKeys: string,
+  signal?: AbortSignal,
+): Promise<AgentState> {
+  for (const o of agentObjects(s, hostPrivateKey)) await apply(client, o, signal);
+  // Only the keys: the targets in the same ConfigMap belong to the running transfers.
+  await apply(client, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: AGENT_CONFIGMAP, namespace: s.namespace }, data: { [AUTHORIZED_KEYS_KEY]: authorizedKeys } } as KubeObject, signal);
+  return agentState(client, s.namespace, s.addressType, signal);
+}
+
+interface PodLike {
+  spec?: { nodeName?: string };
+  status?: { conditions?: { type: string; status: string }[] };
+}
+interface NodeLike {
+  metadata: { name: string };
+  status?: { addresses?: { type: string; address: string }[] };
+}
+
+export function nodeAddress(n: NodeLike, type: AddressType): string | undefined {
+  return n.status?.addresses?.find((a) => a.type === type)?.address;
+}
+
+export async function agentState(client: KubeClient, namespace: string, addressType: AddressType, signal?: AbortSignal): Promise<AgentState> {
+  const ds = await client.get<{ status?: { desiredNumberScheduled?: number; numberReady?: number } }>(`/apis/apps/v1/namespaces/${encodeURIComponent(namespace)}/daemonsets/${AGENT_NAME}`, signal);
+  const pods = await client.list(`/api/v1/namespaces/${encodeURIComponent(namespace)}/pods`, { labelSelector: `app.kubernetes.io/name=${AGENT_NAME}` }, 500, signal);
+  const nodes = new Map<string, NodeLike>();
+  for (const n of (await client.list('/api/v1/nodes', {}, 500, signal)).items as unknown as NodeLike[]) nodes.set(n.metadata.name, n);
+  const out: AgentNode[] = [];
+  for (const p of pods.items as unknown as PodLike[]) {
+    const node = p.spec?.nodeName;
+    if (!node) continue;
+    const ready = p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+    const n = nodes.get(node);
+    const address = n && nodeAddress(n, addressType);
+    out.push({ node, ready, ...(address ? { address } : {}) });
+  }
+  out.sort((a, b) => a.node.localeCompare(b.node));
+  return { ready: ds.status?.numberReady ?? 0, total: ds.status?.desiredNumberScheduled ?? 0, nodes: out };
+}
+
+const configMapPath = (ns: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/configmaps/${AGENT_CONFIGMAP}`;
+
+/** Lets the agent on `node` forward to address (host:port) for operation opId. */
+export async function registerTarget(client: KubeClient, namespace: string, opId: string, node: string, address: string, signal?: AbortSignal): Promise<void> {
+  // A merge patch of one key: concurrent transfers never overwrite each other's entries.
+  await client.request('PATCH', `${configMapPath(namespace)}?fieldManager=dr-syncer-transfer`, { data: { [targetKey(opId)]: targetEntry(node, address) } }, 'application/merge-patch+json', signal);
+}
+
+export async function unregisterTargets(client: KubeClient, namespace: string, opIds: string[], signal?: AbortSignal): Promise<void> {
+  if (opIds.length === 0) return;
+  const data: Record<string, null> = {};
+  for (const id of opIds) data[targetKey(id)] = null;
+  try {
+    await client.request('PATCH', `${configMapPath(namespace)}?fieldManager=dr-syncer-transfer`, { data }, 'application/merge-patch+json', signal);
+  } catch (err) {
+    if (!(err instanceof KubeApiError && err.status === 404)) throw err;
+  }
+}
+
+/** Operation ids that have a target registered. */
+export async function registeredTargets(client: KubeClient, namespace: string, signal?: AbortSignal): Promise<string[]> {
+  try {
+    const cm = await client.get<{ data?: Record<string, string> }>(configMapPath(namespace), signal);
+    return Object.keys(cm.data ?? {}).filter((k) => k.startsWith(TARGET_KEY_PREFIX)).map((k) => k.slice(TARGET_KEY_PREFIX.length));
+  } catch (err) {
+    if (err instanceof KubeApiError && err.status === 404) return [];
+    throw err;
+  }
+}
+
+export const DEFAULT_AGENT_NAMESPACE = 'dr-syncer-agent';
+export const DEFAULT_AGENT_PORT = 2222;
+export const DEFAULT_KEY_ROTATION = '720h';
+
+/** What the controller knows about the agent image and pods, from its flags. */
+export interface AgentDefaults {
+  image: string;
+  imagePullPolicy?: string;
+  podEnv?: AgentSettings['podEnv'];
+}
+
+export interface PvcSyncFields {
+  namespace?: string;
+  image?: string;
+  imagePullPolicy?: string;
+  sshPort?: number;
+  agentAddress?: AddressType;
+  nodeSelector?: Record<string, string>;
+  tolerations?: object[];
+  resources?: object;
+}
+
+/** The agent settings of a source cluster: its RemoteCluster's spec.pvcSync over the controller's defaults. */
+export function agentSettingsFor(p: PvcSyncFields, defaults: AgentDefaults): AgentSettings & { addressType: AddressType } {
+  const pullPolicy = p.imagePullPolicy ?? defaults.imagePullPolicy;
+  return {
+    namespace: p.namespace ?? DEFAULT_AGENT_NAMESPACE,
+    image: p.image ?? defaults.image,
+    ...(pullPolicy ? { imagePullPolicy: pullPolicy } : {}),
+    sshPort: p.sshPort ?? DEFAULT_AGENT_PORT,
+    addressType: p.agentAddress ?? 'InternalIP',
+    ...(p.nodeSelector ? { nodeSelector: p.nodeSelector } : {}),
+    ...(p.tolerations ? { tolerations: p.tolerations as Record<string, unknown>[] } : {}),
+    ...(p.resources ? { resources: p.resources as Record<string, unknown> } : {}),
+    ...(defaults.podEnv ? { podEnv: defaults.podEnv } : {}),
+  };
+}
+
+/** Names of the controller-side Secrets that hold a source cluster's agent keys. */
+export const agentKeySecrets = (remoteCluster: string) => ({ host: `${remoteCluster}-pvc-agent-host-key`, client: `${remoteCluster}-pvc-agent-client-key` });

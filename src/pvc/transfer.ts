@@ -1,0 +1,297 @@
+// One PVC's data transfer, start to end, against the two clusters:
+//   source: Lease -> endpoint Job (+ Secret) on the node that holds the volume -> target
+//           registered with that node's agent
+//   destination: rsync Job (+ Secret) mounting the DR PVC, through the agent, host keys pinned
+// then rsync's exit code and statistics, and everything removed again (also on failure or
+// abort). What a crash leaves behind is removed by sweep() and, failing that, by the Jobs'
+// deadlines and TTLs; the Lease expires.
+import { randomBytes } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
+import type { KubeClient } from '../adapters/kube/client.ts';
+import { KubeApiError } from '../adapters/kube/client.ts';
+import type { KeyPair } from '../agent/keys.ts';
+import { generateKeyPair } from '../agent/keys.ts';
+import { formatAddress } from '../agent/registry.ts';
+import type { KubeObject } from '../core/types.ts';
+import type { Logger } from '../util/log.ts';
+import type { AddressType } from './agent.ts';
+import { deleteIfExists, nodeAddress, objectPath, registeredTargets, registerTarget, unregisterTargets } from './agent.ts';
+import type { TransferPlan } from './manifests.ts';
+import { ENDPOINT_PORT, endpointJob, endpointSecret, OPERATION_LABEL, operationName, REPLICATION_UID_LABEL, rsyncJob, rsyncSecret } from './manifests.ts';
+import type { RsyncFigures } from './rsync-result.ts';
+import { rsyncResult } from './rsync-result.ts';
+
+export interface TransferDeps {
+  source: KubeClient;
+  destination: KubeClient;
+  /** Names the clusters in messages. */
+  sourceName: string;
+  destinationName: string;
+  agent: {
+    namespace: string; port: number; addressType: AddressType; hostPublicKey: string; clientPrivateKey: string;
+    /** The agents as their RemoteCluster last reported them. */
+    nodes: { node: string; ready: boolean }[];
+  };
+  replicationKey: KeyPair;
+  /** Who holds the PVC's Lease (controller identity). */
+  holder: string;
+  log: Logger;
+  /** How long the endpoint pod may take to be scheduled and ready. Default 3 minutes. */
+  podReadyTimeoutMs?: number;
+  pollMs?: number;
+}
+
+export type PvcPhase = 'Pending' | 'Syncing' | 'Synced' | 'Failed' | 'Skipped';
+
+export interface TransferOutcome {
+  phase: PvcPhase;
+  message: string;
+  startedAt: Date;
+  durationMs: number;
+  exitCode?: number;
+  figures?: RsyncFigures;
+}
+
+/** A condition that ends the transfer with a phase and a message for status. */
+class Stop extends Error {
+  constructor(
+    readonly phase: PvcPhase,
+    message: string,
+    readonly exitCode?: number,
+  ) {
+    super(message);
+  }
+}
+
+export const newOperationId = (): string => randomBytes(5).toString('hex');
+
+const LEASE_SECONDS = 60;
+const leaseName = (pvc: string) => (`dr-syncer-pvc-${pvc}`.length <= 253 ? `dr-syncer-pvc-${pvc}` : `dr-syncer-pvc-${pvc.slice(0, 200)}`);
+
+interface PodLike {
+  metadata: { name: string };
+  spec?: { nodeName?: string; volumes?: { persistentVolumeClaim?: { claimName?: string } }[] };
+  status?: {
+    phase?: string;
+    podIP?: string;
+    conditions?: { type: string; status: string; reason?: string; message?: string }[];
+    containerStatuses?: { state?: { running?: unknown; terminated?: { exitCode: number; reason?: string; message?: string }; waiting?: { reason?: string; message?: string } } }[];
+  };
+}
+
+const podReady = (p: PodLike) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+
+async function getOrUndefined<T>(client: KubeClient, path: string, signal?: AbortSignal): Promise<T | undefined> {
+  try {
+    return await client.get<T>(path, signal);
+  } catch (err) {
+    if (err instanceof KubeApiError && err.status === 404) return undefined;
+    throw err;
+  }
+}
+
+const pvcPath = (ns: string, name: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/persistentvolumeclaims/${encodeURIComponent(name)}`;
+
+export async function transferPvc(d: TransferDeps, plan: TransferPlan, signal?: AbortSignal): Promise<TransferOutcome> {
+  const startedAt = new Date();
+  const t0 = Date.now();
+  const src = `${plan.source.namespace}/${plan.source.pvc}`;
+  const log = d.log.child({ pvc: src, operation: plan.opId });
+  const created: { client: KubeClient; path: string }[] = [];
+  let registered = false;
+  let leaseHeld = false;
+  try {
+    // The DR PVC arrives through GitOps; until it is there, there is nowhere to copy to.
+    const drPvc = await getOrUndefined<{ status?: { phase?: string } }>(d.destination, pvcPath(plan.destination.namespace, plan.destination.pvc), signal);
+    if (!drPvc) throw new Stop('Pending', `waiting for PVC ${plan.destination.namespace}/${plan.destination.pvc} in destination cluster ${d.destinationName} (it is created when the DR repository is applied)`);
+    if (drPvc.status?.phase === 'Lost') throw new Stop('Failed', `PVC ${plan.destination.namespace}/${plan.destination.pvc} in destination cluster ${d.destinationName} is Lost: its volume is gone`);
+    const srcPvc = await getOrUndefined<{ spec?: { accessModes?: string[] }; status?: { phase?: string } }>(d.source, pvcPath(plan.source.namespace, plan.source.pvc), signal);
+    if (!srcPvc) throw new Stop('Skipped', `PVC ${src} no longer exists in source cluster ${d.sourceName}`);
+    if (srcPvc.status?.phase !== 'Bound') throw new Stop('Pending', `PVC ${src} in source cluster ${d.sourceName} is ${srcPvc.status?.phase ?? 'not bound'}: waiting until it is Bound`);
+
+    // Where is it mounted? A ReadWriteOnce volume can be mounted again only on that node.
+    const pods = (await d.source.list(`/api/v1/namespaces/${encodeURIComponent(plan.source.namespace)}/pods`, {}, 500, signal)).items as unknown as PodLike[];
+    const users = pods.filter((p) => p.spec?.nodeName && !['Succeeded', 'Failed'].includes(p.status?.phase ?? '') && p.spec.volumes?.some((v) => v.persistentVolumeClaim?.claimName === plan.source.pvc));
+    if (users.length > 0 && srcPvc.spec?.accessModes?.includes('ReadWriteOncePod')) {
+      throw new Stop('Skipped', `PVC ${src} is ReadWriteOncePod and mounted by pod ${users[0]!.metadata.name}: no second pod may mount it`);
+    }
+    const node = users[0]?.spec?.nodeName;
+    const p: TransferPlan = { ...plan, source: { ...plan.source, ...(node ? { node } : {}) } };
+
+    await acquireLease(d, plan, signal);
+    leaseHeld = true;
+
+    // Source side: the endpoint, with a host key made for this transfer only.
+    const endpointHost = generateKeyPair(`dr-syncer-endpoint-${plan.opId}`);
+    const ejob = await d.source.request<KubeObject>('POST', `/apis/batch/v1/namespaces/${encodeURIComponent(plan.source.namespace)}/jobs`, endpointJob(p), 'application/json', signal);
+    created.push({ client: d.source, path: objectPath(ejob) });
+    await d.source.request('POST', `/api/v1/namespaces/${encodeURIComponent(plan.source.namespace)}/secrets`, endpointSecret(p, endpointHost.privateKey, d.replicationKey.publicKey, ejob), 'application/json', signal);
+    const endpoint = await waitForEndpoint(d, p, signal);
+    log.info({ node: endpoint.node, endpoint: endpoint.ip }, 'rsync endpoint ready');
+
+    if (!d.agent.nodes.some((n) => n.node === endpoint.node && n.ready)) {
+      throw new Stop('Pending', `the PVC-sync agent on node ${endpoint.node} of source cluster ${d.sourceName} is not ready (RemoteCluster status.agents); retrying`);
+    }
+    const nodeObj = await d.source.get<{ metadata: { name: string }; status?: { addresses?: { type: string; address: string }[] } }>(`/api/v1/nodes/${encodeURIComponent(endpoint.node)}`, signal);
+    const agentHost = nodeAddress(nodeObj, d.agent.addressType);
+    if (!agentHost) throw new Stop('Failed', `node ${endpoint.node} of source cluster ${d.sourceName} has no ${d.agent.addressType} address (spec.pvcSync.agentAddress)`);
+    await registerTarget(d.source, d.agent.namespace, plan.opId, endpoint.node, formatAddress(endpoint.ip, ENDPOINT_PORT), signal);
+    registered = true;
+
+    // Destination side: the rsync Job.
+    const rjob = await d.destination.request<KubeObject>('POST', `/apis/batch/v1/namespaces/${encodeURIComponent(plan.destination.namespace)}/jobs`, rsyncJob(p), 'application/json', signal);
+    created.push({ client: d.destination, path: objectPath(rjob) });
+    await d.destination.request(
+      'POST', `/api/v1/namespaces/${encodeURIComponent(plan.destination.namespace)}/secrets`,
+      rsyncSecret(p, { agentHost, agentPort: d.agent.port, agentHostPublicKey: d.agent.hostPublicKey, endpointIP: endpoint.ip, endpointHostPublicKey: endpointHost.publicKey },
+        { agentPrivateKey: d.agent.clientPrivateKey, endpointPrivateKey: d.replicationKey.privateKey }, rjob),
+      'application/json', signal,
+    );
+    log.info({ agent: `${agentHost}:${d.agent.port}` }, 'rsync job started');
+    const done = await waitForRsync(d, p, signal);
+    const r = rsyncResult(done.exitCode, done.log, done.log);
+    log.info({ exitCode: r.exitCode, figures: r.figures }, r.ok ? 'rsync complete' : 'rsync failed');
+    return { phase: r.ok ? 'Synced' : 'Failed', message: r.ok ? 'complete' : r.message, startedAt, durationMs: Date.now() - t0, exitCode: r.exitCode, ...(r.figures ? { figures: r.figures } : {}) };
+  } catch (err) {
+    if (err instanceof Stop) return { phase: err.phase, message: err.message, startedAt, durationMs: Date.now() - t0, ...(err.exitCode !== undefined ? { exitCode: err.exitCode } : {}) };
+    throw err;
+  } finally {
+    // Not with the (maybe aborted) signal: clean-up must run also when the reconcile is cancelled.
+    const cleanup: Promise<unknown>[] = created.map((c) => deleteIfExists(c.client, c.path));
+    if (registered) cleanup.push(unregisterTargets(d.source, d.agent.namespace, [plan.opId]));
+    if (leaseHeld) cleanup.push(deleteIfExists(d.source, `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(plan.source.namespace)}/leases/${encodeURIComponent(leaseName(plan.source.pvc))}`));
+    for (const r of await Promise.allSettled(cleanup)) {
+      if (r.status === 'rejected') log.warn({ err: r.reason as unknown }, 'clean-up failed; the next sweep removes it');
+    }
+  }
+}
+
+interface LeaseObject {
+  metadata: { resourceVersion?: string };
+  spec?: { holderIdentity?: string; renewTime?: string; leaseDurationSeconds?: number };
+}
+
+function leaseBody(d: TransferDeps, plan: TransferPlan, resourceVersion?: string): unknown {
+  const now = new Date().toISOString().replace(/Z$/, '000Z'); // MicroTime
+  return {
+    apiVersion: 'coordination.k8s.io/v1', kind: 'Lease',
+    metadata: { name: leaseName(plan.source.pvc), namespace: plan.source.namespace, labels: { 'app.kubernetes.io/managed-by': 'dr-syncer', [OPERATION_LABEL]: plan.opId }, ...(resourceVersion ? { resourceVersion } : {}) },
+    spec: { holderIdentity: `${d.holder}/${plan.replication.namespace}/${plan.replication.name}/${plan.opId}`, leaseDurationSeconds: LEASE_SECONDS, acquireTime: now, renewTime: now },
+  };
+}
+
+/** One transfer per PVC at a time, across Replications and controllers: a Lease next to the PVC. */
+async function acquireLease(d: TransferDeps, plan: TransferPlan, signal?: AbortSignal): Promise<void> {
+  const base = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(plan.source.namespace)}/leases`;
+  try {
+    await d.source.request('POST', base, leaseBody(d, plan), 'application/json', signal);
+    return;
+  } catch (err) {
+    if (!(err instanceof KubeApiError && err.status === 409)) throw err;
+  }
+  const l = await d.source.get<LeaseObject>(`${base}/${encodeURIComponent(leaseName(plan.source.pvc))}`, signal);
+  const renewed = Date.parse(l.spec?.renewTime ?? '');
+  const expired = Number.isNaN(renewed) || Date.now() - renewed > (l.spec?.leaseDurationSeconds ?? LEASE_SECONDS) * 1000;
+  if (!expired) throw new Stop('Pending', `another transfer of PVC ${plan.source.namespace}/${plan.source.pvc} is running (Lease ${leaseName(plan.source.pvc)} held by ${l.spec?.holderIdentity ?? 'unknown'})`);
+  try {
+    await d.source.request('PUT', `${base}/${encodeURIComponent(leaseName(plan.source.pvc))}`, leaseBody(d, plan, l.metadata.resourceVersion), 'application/json', signal);
+  } catch (err) {
+    if (err instanceof KubeApiError && err.status === 409) throw new Stop('Pending', `another transfer of PVC ${plan.source.namespace}/${plan.source.pvc} took its Lease first`);
+    throw err;
+  }
+}
+
+async function renewLease(d: TransferDeps, plan: TransferPlan, signal?: AbortSignal): Promise<void> {
+  const now = new Date().toISOString().replace(/Z$/, '000Z');
+  await d.source.request('PATCH', `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(plan.source.namespace)}/leases/${encodeURIComponent(leaseName(plan.source.pvc))}`, { spec: { renewTime: now } }, 'application/merge-patch+json', signal);
+}
+
+async function operationPods(client: KubeClient, namespace: string, opId: string, signal?: AbortSignal): Promise<PodLike[]> {
+  return (await client.list(`/api/v1/namespaces/${encodeURIComponent(namespace)}/pods`, { labelSelector: `${OPERATION_LABEL}=${opId}` }, 500, signal)).items as unknown as PodLike[];
+}
+
+function podProblem(p: PodLike): string | undefined {
+  const cs = p.status?.containerStatuses?.[0]?.state;
+  const w = cs?.waiting;
+  if (w?.reason && /ErrImage|ImagePull|CreateContainer|InvalidImageName|CrashLoop/.test(w.reason)) return `${w.reason}: ${w.message ?? ''}`.trim();
+  if (p.status?.phase === 'Failed') return `the pod failed${cs?.terminated ? ` (exit ${cs.terminated.exitCode}${cs.terminated.reason ? `, ${cs.terminated.reason}` : ''})` : ''}`;
+  return undefined;
+}
+
+async function waitForEndpoint(d: TransferDeps, p: TransferPlan, signal?: AbortSignal): Promise<{ node: string; ip: string }> {
+  const deadline = Date.now() + (d.podReadyTimeoutMs ?? 180_000);
+  let last = 'no pod yet';
+  for (;;) {
+    const pod = (await operationPods(d.source, p.source.namespace, p.opId, signal))[0];
+    if (pod) {
+      if (podReady(pod) && pod.spec?.nodeName && pod.status?.podIP) return { node: pod.spec.nodeName, ip: pod.status.podIP };
+      const problem = podProblem(pod);
+      if (problem) throw new Stop('Failed', `rsync endpoint pod ${pod.metadata.name} in source cluster ${d.sourceName}: ${problem}`);
+      const unscheduled = pod.status?.conditions?.find((c) => c.type === 'PodScheduled' && c.status === 'False');
+      last = unscheduled ? `not scheduled: ${unscheduled.message ?? unscheduled.reason ?? ''}` : `${pod.status?.phase ?? 'Pending'}, not ready`;
+    }
+    if (Date.now() > deadline) throw new Stop('Failed', `rsync endpoint for PVC ${p.source.namespace}/${p.source.pvc} in source cluster ${d.sourceName} was not ready within ${Math.round((d.podReadyTimeoutMs ?? 180_000) / 1000)}s: ${last}`);
+    await delay(d.pollMs ?? 1000, undefined, { signal });
+  }
+}
+
+async function waitForRsync(d: TransferDeps, p: TransferPlan, signal?: AbortSignal): Promise<{ exitCode: number; log: string }> {
+  const ns = p.destination.namespace;
+  const jobPath = `/apis/batch/v1/namespaces/${encodeURIComponent(ns)}/jobs/${operationName(p.opId)}`;
+  let lastRenew = Date.now();
+  for (;;) {
+    if (Date.now() - lastRenew > (LEASE_SECONDS * 1000) / 3) {
+      await renewLease(d, p, signal);
+      lastRenew = Date.now();
+    }
+    const pod = (await operationPods(d.destination, ns, p.opId, signal))[0];
+    const term = pod?.status?.containerStatuses?.[0]?.state?.terminated;
+    if (pod && term) return { exitCode: term.exitCode, log: await podLog(d.destination, ns, pod.metadata.name, signal) };
+    const problem = pod && podProblem(pod);
+    if (problem) throw new Stop('Failed', `rsync pod ${pod.metadata.name} in destination cluster ${d.destinationName}: ${problem}`);
+    const job = await getOrUndefined<{ status?: { conditions?: { type: string; status: string; reason?: string; message?: string }[] } }>(d.destination, jobPath, signal);
+    if (!job) throw new Stop('Failed', `rsync Job ${ns}/${operationName(p.opId)} in destination cluster ${d.destinationName} was deleted while it ran`);
+    const failed = job.status?.conditions?.find((c) => (c.type === 'Failed' || c.type === 'FailureTarget') && c.status === 'True');
+    if (failed && !pod?.status?.containerStatuses?.[0]?.state?.running) {
+      const why = failed.reason === 'DeadlineExceeded' ? `timed out after ${p.timeoutSeconds}s (spec.pvc.dataSync.timeout)` : `${failed.reason ?? 'failed'}: ${failed.message ?? ''}`;
+      throw new Stop('Failed', `rsync Job ${ns}/${operationName(p.opId)} in destination cluster ${d.destinationName} ${why}`);
+    }
+    await delay(d.pollMs ?? 1000, undefined, { signal });
+  }
+}
+
+async function podLog(client: KubeClient, ns: string, pod: string, signal?: AbortSignal): Promise<string> {
+  const res = await client.raw('GET', `/api/v1/namespaces/${encodeURIComponent(ns)}/pods/${encodeURIComponent(pod)}/log?container=rsync&limitBytes=1048576`, undefined, 'application/json', signal);
+  const chunks: Buffer[] = [];
+  for await (const c of res) chunks.push(c as Buffer);
+  const text = Buffer.concat(chunks).toString('utf8');
+  if ((res.statusCode ?? 0) >= 400) return `(log unavailable: ${res.statusCode ?? 0} ${text.slice(0, 200)})`;
+  return text;
+}
+
+/**
+ * Removes what earlier transfers of this Replication left behind (a crash, a lost leader): the
+ * Jobs labelled with its uid in both clusters (their pods and Secrets go with them), and agent
+ * targets whose endpoint Job no longer exists. Only when no transfer of it is running here.
+ */
+export async function sweep(d: Pick<TransferDeps, 'source' | 'destination' | 'agent' | 'log'>, replicationUid: string, signal?: AbortSignal): Promise<number> {
+  let removed = 0;
+  for (const client of new Set([d.source, d.destination])) {
+    const jobs = await client.list('/apis/batch/v1/jobs', { labelSelector: `${REPLICATION_UID_LABEL}=${replicationUid}` }, 500, signal);
+    for (const j of jobs.items) {
+      await deleteIfExists(client, objectPath({ ...j, apiVersion: 'batch/v1', kind: 'Job' }), signal);
+      removed++;
+    }
+  }
+  const ops = await registeredTargets(d.source, d.agent.namespace, signal);
+  if (ops.length > 0) {
+    const live = new Set(
+      (await d.source.list('/apis/batch/v1/jobs', { labelSelector: OPERATION_LABEL }, 500, signal)).items.map((j) => j.metadata.labels?.[OPERATION_LABEL] ?? ''),
+    );
+    const stale = ops.filter((id) => !live.has(id));
+    await unregisterTargets(d.source, d.agent.namespace, stale, signal);
+    removed += stale.length;
+  }
+  if (removed > 0) d.log.info({ removed }, 'removed what earlier transfers left behind');
+  return removed;
+}

@@ -1,0 +1,318 @@
+// PVC data replication end to end, on real nodes (issue 9): two clusters with two kubelets each,
+// the agent image built from agent/Dockerfile and run by those kubelets. The controller (in this
+// process, against the source cluster, which also holds the CRs) deploys the agent DaemonSet into
+// the source cluster; for each PVC it starts the rsync endpoint Job on the PVC's node, registers
+// it with that node's agent, and runs the rsync Job in the DR cluster, which goes through the
+// agent with pinned host keys. The test compares the volumes' directories byte for byte,
+// with owners, modes, symlinks, hard links and mtimes.
+//
+// Stand-in, said plainly: the DR PVCs are created by the test, where in production Argo CD or
+// Flux applies them from the DR repository (test/integration/flux.test.ts shows Flux doing so).
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { after, before, describe, it } from 'node:test';
+import type { RunningManager } from '../../src/manager.ts';
+import { startManager } from '../../src/manager.ts';
+import { createLogger } from '../../src/util/log.ts';
+import type { BuiltImage, TestCluster } from '../env/cluster.ts';
+import { kubectl, startClusters } from '../env/cluster.ts';
+import type { GitServer } from '../env/git-server.ts';
+import { startGitServer } from '../env/git-server.ts';
+import { buildImage } from '../env/images.ts';
+import { eventually } from '../env/wait.ts';
+
+const run = promisify(execFile);
+let src: TestCluster;
+let dr: TestCluster;
+let git: GitServer;
+let image: BuiltImage;
+let mgr: RunningManager | undefined;
+const cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'drs-pvc-cache-'));
+const locked: string[] = [];
+
+type PvcStatus = { name: string; namespace: string; phase?: string; bytesTransferred?: number; filesTransferred?: number; lastSyncTime?: string; lastSyncDuration?: string; lastExitCode?: number; lastAttemptTime?: string; message?: string };
+type RepStatus = { pvcs?: PvcStatus[]; dataSync?: { phase?: string; message?: string; lastManualSync?: string; lastStartTime?: string; lastCompletionTime?: string } };
+type Agents = { ready: number; total: number; hostKeyFingerprint?: string; clientKeyFingerprint?: string; nodes?: { node: string; ready: boolean; address?: string }[] };
+
+const ctl = (args: string[], input?: string) => kubectl(src.kubeconfigPath, args, input === undefined ? {} : { input });
+const json = async <T>(c: TestCluster, args: string[]): Promise<T> => JSON.parse((await kubectl(c.kubeconfigPath, [...args, '-o', 'json'])).stdout) as T;
+const apply = (c: TestCluster, o: unknown) => kubectl(c.kubeconfigPath, ['apply', '-f', '-'], { input: JSON.stringify(o) });
+const repStatus = async () => (await json<{ status?: RepStatus }>(src, ['-n', 'dr-syncer', 'get', 'replication', 'data'])).status ?? {};
+const agents = async () => (await json<{ status?: { agents?: Agents } }>(src, ['-n', 'dr-syncer', 'get', 'remotecluster', 'prod'])).status?.agents;
+
+/** Where a bound PVC's data lives on the host (its local PV's directory). */
+async function volumeDir(c: TestCluster, ns: string, pvc: string): Promise<string> {
+  const volume = await eventually(`PVC ${ns}/${pvc} bound`, async () => (await json<{ spec: { volumeName?: string } }>(c, ['-n', ns, 'get', 'pvc', pvc])).spec.volumeName || undefined, 120_000);
+  for (const n of c.nodes) {
+    const dir = n.pvs.get(volume);
+    if (dir) return dir;
+  }
+  throw new Error(`PV ${volume} is not one of the test nodes' local PVs`);
+}
+
+interface Entry { type: string; mode: number; uid: number; gid: number; mtime?: number; size?: number; sha256?: string; target?: string; ino?: number }
+
+/** Everything rsync -rlptgoH promises to keep, per path. Hard links show as equal inode groups. */
+function snapshot(root: string): Record<string, Entry> {
+  const out: Record<string, Entry> = {};
+  const inodes = new Map<number, string>();
+  const walk = (rel: string) => {
+    const p = path.join(root, rel);
+    for (const name of fs.readdirSync(p).sort()) {
+      const r = path.join(rel, name);
+      const st = fs.lstatSync(path.join(root, r));
+      const e: Entry = { type: st.isSymbolicLink() ? 'link' : st.isDirectory() ? 'dir' : 'file', mode: st.mode & 0o7777, uid: st.uid, gid: st.gid };
+      if (st.isSymbolicLink()) e.target = fs.readlinkSync(path.join(root, r));
+      else if (st.isFile()) {
+        e.size = st.size;
+        e.mtime = Math.floor(st.mtimeMs / 1000);
+        e.sha256 = createHash('sha256').update(fs.readFileSync(path.join(root, r))).digest('hex');
+        if (st.nlink > 1) {
+          const first = inodes.get(st.ino);
+          if (first) e.target = `hardlink:${first}`;
+          else inodes.set(st.ino, r);
+        }
+      }
+      if (e.type === 'link') delete (e as Partial<Entry>).mode; // symlink modes are not kept (nor meaningful) on Linux
+      out[r] = e;
+      if (st.isDirectory()) walk(r);
+    }
+  };
+  walk('');
+  return out;
+}
+
+function assertSame(a: string, b: string, what: string) {
+  const sa = snapshot(a);
+  const sb = snapshot(b);
+  assert.deepEqual(Object.keys(sb).sort(), Object.keys(sa).sort(), `${what}: the same paths`);
+  for (const k of Object.keys(sa)) assert.deepEqual(sb[k], sa[k], `${what}: ${k}`);
+}
+
+/** A volume with what a real one has: nesting, odd names, owners, modes, links, an empty file. */
+function populate(dir: string) {
+  const w = (rel: string, data: string | Buffer, mode = 0o644) => {
+    fs.mkdirSync(path.dirname(path.join(dir, rel)), { recursive: true });
+    fs.writeFileSync(path.join(dir, rel), data, { mode });
+    fs.chmodSync(path.join(dir, rel), mode);
+  };
+  w('plain.txt', 'hello\n');
+  w('dir with space/ünïcödé 名前.txt', 'unicode\n');
+  w('a/b/c/deep.bin', randomBytes(300_000));
+  w('empty', '');
+  w('run.sh', '#!/bin/sh\necho hi\n', 0o755);
+  w('secret.key', 'k\n', 0o600);
+  w('owned/by-app.txt', 'owned\n', 0o640);
+  fs.chownSync(path.join(dir, 'owned/by-app.txt'), 1234, 5678);
+  fs.chownSync(path.join(dir, 'owned'), 1234, 5678);
+  fs.symlinkSync('plain.txt', path.join(dir, 'link-to-plain'));
+  fs.symlinkSync('/nonexistent/target', path.join(dir, 'dangling'));
+  fs.linkSync(path.join(dir, 'plain.txt'), path.join(dir, 'hardlink-to-plain'));
+  fs.mkdirSync(path.join(dir, 'sticky'), { mode: 0o1777 });
+  fs.chmodSync(path.join(dir, 'sticky'), 0o1777);
+  for (let i = 0; i < 200; i++) w(`many/f${String(i).padStart(3, '0')}.txt`, `file ${i}\n`);
+}
+
+async function trigger(value: string): Promise<RepStatus> {
+  await ctl(['-n', 'dr-syncer', 'patch', 'replication', 'data', '--type=merge', '-p', JSON.stringify({ spec: { trigger: { manual: value } } })]);
+  return eventually(`data sync for trigger ${value}`, async () => {
+    const s = await repStatus();
+    return s.dataSync?.lastManualSync === value && s.dataSync.phase !== 'Syncing' ? s : undefined;
+  }, 300_000);
+}
+
+const pvc = (s: RepStatus, name: string) => s.pvcs?.find((p) => p.name === name);
+
+/** No Job, Secret, Lease or agent target of a transfer is left in either cluster. */
+async function assertNothingLeft() {
+  for (const c of [src, dr]) {
+    const jobs = await json<{ items: unknown[] }>(c, ['get', 'jobs', '-A', '-l', 'dr-syncer.io/operation']);
+    assert.equal(jobs.items.length, 0, `no transfer Jobs left in ${c.name}`);
+    const secrets = await eventually('operation Secrets garbage-collected', async () => {
+      const s = await json<{ items: unknown[] }>(c, ['get', 'secrets', '-A', '-l', 'dr-syncer.io/operation']);
+      return s.items.length === 0 ? s : undefined;
+    }, 30_000);
+    assert.equal(secrets.items.length, 0);
+    const pods = await eventually('operation pods gone', async () => {
+      const p = await json<{ items: unknown[] }>(c, ['get', 'pods', '-A', '-l', 'dr-syncer.io/operation']);
+      return p.items.length === 0 ? p : undefined;
+    }, 60_000);
+    assert.equal(pods.items.length, 0);
+  }
+  const leases = await json<{ items: unknown[] }>(src, ['get', 'leases', '-n', 'app', '-l', 'dr-syncer.io/operation']);
+  assert.equal(leases.items.length, 0, 'no PVC Lease left');
+  const cm = await json<{ data?: Record<string, string> }>(src, ['-n', 'dr-syncer-agent', 'get', 'configmap', 'dr-syncer-agent']);
+  assert.deepEqual(Object.keys(cm.data ?? {}).filter((k) => k.startsWith('target.')), [], 'no agent target left registered');
+}
+
+before(async () => {
+  const t0 = Date.now();
+  let clusters: TestCluster[];
+  [clusters, git, image] = await Promise.all([startClusters(2, { nodes: 2, pvsPerNode: 3 }), startGitServer(), buildImage('agent', 'agent/Dockerfile')]);
+  [src, dr] = [clusters[0]!, clusters[1]!];
+  await Promise.all([src.loadImage(image), dr.loadImage(image)]);
+  console.log(`clusters and agent image ready in ${((Date.now() - t0) / 1000).toFixed(0)}s`);
+  const repoUrl = await git.createRepo('dr');
+
+  await ctl(['apply', '--server-side', '-f', path.resolve('crds')]);
+  await ctl(['wait', '--for=condition=Established', 'crd/replications.dr-syncer.io', 'crd/remoteclusters.dr-syncer.io']);
+  await ctl(['create', 'namespace', 'dr-syncer']);
+  await ctl(['-n', 'dr-syncer', 'create', 'secret', 'generic', 'prod-kubeconfig', `--from-file=kubeconfig=${src.kubeconfigPath}`]);
+  await ctl(['-n', 'dr-syncer', 'create', 'secret', 'generic', 'dr-kubeconfig', `--from-file=kubeconfig=${dr.kubeconfigPath}`]);
+  await ctl(['-n', 'dr-syncer', 'create', 'secret', 'generic', 'git-creds', `--from-literal=username=${git.user}`, `--from-literal=password=${git.password}`]);
+  await apply(src, { apiVersion: 'dr-syncer.io/v1alpha1', kind: 'RemoteCluster', metadata: { name: 'prod', namespace: 'dr-syncer' }, spec: { kubeconfigSecretRef: { name: 'prod-kubeconfig' }, pvcSync: { enabled: true, imagePullPolicy: 'Never' } } });
+  await apply(src, { apiVersion: 'dr-syncer.io/v1alpha1', kind: 'RemoteCluster', metadata: { name: 'dr', namespace: 'dr-syncer' }, spec: { kubeconfigSecretRef: { name: 'dr-kubeconfig' }, git: { url: repoUrl, credentialsSecretRef: { name: 'git-creds' } } } });
+
+  // Source: data-a is mounted by a running pod on the first node; data-b was written by a Job on
+  // the second node that has ended (a volume no pod mounts).
+  const [n0, n1] = [src.nodes[0]!.name, src.nodes[1]!.name];
+  await ctl(['create', 'namespace', 'app']);
+  for (const name of ['data-a', 'data-b']) {
+    await apply(src, { apiVersion: 'v1', kind: 'PersistentVolumeClaim', metadata: { name, namespace: 'app' }, spec: { accessModes: ['ReadWriteOnce'], storageClassName: 'local', resources: { requests: { storage: '1Gi' } } } });
+  }
+  const pod = (name: string, claim: string, node: string, command: string[], restartPolicy: string) => ({
+    apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'app' },
+    spec: {
+      restartPolicy, nodeSelector: { 'kubernetes.io/hostname': node }, terminationGracePeriodSeconds: 1,
+      containers: [{ name: 'main', image: image.ref, imagePullPolicy: 'Never', command, volumeMounts: [{ name: 'v', mountPath: '/v' }] }],
+      volumes: [{ name: 'v', persistentVolumeClaim: { claimName: claim } }],
+    },
+  });
+  await apply(src, pod('app', 'data-a', n0, ['node', '-e', 'setInterval(() => {}, 1 << 30)'], 'Always'));
+  await apply(src, pod('init-b', 'data-b', n1, ['node', '-e', '0'], 'Never'));
+  await eventually('init-b done', async () => ((await json<{ status: { phase?: string } }>(src, ['-n', 'app', 'get', 'pod', 'init-b'])).status.phase === 'Succeeded' ? true : undefined), 120_000);
+  await ctl(['-n', 'app', 'delete', 'pod', 'init-b']);
+  // DR: the PVCs as GitOps would apply them (see the header).
+  await kubectl(dr.kubeconfigPath, ['create', 'namespace', 'app']);
+  for (const name of ['data-a', 'data-b']) {
+    await apply(dr, { apiVersion: 'v1', kind: 'PersistentVolumeClaim', metadata: { name, namespace: 'app' }, spec: { accessModes: ['ReadWriteOnce'], storageClassName: 'local', resources: { requests: { storage: '1Gi' } } } });
+  }
+
+  mgr = await startManager({
+    kubeconfig: src.kubeconfigPath, metricsAddress: '127.0.0.1:0', probeAddress: '127.0.0.1:0', leaderElect: false,
+    leaderElectionNamespace: 'dr-syncer', leaderElectionId: 'dr-syncer.io', workers: 2, cacheDir, clusterName: 'ctl',
+    agent: { image: image.ref, imagePullPolicy: 'Never', podEnv: src.podApiEnv },
+    remoteClusterProbe: { healthyIntervalMs: 5_000 },
+    log: createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent', pretty: false }),
+  });
+});
+
+after(async () => {
+  await mgr?.stop();
+  for (const d of locked) await run('chattr', ['-i', d]).catch(() => undefined);
+  await Promise.all([src?.stop(), dr?.stop(), git?.stop()]);
+  await fs.promises.rm(cacheDir, { recursive: true, force: true });
+});
+
+void describe('PVC data through the agents, on real nodes', () => {
+  let srcA: string;
+  let srcB: string;
+
+  it('the agents run on every source node, non-root with a read-only root filesystem, and publish their host key', async () => {
+    const a = await eventually('2 of 2 agents ready', async () => {
+      const s = await agents();
+      return s && s.total === 2 && s.ready === 2 && s.nodes?.length === 2 ? s : undefined;
+    }, 180_000);
+    assert.deepEqual(a.nodes!.map((n) => n.address).sort(), src.nodes.map((n) => n.internalIP).sort());
+    const hostKey = await json<{ metadata: { annotations: Record<string, string> } }>(src, ['-n', 'dr-syncer', 'get', 'secret', 'prod-pvc-agent-host-key']);
+    assert.equal(a.hostKeyFingerprint, hostKey.metadata.annotations['dr-syncer.io/fingerprint']);
+    const ds = await json<{ spec: { template: { spec: { hostNetwork: boolean; securityContext: { runAsNonRoot: boolean }; containers: { securityContext: { readOnlyRootFilesystem: boolean; allowPrivilegeEscalation: boolean } }[]; volumes: { hostPath?: unknown }[] } } } }>(src, ['-n', 'dr-syncer-agent', 'get', 'daemonset', 'dr-syncer-agent']);
+    const ps = ds.spec.template.spec;
+    assert.equal(ps.securityContext.runAsNonRoot, true);
+    assert.equal(ps.containers[0]!.securityContext.readOnlyRootFilesystem, true);
+    assert.equal(ps.containers[0]!.securityContext.allowPrivilegeEscalation, false);
+    assert.ok(ps.volumes.every((v) => v.hostPath === undefined), 'no host filesystem');
+    // The agent's ServiceAccount may read its one ConfigMap and nothing else.
+    const can = async (verb: string, what: string) => (await kubectl(src.kubeconfigPath, ['auth', 'can-i', verb, what, '-n', 'dr-syncer-agent', '--as', 'system:serviceaccount:dr-syncer-agent:dr-syncer-agent']).catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? '' }))).stdout.trim();
+    assert.equal(await can('get', 'configmap/dr-syncer-agent'), 'yes');
+    assert.equal(await can('get', 'configmap/other'), 'no');
+    assert.equal(await can('list', 'secrets'), 'no');
+    assert.equal(await can('create', 'pods'), 'no');
+  });
+
+  it('copies two PVCs on two nodes at once: a volume mounted by a running pod and one no pod mounts, with a 1 GB file', async () => {
+    [srcA, srcB] = await Promise.all([volumeDir(src, 'app', 'data-a'), volumeDir(src, 'app', 'data-b')]);
+    populate(srcA);
+    populate(srcB);
+    // 1 GiB of incompressible data.
+    await run('sh', ['-c', `head -c 1073741824 /dev/urandom > '${path.join(srcA, 'big.bin')}'`]);
+    await apply(src, {
+      apiVersion: 'dr-syncer.io/v1alpha1', kind: 'Replication', metadata: { name: 'data', namespace: 'dr-syncer' },
+      spec: {
+        sourceCluster: 'prod', destinationCluster: 'dr', sourceNamespace: 'app', mode: 'Manual', resourceTypes: ['configmaps'],
+        git: { path: 'prod' }, pvc: { syncData: true, dataSync: { concurrency: 2 } },
+      },
+    });
+    const s = await trigger('1');
+    assert.equal(s.dataSync?.phase, 'Synced', JSON.stringify(s.dataSync));
+    const [drA, drB] = await Promise.all([volumeDir(dr, 'app', 'data-a'), volumeDir(dr, 'app', 'data-b')]);
+    assertSame(srcA, drA, 'data-a');
+    assertSame(srcB, drB, 'data-b');
+    const a = pvc(s, 'data-a')!;
+    const b = pvc(s, 'data-b')!;
+    assert.equal(a.phase, 'Synced');
+    assert.equal(a.lastExitCode, 0);
+    assert.ok(a.bytesTransferred! > 1_073_741_824, `bytes ${a.bytesTransferred}`);
+    assert.ok(a.filesTransferred! >= 200, `files ${a.filesTransferred}`);
+    assert.match(a.lastSyncDuration ?? '', /^\d+(\.\d+)?s$/);
+    // At once: each started before the other ended.
+    const span = (p: PvcStatus) => [Date.parse(p.lastAttemptTime!), Date.parse(p.lastSyncTime!)] as const;
+    assert.ok(span(a)[0] < span(b)[1] && span(b)[0] < span(a)[1], `overlapping transfers: ${JSON.stringify([a, b])}`);
+    // The source volumes were on two nodes.
+    const nodeOf = (dir: string) => src.nodes.find((n) => [...n.pvs.values()].includes(dir))?.name;
+    assert.notEqual(nodeOf(srcA), nodeOf(srcB));
+    await assertNothingLeft();
+    const events = (await ctl(['-n', 'dr-syncer', 'get', 'events', '--field-selector', 'involvedObject.name=data,reason=DataSynced', '-o', 'name'])).stdout;
+    assert.ok(events.trim().length > 0, 'a DataSynced event');
+  });
+
+  it('copies only what changed, propagates deletions, and an empty volume is a success', async () => {
+    fs.writeFileSync(path.join(srcA, 'plain.txt'), 'changed content\n');
+    fs.rmSync(path.join(srcA, 'many/f007.txt'));
+    fs.rmSync(path.join(srcA, 'dir with space'), { recursive: true });
+    fs.writeFileSync(path.join(srcA, 'new file.txt'), 'new\n');
+    // data-b emptied entirely.
+    for (const e of fs.readdirSync(srcB)) fs.rmSync(path.join(srcB, e), { recursive: true, force: true });
+    const s = await trigger('2');
+    assert.equal(s.dataSync?.phase, 'Synced', JSON.stringify(s));
+    assertSame(srcA, await volumeDir(dr, 'app', 'data-a'), 'data-a after changes');
+    assert.deepEqual(fs.readdirSync(await volumeDir(dr, 'app', 'data-b')), [], 'data-b emptied');
+    const a = pvc(s, 'data-a')!;
+    assert.ok(a.bytesTransferred! < 100_000, `only the changes were sent: ${a.bytesTransferred} bytes`);
+    assert.equal(pvc(s, 'data-b')!.phase, 'Synced');
+    await assertNothingLeft();
+  });
+
+  it('a partial transfer (rsync exit 23) is a failure: status and an Event say so, nothing is left, the next run completes', async () => {
+    const drB = await volumeDir(dr, 'app', 'data-b');
+    fs.mkdirSync(path.join(srcB, 'locked'));
+    fs.writeFileSync(path.join(srcB, 'locked', 'new.txt'), 'cannot land\n');
+    fs.writeFileSync(path.join(srcB, 'ok.txt'), 'fine\n');
+    fs.mkdirSync(path.join(drB, 'locked'));
+    await run('chattr', ['+i', path.join(drB, 'locked')]); // the DR side cannot create files in it
+    locked.push(path.join(drB, 'locked'));
+    const s = await trigger('3');
+    assert.equal(s.dataSync?.phase, 'Failed');
+    const b = pvc(s, 'data-b')!;
+    assert.equal(b.phase, 'Failed');
+    assert.equal(b.lastExitCode, 23);
+    assert.match(b.message ?? '', /partial transfer/);
+    assert.equal(pvc(s, 'data-a')!.phase, 'Synced', 'one failing PVC does not stop the others');
+    assert.ok(b.lastSyncTime, 'the last successful copy time is kept');
+    await eventually('a PvcSyncFailed event', async () => {
+      const ev = (await ctl(['-n', 'dr-syncer', 'get', 'events', '--field-selector', 'involvedObject.name=data,reason=PvcSyncFailed', '-o', 'jsonpath={.items[*].message}'])).stdout;
+      return /data-b.*exited 23/.test(ev) ? ev : undefined;
+    });
+    await assertNothingLeft();
+    await run('chattr', ['-i', path.join(drB, 'locked')]);
+    locked.pop();
+    const again = await trigger('4');
+    assert.equal(again.dataSync?.phase, 'Synced', JSON.stringify(again));
+    assertSame(srcB, drB, 'data-b after the failure was fixed');
+  });
+});
