@@ -161,7 +161,7 @@ void test('examples pass the validators and live in namespace dr-syncer', async 
   }
   assert.ok(kinds.has('Replication') && kinds.has('RemoteCluster'));
   const names = new Set(objs.map((o) => o.file));
-  for (const f of ['remotecluster-dr.yaml', 'replication-continuous.yaml', 'replication-scheduled.yaml', 'replication-manual.yaml',
+  for (const f of ['remotecluster-dr.yaml', 'remotecluster-prod.yaml', 'replication-continuous.yaml', 'replication-scheduled.yaml', 'replication-manual.yaml',
     'replication-namespace-selector.yaml', 'replication-sops.yaml']) {
     assert.ok(names.has(f), `examples/${f} is missing`);
   }
