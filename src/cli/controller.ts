@@ -26,6 +26,9 @@ Options:
       --kube-api-timeout <seconds>         timeout of each Kubernetes request, watches excepted [KUBE_API_TIMEOUT] (default 30)
       --agent-image <image>                PVC-sync agent image for RemoteClusters that do not set pvcSync.image
                                            [AGENT_IMAGE] (default ${DEFAULT_AGENT_IMAGE})
+      --agent-image-pull-policy <policy>   Always|IfNotPresent|Never for the agent and rsync pods [AGENT_IMAGE_PULL_POLICY]
+      --agent-pod-env <NAME=value>         extra environment for the agent pods, repeatable; only for clusters whose pods
+                                           cannot reach the API through the kubernetes Service (no kube-proxy)
       --max-concurrent-transfers <n>       PVC data transfers at once, all Replications together [MAX_CONCURRENT_TRANSFERS] (default 4)
       --log-level <level>                  fatal|error|warn|info|debug|trace [LOG_LEVEL] (default info)
   -h, --help                               this help`;
@@ -50,6 +53,8 @@ export async function runControllerCommand(argv: string[]): Promise<number> {
         'kube-api-burst': { type: 'string' },
         'kube-api-timeout': { type: 'string' },
         'agent-image': { type: 'string' },
+        'agent-image-pull-policy': { type: 'string' },
+        'agent-pod-env': { type: 'string', multiple: true },
         'max-concurrent-transfers': { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -74,6 +79,20 @@ export async function runControllerCommand(argv: string[]): Promise<number> {
   if (!Number.isInteger(transfers) || transfers < 1) {
     console.error(`--max-concurrent-transfers must be a positive integer, got "${v['max-concurrent-transfers'] ?? env.MAX_CONCURRENT_TRANSFERS}"`);
     return 2;
+  }
+  const pullPolicy = v['agent-image-pull-policy'] ?? (env.AGENT_IMAGE_PULL_POLICY || undefined);
+  if (pullPolicy !== undefined && !['Always', 'IfNotPresent', 'Never'].includes(pullPolicy)) {
+    console.error(`--agent-image-pull-policy must be Always, IfNotPresent or Never, got "${pullPolicy}"`);
+    return 2;
+  }
+  const podEnv: { name: string; value: string }[] = [];
+  for (const e of v['agent-pod-env'] ?? []) {
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/s.exec(e);
+    if (!m) {
+      console.error(`--agent-pod-env must be NAME=value, got "${e}"`);
+      return 2;
+    }
+    podEnv.push({ name: m[1]!, value: m[2]! });
   }
   const d = CONTROLLER_KUBE_API;
   const numbers = {
@@ -103,7 +122,11 @@ export async function runControllerCommand(argv: string[]): Promise<number> {
       cacheDir: v['cache-dir'] ?? env.CACHE_DIR ?? path.join(os.homedir(), '.cache', 'dr-syncer'),
       clusterName: v['cluster-name'] ?? env.CLUSTER_NAME ?? 'local',
       kubeClient: { qps: n['kube-api-qps'], burst: n['kube-api-burst'], timeoutMs: n['kube-api-timeout']! * 1000 },
-      agent: { image: v['agent-image'] ?? (env.AGENT_IMAGE || DEFAULT_AGENT_IMAGE) },
+      agent: {
+        image: v['agent-image'] ?? (env.AGENT_IMAGE || DEFAULT_AGENT_IMAGE),
+        ...(pullPolicy ? { imagePullPolicy: pullPolicy } : {}),
+        ...(podEnv.length ? { podEnv } : {}),
+      },
       maxConcurrentTransfers: transfers,
       log,
     });

@@ -175,7 +175,11 @@ function leaseBody(d: TransferDeps, plan: TransferPlan, resourceVersion?: string
   const now = new Date().toISOString().replace(/Z$/, '000Z'); // MicroTime
   return {
     apiVersion: 'coordination.k8s.io/v1', kind: 'Lease',
-    metadata: { name: leaseName(plan.source.pvc), namespace: plan.source.namespace, labels: { 'app.kubernetes.io/managed-by': 'dr-syncer', [OPERATION_LABEL]: plan.opId }, ...(resourceVersion ? { resourceVersion } : {}) },
+    metadata: {
+      name: leaseName(plan.source.pvc), namespace: plan.source.namespace,
+      labels: { 'app.kubernetes.io/managed-by': 'dr-syncer', [OPERATION_LABEL]: plan.opId, [REPLICATION_UID_LABEL]: plan.replication.uid },
+      ...(resourceVersion ? { resourceVersion } : {}),
+    },
     spec: { holderIdentity: `${d.holder}/${plan.replication.namespace}/${plan.replication.name}/${plan.opId}`, leaseDurationSeconds: LEASE_SECONDS, acquireTime: now, renewTime: now },
   };
 }
@@ -271,8 +275,9 @@ async function podLog(client: KubeClient, ns: string, pod: string, signal?: Abor
 
 /**
  * Removes what earlier transfers of this Replication left behind (a crash, a lost leader): the
- * Jobs labelled with its uid in both clusters (their pods and Secrets go with them), and agent
- * targets whose endpoint Job no longer exists. Only when no transfer of it is running here.
+ * Jobs labelled with its uid in both clusters (their pods and Secrets go with them), its PVC
+ * Leases, and agent targets whose endpoint Job no longer exists. Called only when no transfer
+ * of this Replication runs (the work queue never runs one key twice at once).
  */
 export async function sweep(d: Pick<TransferDeps, 'source' | 'destination' | 'agent' | 'log'>, replicationUid: string, signal?: AbortSignal): Promise<number> {
   let removed = 0;
@@ -282,6 +287,13 @@ export async function sweep(d: Pick<TransferDeps, 'source' | 'destination' | 'ag
       await deleteIfExists(client, objectPath({ ...j, apiVersion: 'batch/v1', kind: 'Job' }), signal);
       removed++;
     }
+  }
+  // Its Leases too: held by a transfer that no longer runs (a crashed controller), they would
+  // keep the PVC locked until they expire.
+  const leases = await d.source.list('/apis/coordination.k8s.io/v1/leases', { labelSelector: `${REPLICATION_UID_LABEL}=${replicationUid}` }, 500, signal);
+  for (const l of leases.items) {
+    await deleteIfExists(d.source, `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(l.metadata.namespace ?? '')}/leases/${encodeURIComponent(l.metadata.name)}`, signal);
+    removed++;
   }
   const ops = await registeredTargets(d.source, d.agent.namespace, signal);
   if (ops.length > 0) {

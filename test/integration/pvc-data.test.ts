@@ -9,7 +9,8 @@
 // Stand-in, said plainly: the DR PVCs are created by the test, where in production Argo CD or
 // Flux applies them from the DR repository (test/integration/flux.test.ts shows Flux doing so).
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -32,6 +33,7 @@ let dr: TestCluster;
 let git: GitServer;
 let image: BuiltImage;
 let mgr: RunningManager | undefined;
+let child: ChildProcess | undefined;
 const cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'drs-pvc-cache-'));
 const locked: string[] = [];
 
@@ -116,6 +118,9 @@ function populate(dir: string) {
   fs.mkdirSync(path.join(dir, 'sticky'), { mode: 0o1777 });
   fs.chmodSync(path.join(dir, 'sticky'), 0o1777);
   for (let i = 0; i < 200; i++) w(`many/f${String(i).padStart(3, '0')}.txt`, `file ${i}\n`);
+  // Names a shell would act on: they must arrive as names.
+  w('$(touch pwned); `id` & echo.txt', 'not a command\n');
+  w('-e ssh', 'an option-like name\n');
 }
 
 async function trigger(value: string): Promise<RepStatus> {
@@ -193,17 +198,53 @@ before(async () => {
     await apply(dr, { apiVersion: 'v1', kind: 'PersistentVolumeClaim', metadata: { name, namespace: 'app' }, spec: { accessModes: ['ReadWriteOnce'], storageClassName: 'local', resources: { requests: { storage: '1Gi' } } } });
   }
 
-  mgr = await startManager({
+  mgr = await startController();
+});
+
+const startController = () =>
+  startManager({
     kubeconfig: src.kubeconfigPath, metricsAddress: '127.0.0.1:0', probeAddress: '127.0.0.1:0', leaderElect: false,
     leaderElectionNamespace: 'dr-syncer', leaderElectionId: 'dr-syncer.io', workers: 2, cacheDir, clusterName: 'ctl',
     agent: { image: image.ref, imagePullPolicy: 'Never', podEnv: src.podApiEnv },
     remoteClusterProbe: { healthyIntervalMs: 5_000 },
     log: createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent', pretty: false }),
   });
-});
+
+/** Sets spec.pvc.dataSync fields (merge). */
+const setDataSync = (fields: Record<string, unknown>) =>
+  ctl(['-n', 'dr-syncer', 'patch', 'replication', 'data', '--type=merge', '-p', JSON.stringify({ spec: { pvc: { dataSync: fields } } })]);
+
+/** The DR-side rsync pod of the running transfer, once it is copying. */
+const runningRsync = () =>
+  eventually('a running rsync pod in the DR cluster', async () => {
+    const pods = await json<{ items: { metadata: { name: string }; status: { phase?: string } }[] }>(dr, ['-n', 'app', 'get', 'pods', '-l', 'app.kubernetes.io/name=dr-syncer-rsync']);
+    return pods.items.find((p) => p.status.phase === 'Running');
+  }, 120_000);
+
+/** SSH to an agent with a key: the test-connection health command's output, or the failure. */
+async function agentSays(address: string, privateKey: string, hostKeyLine: string): Promise<{ ok: boolean; out: string }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'drs-agent-key-'));
+  fs.writeFileSync(path.join(dir, 'id'), privateKey, { mode: 0o600 });
+  fs.writeFileSync(path.join(dir, 'known_hosts'), `[${address}]:2222 ${hostKeyLine.trim().split(/\s+/).slice(0, 2).join(' ')}\n`);
+  try {
+    const r = await run('ssh', ['-F', '/dev/null', '-i', path.join(dir, 'id'), '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes',
+      '-o', `UserKnownHostsFile=${path.join(dir, 'known_hosts')}`, '-p', '2222', `dr-syncer@${address}`, 'test-connection']);
+    return { ok: true, out: r.stdout };
+  } catch (err) {
+    return { ok: false, out: String((err as { stderr?: string }).stderr ?? err) };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const secretData = async (name: string) => {
+  const s = await json<{ data: Record<string, string> }>(src, ['-n', 'dr-syncer', 'get', 'secret', name]);
+  return Object.fromEntries(Object.entries(s.data).map(([k, v]) => [k, Buffer.from(v, 'base64').toString()]));
+};
 
 after(async () => {
   await mgr?.stop();
+  if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   for (const d of locked) await run('chattr', ['-i', d]).catch(() => undefined);
   await Promise.all([src?.stop(), dr?.stop(), git?.stop()]);
   await fs.promises.rm(cacheDir, { recursive: true, force: true });
@@ -269,6 +310,11 @@ void describe('PVC data through the agents, on real nodes', () => {
     await assertNothingLeft();
     const events = (await ctl(['-n', 'dr-syncer', 'get', 'events', '--field-selector', 'involvedObject.name=data,reason=DataSynced', '-o', 'name'])).stdout;
     assert.ok(events.trim().length > 0, 'a DataSynced event');
+    const metrics = await (await fetch(`http://127.0.0.1:${mgr!.metricsPort}/metrics`)).text();
+    assert.match(metrics, /dr_syncer_pvc_syncs_total\{replication="dr-syncer\/data",pvc="app\/data-a",result="Synced"\} 1/);
+    assert.match(metrics, /dr_syncer_pvc_bytes_transferred_total\{replication="dr-syncer\/data",pvc="app\/data-a"\} \d{10}/);
+    assert.match(metrics, /dr_syncer_pvc_last_successful_sync_timestamp_seconds\{replication="dr-syncer\/data",pvc="app\/data-b"\} \d+/);
+    assert.ok(!fs.existsSync(path.join(srcA, 'pwned')) && !fs.existsSync(path.join(drA, 'pwned')), 'file names never ran as commands');
   });
 
   it('copies only what changed, propagates deletions, and an empty volume is a success', async () => {
@@ -278,9 +324,24 @@ void describe('PVC data through the agents, on real nodes', () => {
     fs.writeFileSync(path.join(srcA, 'new file.txt'), 'new\n');
     // data-b emptied entirely.
     for (const e of fs.readdirSync(srcB)) fs.rmSync(path.join(srcB, e), { recursive: true, force: true });
+    // excludePaths and rsyncOptions: the cache stays behind; --checksum catches a same-size
+    // rewrite within the same second, which rsync's size+mtime quick check would miss.
+    fs.mkdirSync(path.join(srcA, 'cache'));
+    fs.writeFileSync(path.join(srcA, 'cache', 'big.tmp'), 'scratch\n');
+    fs.writeFileSync(path.join(srcA, 'scratch.tmp'), 'scratch\n');
+    const same = path.join(srcA, 'many/f001.txt');
+    const st = fs.statSync(same);
+    fs.writeFileSync(same, 'FILE 1\n'); // same size as "file 1\n"
+    fs.utimesSync(same, st.atime, st.mtime);
+    await setDataSync({ excludePaths: ['cache/', '*.tmp'], rsyncOptions: ['--checksum'] });
     const s = await trigger('2');
     assert.equal(s.dataSync?.phase, 'Synced', JSON.stringify(s));
-    assertSame(srcA, await volumeDir(dr, 'app', 'data-a'), 'data-a after changes');
+    const drA = await volumeDir(dr, 'app', 'data-a');
+    assert.ok(!fs.existsSync(path.join(drA, 'cache')) && !fs.existsSync(path.join(drA, 'scratch.tmp')), 'excluded paths are not copied');
+    assert.equal(fs.readFileSync(path.join(drA, 'many/f001.txt'), 'utf8'), 'FILE 1\n');
+    fs.rmSync(path.join(srcA, 'cache'), { recursive: true });
+    fs.rmSync(path.join(srcA, 'scratch.tmp'));
+    assertSame(srcA, drA, 'data-a after changes');
     assert.deepEqual(fs.readdirSync(await volumeDir(dr, 'app', 'data-b')), [], 'data-b emptied');
     const a = pvc(s, 'data-a')!;
     assert.ok(a.bytesTransferred! < 100_000, `only the changes were sent: ${a.bytesTransferred} bytes`);
@@ -314,5 +375,97 @@ void describe('PVC data through the agents, on real nodes', () => {
     const again = await trigger('4');
     assert.equal(again.dataSync?.phase, 'Synced', JSON.stringify(again));
     assertSame(srcB, drB, 'data-b after the failure was fixed');
+  });
+
+  it('the agent killed mid-transfer: the transfer fails and says so, nothing is left, the next run completes', async () => {
+    await run('sh', ['-c', `head -c 209715200 /dev/urandom > '${path.join(srcA, 'slow.bin')}'`]);
+    await setDataSync({ bandwidthLimit: 20000 }); // ~10 s for 200 MB
+    await ctl(['-n', 'dr-syncer', 'patch', 'replication', 'data', '--type=merge', '-p', '{"spec":{"trigger":{"manual":"5"}}}']);
+    await runningRsync();
+    await new Promise((r) => setTimeout(r, 2000));
+    const nodeA = src.nodes.find((n) => [...n.pvs.values()].includes(srcA))!.name;
+    await ctl(['-n', 'dr-syncer-agent', 'delete', 'pod', '-l', 'app.kubernetes.io/name=dr-syncer-agent', '--field-selector', `spec.nodeName=${nodeA}`, '--grace-period=0', '--force']);
+    const s = await eventually('the interrupted data sync recorded', async () => {
+      const st = await repStatus();
+      return st.dataSync?.lastManualSync === '5' && st.dataSync.phase !== 'Syncing' ? st : undefined;
+    }, 180_000);
+    const a = pvc(s, 'data-a')!;
+    assert.equal(a.phase, 'Failed', JSON.stringify(a));
+    assert.notEqual(a.lastExitCode, 0);
+    assert.match(a.message ?? '', /rsync exited/);
+    await assertNothingLeft();
+    await eventually('the agent back on its node', async () => {
+      const st = await agents();
+      return st?.ready === 2 && st.nodes?.every((n) => n.ready) ? st : undefined;
+    }, 120_000);
+    await setDataSync({ bandwidthLimit: null });
+    const again = await trigger('6');
+    assert.equal(again.dataSync?.phase, 'Synced', JSON.stringify(again));
+    assertSame(srcA, await volumeDir(dr, 'app', 'data-a'), 'data-a after the agent came back');
+  });
+
+  it('the controller killed mid-transfer: the next controller removes what was left and completes the copy', async () => {
+    await mgr?.stop();
+    mgr = undefined;
+    fs.writeFileSync(path.join(srcA, 'slow.bin'), Buffer.alloc(0));
+    await run('sh', ['-c', `head -c 209715200 /dev/urandom > '${path.join(srcA, 'slow2.bin')}'`]);
+    await setDataSync({ bandwidthLimit: 10000 }); // ~20 s
+    const env = src.podApiEnv.flatMap((e) => ['--agent-pod-env', `${e.name}=${e.value}`]);
+    child = spawn(process.execPath, ['--import', 'tsx', path.resolve('src/cli/main.ts'), 'controller', '--kubeconfig', src.kubeconfigPath,
+      '--metrics-bind-address', '127.0.0.1:0', '--health-probe-bind-address', '127.0.0.1:0', '--cache-dir', cacheDir,
+      '--agent-image', image.ref, '--agent-image-pull-policy', 'Never', ...env], { stdio: 'ignore' });
+    await ctl(['-n', 'dr-syncer', 'patch', 'replication', 'data', '--type=merge', '-p', '{"spec":{"trigger":{"manual":"7"}}}']);
+    await runningRsync();
+    child.kill('SIGKILL');
+    await new Promise((r) => child!.once('exit', r));
+    // Left behind: the transfer's Jobs, its Lease and its agent target; status says Syncing.
+    assert.equal((await repStatus()).dataSync?.phase, 'Syncing');
+    assert.ok((await json<{ items: unknown[] }>(src, ['get', 'jobs', '-A', '-l', 'dr-syncer.io/operation'])).items.length > 0, 'an endpoint Job was left');
+    assert.ok((await json<{ items: unknown[] }>(src, ['get', 'leases', '-n', 'app', '-l', 'dr-syncer.io/operation'])).items.length > 0, 'a Lease was left');
+    await setDataSync({ bandwidthLimit: null });
+    mgr = await startController();
+    const s = await eventually('the copy completed by the new controller', async () => {
+      const st = await repStatus();
+      return st.dataSync?.lastManualSync === '7' && st.dataSync.phase === 'Synced' ? st : undefined;
+    }, 240_000);
+    assert.equal(pvc(s, 'data-a')!.phase, 'Synced');
+    assertSame(srcA, await volumeDir(dr, 'app', 'data-a'), 'data-a after the restart');
+    await assertNothingLeft();
+  });
+
+  it('keys: the agent accepts only the current DR key; a rotated-out key stops working; the host key stays pinned', async () => {
+    const a = (await agents())!;
+    const address = a.nodes![0]!.address!;
+    const host = await secretData('prod-pvc-agent-host-key');
+    const old = await secretData('prod-pvc-agent-client-key');
+    assert.deepEqual(await agentSays(address, old.private_key!, host.public_key!), { ok: true, out: 'ok\n' });
+    // A key the agents never saw.
+    const stranger = await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', path.join(cacheDir, 'stranger')]).then(() => fs.readFileSync(path.join(cacheDir, 'stranger'), 'utf8'));
+    assert.equal((await agentSays(address, stranger, host.public_key!)).ok, false);
+    // A wrong pinned host key: the client refuses the agent.
+    const wrongHost = fs.readFileSync(path.join(cacheDir, 'stranger.pub'), 'utf8');
+    const mismatch = await agentSays(address, old.private_key!, wrongHost);
+    assert.equal(mismatch.ok, false);
+    assert.match(mismatch.out, /host key|HOST IDENTIFICATION/i);
+
+    // Rotate: a short interval makes the RemoteCluster reconciler replace the key.
+    await ctl(['-n', 'dr-syncer', 'patch', 'remotecluster', 'prod', '--type=merge', '-p', '{"spec":{"pvcSync":{"keyRotationInterval":"1s"}}}']);
+    const rotated = await eventually('a new client key', async () => {
+      const st = await agents();
+      return st?.clientKeyFingerprint && st.clientKeyFingerprint !== a.clientKeyFingerprint ? st : undefined;
+    }, 60_000);
+    await ctl(['-n', 'dr-syncer', 'patch', 'remotecluster', 'prod', '--type=merge', '-p', '{"spec":{"pvcSync":{"keyRotationInterval":"720h"}}}']);
+    const current = await secretData('prod-pvc-agent-client-key');
+    assert.notEqual(current.private_key, old.private_key);
+    await eventually('the old key refused, the new one accepted', async () => {
+      const [o, n] = await Promise.all([agentSays(address, old.private_key!, host.public_key!), agentSays(address, (await secretData('prod-pvc-agent-client-key')).private_key!, host.public_key!)]);
+      return !o.ok && n.ok ? true : undefined;
+    }, 30_000);
+    assert.equal(rotated.hostKeyFingerprint, a.hostKeyFingerprint, 'the host key is not rotated: pins stay valid');
+    // Transfers go on with the new key.
+    fs.writeFileSync(path.join(srcA, 'after-rotation.txt'), 'rotated\n');
+    const s = await trigger('8');
+    assert.equal(s.dataSync?.phase, 'Synced', JSON.stringify(s));
+    assertSame(srcA, await volumeDir(dr, 'app', 'data-a'), 'data-a after the rotation');
   });
 });
