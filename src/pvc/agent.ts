@@ -30,7 +30,8 @@ export async function apply(client: KubeClient, o: KubeObject, signal?: AbortSig
 
 export async function deleteIfExists(client: KubeClient, path: string, signal?: AbortSignal): Promise<void> {
   try {
-    await client.request('DELETE', path, { apiVersion: 'v1', kind: 'DeleteOptions', propagationPolicy: 'Background' }, 'application/json', signal);
+    // Background: the Job's pods and the Secret it owns go too (a Job's default is to orphan them).
+    await client.request('DELETE', `${path}${path.includes('?') ? '&' : '?'}propagationPolicy=Background`, undefined, 'application/json', signal);
   } catch (err) {
     if (!(err instanceof KubeApiError && err.status === 404)) throw err;
   }

@@ -269,7 +269,11 @@ void describe('PVC data through the agents, on real nodes', () => {
     assert.equal(ps.containers[0]!.securityContext.allowPrivilegeEscalation, false);
     assert.ok(ps.volumes.every((v) => v.hostPath === undefined), 'no host filesystem');
     // The agent's ServiceAccount may read its one ConfigMap and nothing else.
-    const can = async (verb: string, what: string) => (await kubectl(src.kubeconfigPath, ['auth', 'can-i', verb, what, '-n', 'dr-syncer-agent', '--as', 'system:serviceaccount:dr-syncer-agent:dr-syncer-agent']).catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? '' }))).stdout.trim();
+    // kubectl auth can-i exits 0 for yes and 1 for no.
+    const can = async (verb: string, what: string) => {
+      const r = await kubectl(src.kubeconfigPath, ['auth', 'can-i', verb, what, '-n', 'dr-syncer-agent', '--as', 'system:serviceaccount:dr-syncer-agent:dr-syncer-agent'], { check: false });
+      return r.code <= 1 ? r.stdout.trim() : `error: ${r.stderr}`;
+    };
     assert.equal(await can('get', 'configmap/dr-syncer-agent'), 'yes');
     assert.equal(await can('get', 'configmap/other'), 'no');
     assert.equal(await can('list', 'secrets'), 'no');

@@ -10,11 +10,22 @@ import { KubeApiError, KubeClient } from '../../src/adapters/kube/client.ts';
 let server: http.Server;
 let port: number;
 const hits: { path: string; at: number }[] = [];
+const bodies: { method: string; path: string; body: string }[] = [];
 let rateLimited = 0;
 
 before(async () => {
   server = http.createServer((req, res) => {
     hits.push({ path: req.url ?? '', at: performance.now() });
+    if (req.url?.startsWith('/echo')) {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        bodies.push({ method: req.method ?? '', path: req.url ?? '', body });
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end('{}');
+      });
+      return;
+    }
     if (req.url?.startsWith('/hang')) return; // never answers (the watch variant neither)
     if (req.url === '/busy' && rateLimited-- > 0) {
       res.writeHead(429, { 'Retry-After': '1', 'Content-Type': 'application/json' });
@@ -41,6 +52,17 @@ current-context: c
 `;
 
 describe('KubeClient request mechanics', () => {
+  it('a DELETE with a body is framed: the server reads the body, and the next request on the kept-alive connection is intact', async () => {
+    const c = await KubeClient.fromString(kubeconfig(), undefined, { timeoutMs: 2000 });
+    bodies.length = 0;
+    await c.request('DELETE', '/echo/a', { propagationPolicy: 'Background' });
+    await c.get('/echo/b');
+    assert.deepEqual(bodies, [
+      { method: 'DELETE', path: '/echo/a', body: '{"propagationPolicy":"Background"}' },
+      { method: 'GET', path: '/echo/b', body: '' },
+    ]);
+  });
+
   it('a request the server never answers fails after the timeout, naming the server; a watch (raw) has none', async () => {
     const c = await KubeClient.fromString(kubeconfig(), undefined, { timeoutMs: 300 });
     const t0 = Date.now();

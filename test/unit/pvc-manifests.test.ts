@@ -41,6 +41,8 @@ void describe('PVC data manifests', () => {
     // The Role: its one ConfigMap, read only.
     assert.deepEqual(objs[2]!.rules, [{ apiGroups: [''], resources: ['configmaps'], resourceNames: ['dr-syncer-agent'], verbs: ['get', 'list', 'watch'] }]);
     assert.equal(Buffer.from(objs[4]!.data.ssh_host_ed25519_key, 'base64').toString(), 'PRIVATE');
+    // File modes as numbers: 0440, not the decimal 440 a leading-zero YAML literal would give.
+    assert.equal(ps.volumes.find((v: Obj) => v.secret).secret.defaultMode, 0o440);
   });
 
   it('the endpoint Job: the PVC read-only, pinned to the node of a pod that mounts it, ends by itself', () => {
@@ -56,6 +58,7 @@ void describe('PVC data manifests', () => {
     assert.ok(job.spec.activeDeadlineSeconds > 1800);
     assert.ok(job.spec.ttlSecondsAfterFinished > 0);
     assert.deepEqual(ps.containers[0].securityContext.capabilities, { drop: ['ALL'], add: ['DAC_READ_SEARCH'] });
+    assert.equal(ps.volumes[1].secret.defaultMode, 0o400);
     assert.equal(endpointJob(plan()).spec && (endpointJob(plan()) as Obj).spec.template.spec.affinity, undefined, 'no node: the scheduler follows the volume');
   });
 
@@ -71,6 +74,8 @@ void describe('PVC data manifests', () => {
     assert.equal(job.metadata.namespace, 'app-dr');
     assert.deepEqual(job.spec.template.spec.containers[0].command, ['rsync']);
     assert.equal(job.spec.activeDeadlineSeconds, 1800);
+    // ssh refuses a private key that others can read: the keys must be 0400.
+    assert.equal(job.spec.template.spec.volumes.find((v: Obj) => v.secret).secret.defaultMode, 0o400);
   });
 
   it('the ssh transport pins both host keys and allows nothing interactive', () => {

@@ -231,7 +231,12 @@ export class KubeClient {
     const url = new URL(this.server + path);
     const headers = { ...(await this.headers()), Accept: 'application/json' } as Record<string, string>;
     const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
-    if (payload !== undefined) headers['Content-Type'] = contentType;
+    if (payload !== undefined) {
+      headers['Content-Type'] = contentType;
+      // Always framed: Node sends a DELETE body neither chunked nor with a length by default, so
+      // the server would read it as the start of the next request on the kept-alive connection.
+      headers['Content-Length'] = String(Buffer.byteLength(payload));
+    }
     const mod = url.protocol === 'https:' ? https : http;
     return new Promise((resolve, reject) => {
       const req = mod.request(url, { ...this.baseOpts, method, headers, agent: this.agent, signal }, resolve);
