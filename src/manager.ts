@@ -14,6 +14,7 @@ import { RemoteClusterController } from './controllers/remotecluster.ts';
 import { PvcDataController } from './controllers/pvc-data.ts';
 import { ReplicationController, replicationChanged } from './controllers/replication.ts';
 import type { AgentDefaults } from './pvc/agent.ts';
+import { DEFAULT_AGENT_IMAGE } from './pvc/agent.ts';
 import { SourceWatches } from './controllers/source-watches.ts';
 import { keyOf, runController } from './runtime/controller.ts';
 import { EventRecorder } from './runtime/events.ts';
@@ -59,8 +60,7 @@ export interface ManagerOptions {
   endpointReadyTimeoutMs?: number;
 }
 
-/** The agent image released with this version of the controller. */
-export const DEFAULT_AGENT_IMAGE = 'ghcr.io/dr-syncer/dr-syncer-agent:latest';
+export { DEFAULT_AGENT_IMAGE } from './pvc/agent.ts';
 
 export interface RunningManager {
   metricsPort: number;

@@ -123,6 +123,8 @@ class NotReady extends Error {
 export class PvcDataController {
   private readonly now: () => Date;
   private readonly slots: Slots;
+  /** The status fields this controller last wrote, per Replication (see reconcile). */
+  private readonly written = new Map<string, { uid: string; generation?: number; status: Pick<ReplicationStatus, 'pvcs' | 'dataSync'> }>();
 
   constructor(private readonly d: PvcDataControllerDeps) {
     this.now = d.now ?? (() => new Date());
@@ -132,8 +134,15 @@ export class PvcDataController {
   reconcile = async (key: string, signal?: AbortSignal): Promise<ReconcileResult | void> => {
     const { namespace, name } = splitKey(key);
     const cached = this.d.replications.get(namespace, name);
-    if (!cached || cached.metadata.deletionTimestamp) return;
+    if (!cached || cached.metadata.deletionTimestamp) {
+      this.written.delete(key);
+      return;
+    }
     const rep = structuredClone(cached);
+    // What this controller wrote last is newer than a cache that has not seen it yet (a key
+    // queued again during a run must not see "Syncing" and copy everything once more).
+    const written = this.written.get(key);
+    if (written && written.generation === rep.metadata.generation && rep.metadata.uid === written.uid) rep.status = { ...rep.status, ...written.status };
     const valid = validateReplication(rep);
     if (!valid.ok || !rep.spec.pvc?.syncData || rep.spec.paused) return;
     const now = this.now();
@@ -153,33 +162,46 @@ export class PvcDataController {
     const startedAt = this.now();
     const started: DataSyncStatus = { ...rep.status?.dataSync, phase: 'Syncing', message: 'copying PVC data', lastStartTime: rfc3339(startedAt), ...(due.manual !== undefined ? { lastManualSync: due.manual } : {}) };
     // Marked before the run: a crash shows as "Syncing" and the next leader runs it again.
-    await this.writeStatus(rep, { dataSync: started });
+    await this.writeStatus(rep, { dataSync: started }, key);
     rep.status = { ...rep.status, dataSync: started };
-    await sweep(deps, rep.metadata.uid ?? '', signal);
-
-    const plans = await this.plans(rep, deps, image);
-    const outcomes = await this.runAll(rep, deps, plans, signal);
-    signal?.throwIfAborted();
+    let plans: TransferPlan[];
+    let outcomes: TransferOutcome[];
+    try {
+      await sweep(deps, rep.metadata.uid ?? '', signal);
+      plans = await this.plans(rep, deps, image);
+      outcomes = await this.runAll(rep, deps, plans, signal);
+      signal?.throwIfAborted();
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      // Not left at "Syncing": say what stopped it; the queue retries with backoff.
+      const message = `PVC data sync stopped: ${err instanceof Error ? err.message : String(err)}`;
+      await this.writeStatus(rep, { dataSync: { ...started, phase: 'Failed', message, lastCompletionTime: rfc3339(this.now()) } }, key);
+      this.d.events.event(rep as unknown as KubeObject, 'Warning', 'DataSyncFailed', message);
+      throw err;
+    }
 
     const previous = new Map((rep.status?.pvcs ?? []).map((p) => [`${p.namespace}/${p.name}`, p]));
     const pvcs: PvcStatus[] = plans.map((p, i) => pvcStatus(p, outcomes[i]!, previous.get(`${p.source.namespace}/${p.source.pvc}`)));
     const failed = pvcs.filter((p) => p.phase === 'Failed');
     const pending = pvcs.filter((p) => p.phase === 'Pending');
+    const skipped = pvcs.filter((p) => p.phase === 'Skipped');
     const phase: DataSyncStatus['phase'] = failed.length > 0 ? 'Failed' : pending.length > 0 ? 'Pending' : 'Synced';
     const synced = pvcs.filter((p) => p.phase === 'Synced').length;
     const message = plans.length === 0
       ? 'no PVCs selected'
-      : `${synced} of ${plans.length} PVCs copied` + (failed.length ? `; failed: ${failed.map((p) => `${p.namespace}/${p.name}`).join(', ')}` : '') + (pending.length ? `; waiting: ${pending.map((p) => `${p.namespace}/${p.name}`).join(', ')}` : '');
+      : `${synced} of ${plans.length} PVCs copied` + (failed.length ? `; failed: ${failed.map((p) => `${p.namespace}/${p.name}`).join(', ')}` : '') + (pending.length ? `; waiting: ${pending.map((p) => `${p.namespace}/${p.name}`).join(', ')}` : '') +
+        (skipped.length ? `; not copied: ${skipped.map((p) => `${p.namespace}/${p.name}`).join(', ')}` : '');
     const ended = this.now();
     const after: Replication = { ...rep, status: { ...rep.status, dataSync: { ...started, phase, message, lastCompletionTime: rfc3339(ended) } } };
     const next = dataSyncDue(after, ended).next;
     const dataSync: DataSyncStatus = { ...after.status!.dataSync, ...(next ? { nextSyncTime: rfc3339(next) } : {}) };
     if (!next) delete dataSync.nextSyncTime;
-    await this.writeStatus(rep, { pvcs, dataSync });
+    await this.writeStatus(rep, { pvcs, dataSync: { ...dataSync, ...(next ? {} : { nextSyncTime: null as unknown as string }) } }, key);
     const obj = rep as unknown as KubeObject;
     if (phase === 'Synced') this.d.events.event(obj, 'Normal', 'DataSynced', message);
     else if (phase === 'Failed') this.d.events.event(obj, 'Warning', 'DataSyncFailed', message);
     for (const p of failed) this.d.events.event(obj, 'Warning', 'PvcSyncFailed', `PVC ${p.namespace}/${p.name}: ${p.message ?? ''}`);
+    for (const p of skipped) this.d.events.event(obj, 'Warning', 'PvcSkipped', `PVC ${p.namespace}/${p.name} was not copied: ${p.message ?? ''}`);
     return next ? { requeueAfterMs: Math.max(1000, next.getTime() - ended.getTime()) } : undefined;
   };
 
@@ -297,8 +319,13 @@ export class PvcDataController {
     return outcomes;
   }
 
-  private async writeStatus(rep: Replication, status: Pick<ReplicationStatus, 'pvcs' | 'dataSync'>): Promise<void> {
+  private async writeStatus(rep: Replication, status: Pick<ReplicationStatus, 'pvcs' | 'dataSync'>, key?: string): Promise<void> {
     try {
+      if (key && rep.metadata.uid) {
+        const prev = this.written.get(key);
+        const keep = prev && prev.uid === rep.metadata.uid && prev.generation === rep.metadata.generation ? prev.status : {};
+        this.written.set(key, { uid: rep.metadata.uid, generation: rep.metadata.generation, status: { ...keep, ...status } });
+      }
       await this.d.client.request('PATCH', `/apis/dr-syncer.io/v1alpha1/namespaces/${rep.metadata.namespace}/replications/${rep.metadata.name}/status`, { status }, 'application/merge-patch+json');
     } catch (err) {
       if (!(err instanceof KubeApiError && err.status === 404)) throw err;

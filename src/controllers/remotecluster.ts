@@ -17,7 +17,7 @@ import type { Condition } from './conditions.ts';
 import { rfc3339, setCondition } from './conditions.ts';
 import type { SyncMetrics } from './metrics.ts';
 import type { AgentDefaults, AgentState } from '../pvc/agent.ts';
-import { agentKeySecrets, agentSettingsFor, DEFAULT_KEY_ROTATION, reconcileAgent } from '../pvc/agent.ts';
+import { agentKeySecrets, agentSettingsFor, DEFAULT_AGENT_IMAGE, DEFAULT_KEY_ROTATION, reconcileAgent } from '../pvc/agent.ts';
 import { ensureKey } from '../pvc/key-secrets.ts';
 import { parseDuration } from './schedule.ts';
 
@@ -139,9 +139,12 @@ export class RemoteClusterController {
     const rotateMs = parseDuration(p.keyRotationInterval ?? DEFAULT_KEY_ROTATION, 720 * 3_600_000);
     const host = await ensureKey(this.d.client, ns, names.host, `dr-syncer-agent-host ${rc.metadata.name}`, undefined, now);
     const dr = await ensureKey(this.d.client, ns, names.client, `dr-syncer-dr-to-agent ${rc.metadata.name}`, rotateMs, now);
-    if (dr.generated) this.d.events.event(rc as unknown as KubeObject, 'Normal', 'KeyRotated', `new DR-to-agent key ${dr.key.fingerprint}; the previous key no longer opens the agents`);
-    const settings = agentSettingsFor(p, this.d.agentDefaults ?? { image: 'ghcr.io/dr-syncer/dr-syncer-agent:latest' });
-    const state: AgentState = await reconcileAgent(client, settings, host.key.privateKey, dr.key.publicKey, signal);
+    if (dr.generated && rc.status?.agents?.clientKeyFingerprint) {
+      this.d.events.event(rc as unknown as KubeObject, 'Normal', 'KeyRotated', `new DR-to-agent key ${dr.key.fingerprint}; the previous key no longer opens the agents`);
+    }
+    const settings = agentSettingsFor(p, this.d.agentDefaults ?? { image: DEFAULT_AGENT_IMAGE });
+    const owner = `${ns}/${rc.metadata.name} ${rc.metadata.uid ?? ''}`;
+    const state: AgentState = await reconcileAgent(client, settings, host.key.privateKey, dr.key.publicKey, owner, signal);
     const agents = {
       ready: state.ready, total: state.total, hostKeyFingerprint: host.key.fingerprint, clientKeyFingerprint: dr.key.fingerprint,
       keyCreationTime: rfc3339(dr.createdAt), nodes: state.nodes,

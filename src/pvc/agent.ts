@@ -6,7 +6,7 @@ import { KubeApiError } from '../adapters/kube/client.ts';
 import { AGENT_CONFIGMAP, AUTHORIZED_KEYS_KEY, TARGET_KEY_PREFIX, targetEntry, targetKey } from '../agent/registry.ts';
 import type { KubeObject } from '../core/types.ts';
 import type { AgentSettings } from './manifests.ts';
-import { AGENT_NAME, agentObjects } from './manifests.ts';
+import { AGENT_HOST_KEY_SECRET, AGENT_NAME, agentObjects } from './manifests.ts';
 
 const FIELD_MANAGER = 'dr-syncer';
 
@@ -53,14 +53,32 @@ export interface AgentState {
 export type AddressType = 'InternalIP' | 'ExternalIP' | 'Hostname';
 
 /** Applies the agent's objects and its authorized keys; returns the agents' readiness. */
+export const OWNER_ANNOTATION = 'dr-syncer.io/owner';
+
 export async function reconcileAgent(
   client: KubeClient,
   s: AgentSettings & { addressType: AddressType },
   hostPrivateKey: string,
   authorizedKeys: string,
+  /** The RemoteCluster that runs these agents: "<namespace>/<name> <uid>". */
+  owner: string,
   signal?: AbortSignal,
 ): Promise<AgentState> {
-  for (const o of agentObjects(s, hostPrivateKey)) await apply(client, o, signal);
+  // One RemoteCluster per source cluster runs its agents: a second one (another namespace, another
+  // controller) would replace the host key and the authorized key of the first, on every reconcile.
+  try {
+    const existing = await client.get<KubeObject>(`/api/v1/namespaces/${encodeURIComponent(s.namespace)}/secrets/${AGENT_HOST_KEY_SECRET}`, signal);
+    const holder = existing.metadata.annotations?.[OWNER_ANNOTATION];
+    if (holder && holder !== owner) {
+      throw new Error(`the agents in namespace ${s.namespace} of this cluster belong to RemoteCluster ${holder.split(' ')[0]}: enable pvcSync on one RemoteCluster per source cluster, or give this one another spec.pvcSync.namespace and sshPort`);
+    }
+  } catch (err) {
+    if (!(err instanceof KubeApiError && err.status === 404)) throw err;
+  }
+  for (const o of agentObjects(s, hostPrivateKey)) {
+    if (o.kind === 'Secret') o.metadata.annotations = { ...o.metadata.annotations, [OWNER_ANNOTATION]: owner };
+    await apply(client, o, signal);
+  }
   // Only the keys: the targets in the same ConfigMap belong to the running transfers.
   await apply(client, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: AGENT_CONFIGMAP, namespace: s.namespace }, data: { [AUTHORIZED_KEYS_KEY]: authorizedKeys } } as KubeObject, signal);
   return agentState(client, s.namespace, s.addressType, signal);
@@ -128,6 +146,8 @@ export async function registeredTargets(client: KubeClient, namespace: string, s
 }
 
 export const DEFAULT_AGENT_NAMESPACE = 'dr-syncer-agent';
+/** The agent image released with this version of the controller. */
+export const DEFAULT_AGENT_IMAGE = 'ghcr.io/dr-syncer/dr-syncer-agent:latest';
 export const DEFAULT_AGENT_PORT = 2222;
 export const DEFAULT_KEY_ROTATION = '720h';
 

@@ -6,6 +6,7 @@
 // abort). What a crash leaves behind is removed by sweep() and, failing that, by the Jobs'
 // deadlines and TTLs; the Lease expires.
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { KubeClient } from '../adapters/kube/client.ts';
 import { KubeApiError } from '../adapters/kube/client.ts';
@@ -65,7 +66,12 @@ class Stop extends Error {
 
 export const newOperationId = (): string => randomBytes(5).toString('hex');
 
-const LEASE_SECONDS = 60;
+/** An IP address or a DNS-1123 host name: safe to write into ssh_config and known_hosts. */
+export const isSafeHost = (h: string): boolean =>
+  net.isIP(h) !== 0 || (h.length <= 253 && /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/i.test(h));
+
+/** Longer than the endpoint may take to start (podReadyTimeoutMs, 3 min), renewed every third of it while the copy runs. */
+const LEASE_SECONDS = 300;
 const leaseName = (pvc: string) => (`dr-syncer-pvc-${pvc}`.length <= 253 ? `dr-syncer-pvc-${pvc}` : `dr-syncer-pvc-${pvc.slice(0, 200)}`);
 
 interface PodLike {
@@ -135,6 +141,8 @@ export async function transferPvc(d: TransferDeps, plan: TransferPlan, signal?: 
     const nodeObj = await d.source.get<{ metadata: { name: string }; status?: { addresses?: { type: string; address: string }[] } }>(`/api/v1/nodes/${encodeURIComponent(endpoint.node)}`, signal);
     const agentHost = nodeAddress(nodeObj, d.agent.addressType);
     if (!agentHost) throw new Stop('Failed', `node ${endpoint.node} of source cluster ${d.sourceName} has no ${d.agent.addressType} address (spec.pvcSync.agentAddress)`);
+    // Written by the node itself and copied into the DR side's ssh_config: an IP or a host name, nothing else.
+    if (!isSafeHost(agentHost)) throw new Stop('Failed', `node ${endpoint.node} of source cluster ${d.sourceName} reports ${d.agent.addressType} ${JSON.stringify(agentHost.slice(0, 100))}, which is neither an IP address nor a host name`);
     await registerTarget(d.source, d.agent.namespace, plan.opId, endpoint.node, formatAddress(endpoint.ip, ENDPOINT_PORT), signal);
     registered = true;
 

@@ -214,10 +214,13 @@ const startController = () =>
 const setDataSync = (fields: Record<string, unknown>) =>
   ctl(['-n', 'dr-syncer', 'patch', 'replication', 'data', '--type=merge', '-p', JSON.stringify({ spec: { pvc: { dataSync: fields } } })]);
 
-/** The DR-side rsync pod of the running transfer, once it is copying. */
-const runningRsync = () =>
-  eventually('a running rsync pod in the DR cluster', async () => {
-    const pods = await json<{ items: { metadata: { name: string }; status: { phase?: string } }[] }>(dr, ['-n', 'app', 'get', 'pods', '-l', 'app.kubernetes.io/name=dr-syncer-rsync']);
+/** The DR-side rsync pod copying this source PVC, once it runs. */
+const runningRsync = (pvcName: string) =>
+  eventually(`a running rsync pod for ${pvcName} in the DR cluster`, async () => {
+    const jobs = await json<{ items: { metadata: { annotations?: Record<string, string>; labels?: Record<string, string> } }[] }>(dr, ['-n', 'app', 'get', 'jobs', '-l', 'app.kubernetes.io/name=dr-syncer-rsync']);
+    const op = jobs.items.find((j) => j.metadata.annotations?.['dr-syncer.io/pvc'] === `app/${pvcName}`)?.metadata.labels?.['dr-syncer.io/operation'];
+    if (!op) return undefined;
+    const pods = await json<{ items: { metadata: { name: string }; status: { phase?: string } }[] }>(dr, ['-n', 'app', 'get', 'pods', '-l', `dr-syncer.io/operation=${op}`]);
     return pods.items.find((p) => p.status.phase === 'Running');
   }, 120_000);
 
@@ -278,6 +281,18 @@ void describe('PVC data through the agents, on real nodes', () => {
     assert.equal(await can('get', 'configmap/other'), 'no');
     assert.equal(await can('list', 'secrets'), 'no');
     assert.equal(await can('create', 'pods'), 'no');
+
+    // A second RemoteCluster for the same cluster may not take the agents over (it would replace their keys).
+    await apply(src, { apiVersion: 'dr-syncer.io/v1alpha1', kind: 'RemoteCluster', metadata: { name: 'prod-again', namespace: 'dr-syncer' }, spec: { kubeconfigSecretRef: { name: 'prod-kubeconfig' }, pvcSync: { enabled: true, imagePullPolicy: 'Never' } } });
+    const cond = await eventually('prod-again refused', async () => {
+      const o = await json<{ status?: { conditions?: { type: string; status: string; reason: string; message: string }[] } }>(src, ['-n', 'dr-syncer', 'get', 'remotecluster', 'prod-again']);
+      return o.status?.conditions?.find((c) => c.type === 'AgentsReady');
+    }, 60_000);
+    assert.equal(cond.status, 'False');
+    assert.equal(cond.reason, 'AgentDeployFailed');
+    assert.match(cond.message, /belong to RemoteCluster dr-syncer\/prod/);
+    await ctl(['-n', 'dr-syncer', 'delete', 'remotecluster', 'prod-again']);
+    assert.equal((await agents())?.hostKeyFingerprint, a.hostKeyFingerprint, 'the agents kept their host key');
   });
 
   it('copies two PVCs on two nodes at once: a volume mounted by a running pod and one no pod mounts, with a 1 GB file', async () => {
@@ -386,7 +401,7 @@ void describe('PVC data through the agents, on real nodes', () => {
     await run('sh', ['-c', `head -c 209715200 /dev/urandom > '${path.join(srcA, 'slow.bin')}'`]);
     await setDataSync({ bandwidthLimit: 20000 }); // ~10 s for 200 MB
     await ctl(['-n', 'dr-syncer', 'patch', 'replication', 'data', '--type=merge', '-p', '{"spec":{"trigger":{"manual":"5"}}}']);
-    await runningRsync();
+    await runningRsync('data-a');
     await new Promise((r) => setTimeout(r, 2000));
     const nodeA = src.nodes.find((n) => [...n.pvs.values()].includes(srcA))!.name;
     await ctl(['-n', 'dr-syncer-agent', 'delete', 'pod', '-l', 'app.kubernetes.io/name=dr-syncer-agent', '--field-selector', `spec.nodeName=${nodeA}`, '--grace-period=0', '--force']);
@@ -420,7 +435,7 @@ void describe('PVC data through the agents, on real nodes', () => {
       '--metrics-bind-address', '127.0.0.1:0', '--health-probe-bind-address', '127.0.0.1:0', '--cache-dir', cacheDir,
       '--agent-image', image.ref, '--agent-image-pull-policy', 'Never', ...env], { stdio: 'ignore' });
     await ctl(['-n', 'dr-syncer', 'patch', 'replication', 'data', '--type=merge', '-p', '{"spec":{"trigger":{"manual":"7"}}}']);
-    await runningRsync();
+    await runningRsync('data-a');
     child.kill('SIGKILL');
     await new Promise((r) => child!.once('exit', r));
     // Left behind: the transfer's Jobs, its Lease and its agent target; status says Syncing.

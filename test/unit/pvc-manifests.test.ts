@@ -7,6 +7,7 @@ import { validateReplication } from '../../src/api/v1alpha1/index.ts';
 import type { Replication } from '../../src/api/v1alpha1/index.ts';
 import { dataSyncDue } from '../../src/controllers/pvc-data.ts';
 import { agentSettingsFor } from '../../src/pvc/agent.ts';
+import { isSafeHost } from '../../src/pvc/transfer.ts';
 import type { Route, TransferPlan } from '../../src/pvc/manifests.ts';
 import { agentObjects, endpointJob, knownHosts, rsyncArgs, rsyncJob, sshConfig } from '../../src/pvc/manifests.ts';
 
@@ -69,13 +70,18 @@ void describe('PVC data manifests', () => {
     assert.ok(args.includes('--exclude=*.tmp; rm -rf /'));
     assert.ok(args.includes('--exclude=$(id)'));
     assert.ok(args.includes('--checksum'));
-    assert.ok(args.includes('--delete') && args.includes('--numeric-ids') && args.includes('--stats'));
+    assert.ok(args.includes('--delete-delay') && args.includes('--delay-updates') && args.includes('--numeric-ids') && args.includes('--stats'));
     const job = rsyncJob(plan()) as Obj;
     assert.equal(job.metadata.namespace, 'app-dr');
     assert.deepEqual(job.spec.template.spec.containers[0].command, ['rsync']);
     assert.equal(job.spec.activeDeadlineSeconds, 1800);
     // ssh refuses a private key that others can read: the keys must be 0400.
     assert.equal(job.spec.template.spec.volumes.find((v: Obj) => v.secret).secret.defaultMode, 0o400);
+  });
+
+  it('a node address goes into ssh_config only when it is an IP or a host name', () => {
+    for (const ok of ['10.0.0.5', 'fd00::1', 'node-1.example.com', 'ip-10-0-0-5']) assert.equal(isSafeHost(ok), true, ok);
+    for (const bad of ['x\n  ProxyCommand sh -c id', 'a b', 'host;id', '', '-oProxyCommand=x', 'a'.repeat(300)]) assert.equal(isSafeHost(bad), false, bad);
   });
 
   it('the ssh transport pins both host keys and allows nothing interactive', () => {
