@@ -113,10 +113,11 @@ try {
     let status: { dataSync?: { phase?: string; message?: string }; pvcs?: { namespace: string; name: string; phase?: string; bytesTransferred?: number; filesTransferred?: number; lastSyncDuration?: string; lastExitCode?: number; message?: string }[] } = {};
     while (Date.now() - t1 < 240_000) {
       status = (JSON.parse((await kubectl(src!.kubeconfigPath, ['-n', 'dr-syncer', 'get', 'replication', 'shop-data', '-o', 'json'])).stdout) as { status?: typeof status }).status ?? {};
-      if (status.dataSync?.phase && status.dataSync.phase !== 'Syncing') break;
+      // Pending (agents still starting, the DR PVC not there yet) is retried by the controller.
+      if (status.dataSync?.phase === 'Synced' || status.dataSync?.phase === 'Failed') break;
       await new Promise((r) => setTimeout(r, 1000));
     }
-    console.log(`data sync ${status.dataSync?.phase ?? 'not finished'} after ${((Date.now() - t1) / 1000).toFixed(1)} s (agents started, endpoint and rsync Jobs run): ${status.dataSync?.message ?? ''}`);
+    console.log(`data sync ${status.dataSync?.phase ?? 'not finished'} after ${((Date.now() - t1) / 1000).toFixed(1)} s (agent DaemonSet started, then per PVC an endpoint Job in the source and an rsync Job in DR): ${status.dataSync?.message ?? ''}`);
     console.log('PVC                  PHASE    BYTES      FILES  DURATION  EXIT');
     for (const p of status.pvcs ?? []) {
       console.log(`${`${p.namespace}/${p.name}`.padEnd(20)} ${String(p.phase).padEnd(8)} ${String(p.bytesTransferred ?? '').padEnd(10)} ${String(p.filesTransferred ?? '').padEnd(6)} ${String(p.lastSyncDuration ?? '').padEnd(9)} ${p.lastExitCode ?? ''}${p.phase === 'Synced' ? '' : `  ${p.message ?? ''}`}`);

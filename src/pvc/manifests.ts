@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
+import { publicKeyOf } from '../agent/keys.ts';
 import { AGENT_CONFIGMAP } from '../agent/registry.ts';
 import type { KubeObject } from '../core/types.ts';
 
@@ -91,8 +92,12 @@ export function agentObjects(s: AgentSettings, hostPrivateKey: string): KubeObje
   if (s.podEnv?.length) c.env = [...(c.env as Obj[]), ...s.podEnv];
   if (s.nodeSelector) spec.nodeSelector = s.nodeSelector;
   if (s.tolerations) spec.tolerations = s.tolerations;
+  // The agents read their host key once: a new key rolls them (the pinned fingerprint changes too).
+  const tmeta = (ds.spec as Obj).template as Obj;
+  tmeta.metadata = { ...(tmeta.metadata as Obj), annotations: { [FINGERPRINT_ANNOTATION]: publicKeyOf(hostPrivateKey).fingerprint } };
   return [
-    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns, labels: { ...MANAGED_BY } } },
+    // hostNetwork needs the privileged Pod Security level; only dr-syncer's agents run here.
+    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns, labels: { ...MANAGED_BY, 'pod-security.kubernetes.io/enforce': 'privileged' } } },
     { apiVersion: 'v1', kind: 'ServiceAccount', metadata: meta(AGENT_NAME), automountServiceAccountToken: false },
     {
       // Least privilege: the one ConfigMap that holds the agents' registry, nothing else.
@@ -160,6 +165,8 @@ export function endpointJob(p: TransferPlan): KubeObject {
   if (p.source.node) {
     // A ReadWriteOnce volume in use can only be mounted again on the node that has it.
     ps.affinity = { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchFields: [{ key: 'metadata.name', operator: 'In', values: [p.source.node] }] }] } } };
+    // That node may be tainted for its workload (database nodes often are): the endpoint goes there anyway.
+    ps.tolerations = [{ operator: 'Exists' }];
   }
   return job as KubeObject;
 }

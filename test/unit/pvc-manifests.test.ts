@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import { validateReplication } from '../../src/api/v1alpha1/index.ts';
 import type { Replication } from '../../src/api/v1alpha1/index.ts';
 import { dataSyncDue } from '../../src/controllers/pvc-data.ts';
+import { generateKeyPair } from '../../src/agent/keys.ts';
 import { agentSettingsFor } from '../../src/pvc/agent.ts';
 import { isSafeHost } from '../../src/pvc/transfer.ts';
 import type { Route, TransferPlan } from '../../src/pvc/manifests.ts';
@@ -22,7 +23,8 @@ const plan = (over: Partial<TransferPlan> = {}): TransferPlan => ({
 void describe('PVC data manifests', () => {
   it('the agent DaemonSet: host network on the node address, non-root, read-only, no host paths, settings applied', () => {
     const s = agentSettingsFor({ sshPort: 2022, nodeSelector: { disk: 'ssd' }, tolerations: [{ operator: 'Exists' }], imagePullPolicy: 'Never' }, { image: 'agent:1' });
-    const objs = agentObjects(s, 'PRIVATE') as Obj[];
+    const hostKey = generateKeyPair('host');
+    const objs = agentObjects(s, hostKey.privateKey) as Obj[];
     assert.deepEqual(objs.map((o) => o.kind), ['Namespace', 'ServiceAccount', 'Role', 'RoleBinding', 'Secret', 'DaemonSet']);
     assert.ok(objs.every((o) => o.kind === 'Namespace' || o.metadata.namespace === 'dr-syncer-agent'));
     const ds = objs[5]!;
@@ -41,7 +43,9 @@ void describe('PVC data manifests', () => {
     assert.deepEqual(ps.tolerations, [{ operator: 'Exists' }]);
     // The Role: its one ConfigMap, read only.
     assert.deepEqual(objs[2]!.rules, [{ apiGroups: [''], resources: ['configmaps'], resourceNames: ['dr-syncer-agent'], verbs: ['get', 'list', 'watch'] }]);
-    assert.equal(Buffer.from(objs[4]!.data.ssh_host_ed25519_key, 'base64').toString(), 'PRIVATE');
+    assert.equal(Buffer.from(objs[4]!.data.ssh_host_ed25519_key, 'base64').toString(), hostKey.privateKey);
+    assert.equal(ds.spec.template.metadata.annotations['dr-syncer.io/fingerprint'], hostKey.fingerprint, 'a new host key rolls the agents');
+    assert.equal(objs[0]!.metadata.labels['pod-security.kubernetes.io/enforce'], 'privileged');
     // File modes as numbers: 0440, not the decimal 440 a leading-zero YAML literal would give.
     assert.equal(ps.volumes.find((v: Obj) => v.secret).secret.defaultMode, 0o440);
   });
@@ -55,6 +59,7 @@ void describe('PVC data manifests', () => {
     assert.equal(ps.volumes[0].persistentVolumeClaim.claimName, 'data');
     assert.equal(ps.volumes[0].persistentVolumeClaim.readOnly, true);
     assert.equal(ps.containers[0].volumeMounts[0].readOnly, true);
+    assert.deepEqual(ps.tolerations, [{ operator: 'Exists' }]);
     assert.deepEqual(ps.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields[0].values, ['node-7']);
     assert.ok(job.spec.activeDeadlineSeconds > 1800);
     assert.ok(job.spec.ttlSecondsAfterFinished > 0);
