@@ -106,7 +106,7 @@ try {
     await kubectl(src!.kubeconfigPath, ['apply', '-f', '-'], {
       input: JSON.stringify({
         apiVersion: 'dr-syncer.io/v1alpha1', kind: 'Replication', metadata: { name: 'shop-data', namespace: 'dr-syncer' },
-        spec: { sourceCluster: 'demo-source', destinationCluster: 'demo-dr', sourceNamespace: 'shop', mode: 'Manual', resourceTypes: ['persistentvolumeclaims'], git: { url: repo, path: 'clusters/dr-data', credentialsSecretRef: { name: 'demo-git' } }, pvc: { syncData: true }, trigger: { manual: 'demo' } },
+        spec: { sourceCluster: 'demo-source', destinationCluster: 'demo-dr', sourceNamespace: 'shop', mode: 'Manual', resourceTypes: ['persistentvolumeclaims'], labelSelector: { matchLabels: { app: 'notes' } }, git: { url: repo, path: 'clusters/dr-data', credentialsSecretRef: { name: 'demo-git' } }, pvc: { syncData: true }, trigger: { manual: 'demo' } },
       }),
     });
     const t1 = Date.now();
