@@ -168,6 +168,7 @@ export async function startGitServer(opts: { user?: string; password?: string } 
     });
     return stdout;
   };
+  const clones: string[] = [];
   return {
     root, port, base: withCreds, user, password,
     async createRepo(name) {
@@ -178,6 +179,7 @@ export async function startGitServer(opts: { user?: string; password?: string } 
     git,
     async clone(name) {
       const dir = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'drs-clone-'));
+      clones.push(dir); // removed by stop()
       await git(['clone', '-q', `${withCreds}/${name}.git`, dir]);
       return dir;
     },
@@ -197,6 +199,7 @@ export async function startGitServer(opts: { user?: string; password?: string } 
         await exited;
       }
       await fs.promises.rm(root, { recursive: true, force: true });
+      await Promise.all(clones.map((d) => fs.promises.rm(d, { recursive: true, force: true })));
     },
   };
 }
