@@ -16,7 +16,7 @@ import { selectorToQuery } from '../core/labels.ts';
 import { IGNORE_LABEL } from '../core/select.ts';
 import type { KubeObject, LabelSelector } from '../core/types.ts';
 import type { AgentDefaults } from '../pvc/agent.ts';
-import { agentKeySecrets, agentSettingsFor } from '../pvc/agent.ts';
+import { agentKeySecrets, agentSettingsFor, DEFAULT_KEY_ROTATION } from '../pvc/agent.ts';
 import { ensureKey } from '../pvc/key-secrets.ts';
 import type { TransferPlan } from '../pvc/manifests.ts';
 import type { PvcPhase, TransferDeps, TransferOutcome } from '../pvc/transfer.ts';
@@ -227,7 +227,7 @@ export class PvcDataController {
     if (client.key.fingerprint !== agents.clientKeyFingerprint || host.key.fingerprint !== agents.hostKeyFingerprint) {
       throw new NotReady('AgentsNotReady', `the agents of source cluster ${srcName} do not have the current keys yet (rotation in progress)`);
     }
-    const rotateMs = parseDuration(p.keyRotationInterval ?? '720h', 720 * 3_600_000);
+    const rotateMs = parseDuration(p.keyRotationInterval ?? DEFAULT_KEY_ROTATION, parseDuration(DEFAULT_KEY_ROTATION, 0));
     // Owned by the Replication: deleting it removes its key.
     const owner = rep.metadata.uid ? { apiVersion: rep.apiVersion, kind: rep.kind, name: rep.metadata.name, uid: rep.metadata.uid } : undefined;
     const repKey = await ensureKey(this.d.client, ns, `${rep.metadata.name}-pvc-ssh-key`, `dr-syncer-replication ${ns}/${rep.metadata.name}`, rotateMs, this.now(), owner);

@@ -136,7 +136,7 @@ export class RemoteClusterController {
     const ns = rc.metadata.namespace ?? 'default';
     const p = rc.spec.pvcSync ?? {};
     const names = agentKeySecrets(rc.metadata.name);
-    const rotateMs = parseDuration(p.keyRotationInterval ?? DEFAULT_KEY_ROTATION, 720 * 3_600_000);
+    const rotateMs = parseDuration(p.keyRotationInterval ?? DEFAULT_KEY_ROTATION, parseDuration(DEFAULT_KEY_ROTATION, 0));
     const host = await ensureKey(this.d.client, ns, names.host, `dr-syncer-agent-host ${rc.metadata.name}`, undefined, now);
     const dr = await ensureKey(this.d.client, ns, names.client, `dr-syncer-dr-to-agent ${rc.metadata.name}`, rotateMs, now);
     if (dr.generated && rc.status?.agents?.clientKeyFingerprint) {

@@ -93,6 +93,10 @@ interface NodeLike {
   status?: { addresses?: { type: string; address: string }[] };
 }
 
+/** A pod's Ready condition is True. */
+export const podReady = (p: { status?: { conditions?: { type: string; status: string }[] } }): boolean =>
+  p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+
 export function nodeAddress(n: NodeLike, type: AddressType): string | undefined {
   return n.status?.addresses?.find((a) => a.type === type)?.address;
 }
@@ -106,7 +110,7 @@ export async function agentState(client: KubeClient, namespace: string, addressT
   for (const p of pods.items as unknown as PodLike[]) {
     const node = p.spec?.nodeName;
     if (!node) continue;
-    const ready = p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+    const ready = podReady(p);
     const n = nodes.get(node);
     const address = n && nodeAddress(n, addressType);
     out.push({ node, ready, ...(address ? { address } : {}) });

@@ -16,7 +16,7 @@ import { formatAddress } from '../agent/registry.ts';
 import type { KubeObject } from '../core/types.ts';
 import type { Logger } from '../util/log.ts';
 import type { AddressType } from './agent.ts';
-import { deleteIfExists, nodeAddress, objectPath, registeredTargets, registerTarget, unregisterTargets } from './agent.ts';
+import { deleteIfExists, nodeAddress, podReady, objectPath, registeredTargets, registerTarget, unregisterTargets } from './agent.ts';
 import type { TransferPlan } from './manifests.ts';
 import { ENDPOINT_PORT, endpointJob, endpointSecret, OPERATION_LABEL, operationName, REPLICATION_UID_LABEL, rsyncJob, rsyncSecret } from './manifests.ts';
 import type { RsyncFigures } from './rsync-result.ts';
@@ -85,7 +85,9 @@ interface PodLike {
   };
 }
 
-const podReady = (p: PodLike) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+/** The Lease of one PVC (or, with name, any Lease) in a namespace of the source cluster. */
+const leasePath = (namespace: string, name?: string) =>
+  `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/leases${name === undefined ? '' : `/${encodeURIComponent(name)}`}`;
 
 async function getOrUndefined<T>(client: KubeClient, path: string, signal?: AbortSignal): Promise<T | undefined> {
   try {
@@ -167,7 +169,7 @@ export async function transferPvc(d: TransferDeps, plan: TransferPlan, signal?: 
     // Not with the (maybe aborted) signal: clean-up must run also when the reconcile is cancelled.
     const cleanup: Promise<unknown>[] = created.map((c) => deleteIfExists(c.client, c.path));
     if (registered) cleanup.push(unregisterTargets(d.source, d.agent.namespace, [plan.opId]));
-    if (leaseHeld) cleanup.push(deleteIfExists(d.source, `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(plan.source.namespace)}/leases/${encodeURIComponent(leaseName(plan.source.pvc))}`));
+    if (leaseHeld) cleanup.push(deleteIfExists(d.source, leasePath(plan.source.namespace, leaseName(plan.source.pvc))));
     for (const r of await Promise.allSettled(cleanup)) {
       if (r.status === 'rejected') log.warn({ err: r.reason as unknown }, 'clean-up failed; the next sweep removes it');
     }
@@ -194,7 +196,7 @@ function leaseBody(d: TransferDeps, plan: TransferPlan, resourceVersion?: string
 
 /** One transfer per PVC at a time, across Replications and controllers: a Lease next to the PVC. */
 async function acquireLease(d: TransferDeps, plan: TransferPlan, signal?: AbortSignal): Promise<void> {
-  const base = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(plan.source.namespace)}/leases`;
+  const base = leasePath(plan.source.namespace);
   try {
     await d.source.request('POST', base, leaseBody(d, plan), 'application/json', signal);
     return;
@@ -215,7 +217,7 @@ async function acquireLease(d: TransferDeps, plan: TransferPlan, signal?: AbortS
 
 async function renewLease(d: TransferDeps, plan: TransferPlan, signal?: AbortSignal): Promise<void> {
   const now = new Date().toISOString().replace(/Z$/, '000Z');
-  await d.source.request('PATCH', `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(plan.source.namespace)}/leases/${encodeURIComponent(leaseName(plan.source.pvc))}`, { spec: { renewTime: now } }, 'application/merge-patch+json', signal);
+  await d.source.request('PATCH', leasePath(plan.source.namespace, leaseName(plan.source.pvc)), { spec: { renewTime: now } }, 'application/merge-patch+json', signal);
 }
 
 async function operationPods(client: KubeClient, namespace: string, opId: string, signal?: AbortSignal): Promise<PodLike[]> {
@@ -300,7 +302,7 @@ export async function sweep(d: Pick<TransferDeps, 'source' | 'destination' | 'ag
   // keep the PVC locked until they expire.
   const leases = await d.source.list('/apis/coordination.k8s.io/v1/leases', { labelSelector: `${REPLICATION_UID_LABEL}=${replicationUid}` }, 500, signal);
   for (const l of leases.items) {
-    await deleteIfExists(d.source, `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(l.metadata.namespace ?? '')}/leases/${encodeURIComponent(l.metadata.name)}`, signal);
+    await deleteIfExists(d.source, leasePath(l.metadata.namespace ?? '', l.metadata.name), signal);
     removed++;
   }
   const ops = await registeredTargets(d.source, d.agent.namespace, signal);
