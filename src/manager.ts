@@ -7,11 +7,14 @@ import { randomBytes } from 'node:crypto';
 import { KubeConfig } from '@kubernetes/client-node';
 import type { KubeClientOptions } from './adapters/kube/client.ts';
 import { KubeClient } from './adapters/kube/client.ts';
-import type { RemoteCluster, Replication } from './api/v1alpha1/index.ts';
+import type { PvcSync, RemoteCluster, Replication } from './api/v1alpha1/index.ts';
 import { ClusterClients } from './controllers/clusters.ts';
 import { createSyncMetrics } from './controllers/metrics.ts';
 import { RemoteClusterController } from './controllers/remotecluster.ts';
+import { LOCAL_AGENTS_KEY, LocalAgentsController } from './controllers/local-agents.ts';
+import { localSite } from './pvc/agent-site.ts';
 import { PvcDataController } from './controllers/pvc-data.ts';
+import { ReadinessController, readinessInputsChanged } from './controllers/readiness.ts';
 import { ReplicationController, replicationChanged } from './controllers/replication.ts';
 import type { AgentDefaults } from './pvc/agent.ts';
 import { DEFAULT_AGENT_IMAGE } from './pvc/agent.ts';
@@ -56,8 +59,16 @@ export interface ManagerOptions {
   agent?: AgentDefaults;
   /** PVC data transfers at once, over all Replications (default 4). */
   maxConcurrentTransfers?: number;
+  /**
+   * PVC-sync agents in the controller's own cluster (the Helm chart's pvcSync values), the
+   * source of PVC data for Replications without spec.sourceCluster; keys are kept in
+   * leaderElectionNamespace. Same fields as RemoteCluster.spec.pvcSync.
+   */
+  localPvcSync?: PvcSync;
   /** How long a PVC's rsync endpoint pod may take to be ready (ms), for tests. */
   endpointReadyTimeoutMs?: number;
+  /** How often the recovery point of each Replication is measured (ms; default 30 s), for tests. */
+  readinessIntervalMs?: number;
 }
 
 export { DEFAULT_AGENT_IMAGE } from './pvc/agent.ts';
@@ -69,7 +80,8 @@ export interface RunningManager {
   stop(): Promise<void>;
 }
 
-function loadKubeConfig(file?: string): KubeConfig {
+/** A kubeconfig file, or the default ($KUBECONFIG, ~/.kube/config, in-cluster). */
+export function loadKubeConfig(file?: string): KubeConfig {
   const kc = new KubeConfig();
   if (file) kc.loadFromFile(file);
   else kc.loadFromDefault();
@@ -122,6 +134,7 @@ export async function startManager(options: ManagerOptions): Promise<RunningMana
   const repQueue = new WorkQueue<string>({ name: 'replication', metrics });
   const rcQueue = new WorkQueue<string>({ name: 'remotecluster', metrics });
   const dataQueue = new WorkQueue<string>({ name: 'pvc-data', metrics });
+  const readinessQueue = new WorkQueue<string>({ name: 'readiness', metrics });
   const events = new EventRecorder({ client, component: 'dr-syncer', host: identity, log });
   const clusters = new ClusterClients(client, opts.kubeClient);
 
@@ -132,9 +145,18 @@ export async function startManager(options: ManagerOptions): Promise<RunningMana
     cacheDir: path.join(opts.cacheDir, 'git'), localClusterName: opts.clusterName, log,
   });
   const agentDefaults = opts.agent ?? { image: DEFAULT_AGENT_IMAGE };
+  const site = opts.localPvcSync?.enabled ? localSite(opts.clusterName, opts.leaderElectionNamespace, opts.localPvcSync) : undefined;
   const dataController = new PvcDataController({
-    client, replications, remoteClusters, clusters, events, metrics: syncMetrics, log, identity, agentDefaults,
+    client, replications, remoteClusters, clusters, events, metrics: syncMetrics, log, identity, agentDefaults, ...(site ? { localSite: site } : {}),
     maxConcurrentTransfers: opts.maxConcurrentTransfers, podReadyTimeoutMs: opts.endpointReadyTimeoutMs,
+  });
+  const readiness = new ReadinessController({
+    client, replications, remoteClusters, clusters, metrics: syncMetrics, cacheDir: path.join(opts.cacheDir, 'git'), log, intervalMs: opts.readinessIntervalMs,
+  });
+  const localQueue = new WorkQueue<string>({ name: 'local-agents', metrics });
+  const localAgents = site && new LocalAgentsController({
+    client, site, agentDefaults, metrics: syncMetrics, log,
+    onChange: () => { for (const r of replications.list()) if (!r.spec.sourceCluster && r.spec.pvc?.syncData) dataQueue.add(keyOf(r)); },
   });
   const rcController = new RemoteClusterController({
     client, remoteClusters, clusters, events, metrics: syncMetrics, agentDefaults,
@@ -145,14 +167,23 @@ export async function startManager(options: ManagerOptions): Promise<RunningMana
     add: (o) => {
       repQueue.add(keyOf(o));
       dataQueue.add(keyOf(o));
+      readinessQueue.add(keyOf(o));
     },
     update: (o, n) => {
       if (replicationChanged(o, n)) {
         repQueue.add(keyOf(n));
         dataQueue.add(keyOf(n));
       }
+      // A sync or a data copy changes what the recovery point is measured from (not its own write).
+      if (readinessInputsChanged(o, n)) readinessQueue.add(keyOf(n));
+      // Also on status: a failover in progress or the split-brain guard stops a running copy.
+      dataController.stopUnwanted(keyOf(n), n);
     },
-    delete: (o) => repQueue.add(keyOf(o)),
+    delete: (o) => {
+      repQueue.add(keyOf(o));
+      readinessQueue.add(keyOf(o));
+      dataController.stopUnwanted(keyOf(o), undefined);
+    },
   });
   const replicationsOf = (rc: RemoteCluster) =>
     replications.list().filter((r) => r.metadata.namespace === rc.metadata.namespace && (r.spec.sourceCluster === rc.metadata.name || r.spec.destinationCluster === rc.metadata.name));
@@ -162,6 +193,7 @@ export async function startManager(options: ManagerOptions): Promise<RunningMana
       if (o.metadata.generation !== n.metadata.generation) rcQueue.add(keyOf(n));
       // A cluster that became healthy unblocks the Replications waiting for it.
       if (o.status?.health !== n.status?.health) for (const r of replicationsOf(n)) repQueue.add(keyOf(r));
+      if (o.metadata.generation !== n.metadata.generation || o.status?.health !== n.status?.health) for (const r of replicationsOf(n)) readinessQueue.add(keyOf(r));
       // Agents deployed, ready or with new keys: PVC data syncs waiting for them can go on.
       if (JSON.stringify(o.status?.agents) !== JSON.stringify(n.status?.agents)) for (const r of replicationsOf(n)) dataQueue.add(keyOf(r));
     },
@@ -187,7 +219,10 @@ export async function startManager(options: ManagerOptions): Promise<RunningMana
       runController({ name: 'replication', queue: repQueue, workers: opts.workers, reconcile: repController.reconcile, metrics, log, signal }),
       runController({ name: 'remotecluster', queue: rcQueue, workers: Math.max(1, Math.min(opts.workers, 4)), reconcile: rcController.reconcile, metrics, log, signal }),
       runController({ name: 'pvc-data', queue: dataQueue, workers: Math.max(1, opts.workers), reconcile: dataController.reconcile, metrics, log, signal }),
+      runController({ name: 'readiness', queue: readinessQueue, workers: Math.max(1, Math.min(opts.workers, 4)), reconcile: readiness.reconcile, metrics, log, signal }),
+      ...(localAgents ? [runController({ name: 'local-agents', queue: localQueue, workers: 1, reconcile: localAgents.reconcile, metrics, log, signal })] : []),
     ]);
+    if (localAgents) localQueue.add(LOCAL_AGENTS_KEY);
     await workers;
   };
 

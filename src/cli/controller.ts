@@ -4,36 +4,11 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { CONTROLLER_KUBE_API, DEFAULT_AGENT_IMAGE, startManager } from '../manager.ts';
 import { createLogger } from '../util/log.ts';
+import { CONTROLLER_HELP } from './controller-help.ts';
+import type { PvcSync } from '../api/v1alpha1/index.ts';
 
-export const CONTROLLER_HELP = `Usage: dr-syncer controller [options]
-
-Runs the dr-syncer operator: watches RemoteClusters and Replications and keeps the DR
-repositories in sync. Every option also reads an environment variable (shown in brackets).
-
-Options:
-      --kubeconfig <path>                  cluster the controller runs in [KUBECONFIG]; default in-cluster
-      --metrics-bind-address <host:port>   Prometheus /metrics [METRICS_ADDR] (default :8080)
-      --health-probe-bind-address <addr>   /healthz and /readyz [PROBE_ADDR] (default :8081)
-      --leader-elect                       elect a leader through a Lease [ENABLE_LEADER_ELECTION=true]
-      --leader-election-namespace <ns>     namespace of the Lease [LEADER_ELECTION_NAMESPACE, POD_NAMESPACE] (default dr-syncer)
-      --leader-election-id <name>          name of the Lease [LEADER_ELECTION_ID] (default dr-syncer.io)
-      --workers <n>                        concurrent Replication syncs [WORKERS] (default 4)
-      --namespace <ns>                     only this namespace's resources [WATCH_NAMESPACE] (default all)
-      --cluster-name <name>                name recorded for the local source cluster [CLUSTER_NAME] (default local)
-      --cache-dir <dir>                    Git caches [CACHE_DIR] (default ~/.cache/dr-syncer)
-      --kube-api-qps <n>                   client-side requests per second to each cluster [KUBE_API_QPS] (default 20)
-      --kube-api-burst <n>                 client-side burst to each cluster [KUBE_API_BURST] (default 30)
-      --kube-api-timeout <seconds>         timeout of each Kubernetes request, watches excepted [KUBE_API_TIMEOUT] (default 30)
-      --agent-image <image>                PVC-sync agent image for RemoteClusters that do not set pvcSync.image
-                                           [AGENT_IMAGE] (default ${DEFAULT_AGENT_IMAGE})
-      --agent-image-pull-policy <policy>   Always|IfNotPresent|Never for the agent and rsync pods [AGENT_IMAGE_PULL_POLICY]
-      --agent-pod-env <NAME=value>         extra environment for the agent pods, repeatable; only for clusters whose pods
-                                           cannot reach the API through the kubernetes Service (no kube-proxy)
-      --max-concurrent-transfers <n>       PVC data transfers at once, all Replications together [MAX_CONCURRENT_TRANSFERS] (default 4)
-      --log-level <level>                  fatal|error|warn|info|debug|trace [LOG_LEVEL] (default info)
-  -h, --help                               this help`;
-
-export async function runControllerCommand(argv: string[]): Promise<number> {
+/** inLocalRun: called by --local's wrapper (src/cli/local-run.ts), which already scaled the in-cluster controller down. */
+export async function runControllerCommand(argv: string[], inLocalRun = false): Promise<number> {
   let v;
   try {
     v = parseArgs({
@@ -56,6 +31,10 @@ export async function runControllerCommand(argv: string[]): Promise<number> {
         'agent-image-pull-policy': { type: 'string' },
         'agent-pod-env': { type: 'string', multiple: true },
         'max-concurrent-transfers': { type: 'string' },
+        'local-pvc-sync': { type: 'string' },
+        local: { type: 'boolean' },
+        'local-namespace': { type: 'string' },
+        'local-restore': { type: 'boolean' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -94,6 +73,16 @@ export async function runControllerCommand(argv: string[]): Promise<number> {
     }
     podEnv.push({ name: m[1]!, value: m[2]! });
   }
+  const localFile = v['local-pvc-sync'] ?? (env.LOCAL_PVC_SYNC || undefined);
+  let localPvcSync: PvcSync | undefined;
+  if (localFile !== undefined) {
+    const r = await readLocalPvcSync(localFile);
+    if (!r.ok) {
+      console.error(`--local-pvc-sync ${localFile}: ${r.errors.join('; ')}`);
+      return 2;
+    }
+    localPvcSync = r.value;
+  }
   const d = CONTROLLER_KUBE_API;
   const numbers = {
     'kube-api-qps': [v['kube-api-qps'] ?? env.KUBE_API_QPS, d.qps], 'kube-api-burst': [v['kube-api-burst'] ?? env.KUBE_API_BURST, d.burst],
@@ -108,6 +97,18 @@ export async function runControllerCommand(argv: string[]): Promise<number> {
     }
   }
   const log = createLogger({ level: v['log-level'] ?? env.LOG_LEVEL ?? 'info' });
+  if ((v.local || v['local-restore']) && !inLocalRun) {
+    const { runLocal } = await import('./local-run.ts');
+    const localRun = { kubeconfig: v.kubeconfig ?? (env.KUBECONFIG || undefined), namespace: v['local-namespace'] ?? (env.LOCAL_NAMESPACE || 'dr-syncer'), log };
+    if (v['local-restore']) return runLocal({ ...localRun, restoreOnly: true }, () => Promise.resolve(0));
+    if (!(v['leader-elect'] ?? env.ENABLE_LEADER_ELECTION === 'true')) log.warn('--local without --leader-elect: nothing but the scale-down keeps the in-cluster controller from working alongside');
+    return runLocal(localRun, () => runControllerCommand(argv, true));
+  }
+  // Signals count from before the start: one that comes while the manager starts stops it once it has.
+  const signalled = new Promise<string>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
   let mgr;
   try {
     mgr = await startManager({
@@ -128,6 +129,7 @@ export async function runControllerCommand(argv: string[]): Promise<number> {
         ...(podEnv.length ? { podEnv } : {}),
       },
       maxConcurrentTransfers: transfers,
+      ...(localPvcSync ? { localPvcSync } : {}),
       log,
     });
   } catch (err) {
@@ -137,13 +139,19 @@ export async function runControllerCommand(argv: string[]): Promise<number> {
   }
   const running = mgr;
   log.info({ metricsPort: running.metricsPort, probePort: running.probePort }, 'dr-syncer controller started');
-  await new Promise<void>((resolve) => {
-    const stop = (sig: string) => {
-      log.info({ signal: sig }, 'shutting down');
-      void running.stop().then(resolve);
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-  });
+  log.info({ signal: await signalled }, 'shutting down');
+  await running.stop();
   return 0;
+}
+
+/** The --local-pvc-sync file, validated with RemoteCluster.spec.pvcSync's rules. */
+async function readLocalPvcSync(file: string): Promise<{ ok: true; value: PvcSync } | { ok: false; errors: string[] }> {
+  const [{ readFile }, { parse }, { validatePvcSync }] = await Promise.all([import('node:fs/promises'), import('yaml'), import('../api/v1alpha1/index.ts')]);
+  let doc: unknown;
+  try {
+    doc = parse(await readFile(file, 'utf8'));
+  } catch (err) {
+    return { ok: false, errors: [err instanceof Error ? err.message : String(err)] };
+  }
+  return validatePvcSync(doc ?? {});
 }

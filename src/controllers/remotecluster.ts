@@ -16,10 +16,9 @@ import { ClusterError } from './clusters.ts';
 import type { Condition } from './conditions.ts';
 import { rfc3339, setCondition } from './conditions.ts';
 import type { SyncMetrics } from './metrics.ts';
-import type { AgentDefaults, AgentState } from '../pvc/agent.ts';
-import { agentKeySecrets, agentSettingsFor, DEFAULT_AGENT_IMAGE, DEFAULT_KEY_ROTATION, reconcileAgent } from '../pvc/agent.ts';
-import { ensureKey } from '../pvc/key-secrets.ts';
-import { parseDuration } from './schedule.ts';
+import type { AgentDefaults } from '../pvc/agent.ts';
+import { DEFAULT_AGENT_IMAGE } from '../pvc/agent.ts';
+import { keepAgents, remoteClusterSite } from '../pvc/agent-site.ts';
 
 export interface RemoteClusterControllerDeps {
   client: KubeClient;
@@ -45,6 +44,8 @@ export class RemoteClusterController {
     if (!cached) {
       this.d.clusters.forget(namespace ?? '', name);
       this.d.metrics.clusterHealthy.remove({ remotecluster: key });
+      this.d.metrics.agentsReady.remove({ source: key });
+      this.d.metrics.agentsDesired.remove({ source: key });
       return;
     }
     const rc = structuredClone(cached);
@@ -91,6 +92,8 @@ export class RemoteClusterController {
         const r = await this.reconcileAgents(rc, client, now, signal);
         agents = r.agents;
         requeueMs = r.requeueMs;
+        this.d.metrics.agentsReady.set({ source: key }, r.agents.ready);
+        this.d.metrics.agentsDesired.set({ source: key }, r.agents.total);
         const ok = r.agents.total > 0 && r.agents.ready === r.agents.total;
         const notReady = r.agents.nodes?.filter((n) => !n.ready).map((n) => n.node) ?? [];
         set('AgentsReady', ok, ok ? 'AgentsReady' : 'AgentsNotReady', ok
@@ -102,6 +105,8 @@ export class RemoteClusterController {
       }
     } else if (!rc.spec.pvcSync?.enabled) {
       conds = conds.filter((c) => c.type !== 'AgentsReady');
+      this.d.metrics.agentsReady.remove({ source: key });
+      this.d.metrics.agentsDesired.remove({ source: key });
     }
     const agentsCond = conds.find((c) => c.type === 'AgentsReady');
     const ready = healthy && (agentsCond === undefined || agentsCond.status === 'True');
@@ -127,30 +132,11 @@ export class RemoteClusterController {
     return { requeueAfterMs: Math.min(interval, requeueMs ?? interval) };
   };
 
-  /**
-   * Keys first (host key kept, client key rotated on keyRotationInterval), then the agents'
-   * objects with the current client key as the only authorized key: a rotated-out key stops
-   * working as soon as the agents see the change (they watch their registry ConfigMap).
-   */
   private async reconcileAgents(rc: RemoteCluster, client: KubeClient, now: Date, signal?: AbortSignal): Promise<{ agents: NonNullable<RemoteClusterStatus['agents']>; requeueMs: number }> {
-    const ns = rc.metadata.namespace ?? 'default';
-    const p = rc.spec.pvcSync ?? {};
-    const names = agentKeySecrets(rc.metadata.name);
-    const rotateMs = parseDuration(p.keyRotationInterval ?? DEFAULT_KEY_ROTATION, parseDuration(DEFAULT_KEY_ROTATION, 0));
-    const host = await ensureKey(this.d.client, ns, names.host, `dr-syncer-agent-host ${rc.metadata.name}`, undefined, now);
-    const dr = await ensureKey(this.d.client, ns, names.client, `dr-syncer-dr-to-agent ${rc.metadata.name}`, rotateMs, now);
-    if (dr.generated && rc.status?.agents?.clientKeyFingerprint) {
-      this.d.events.event(rc as unknown as KubeObject, 'Normal', 'KeyRotated', `new DR-to-agent key ${dr.key.fingerprint}; the previous key no longer opens the agents`);
+    const r = await keepAgents(this.d.client, client, remoteClusterSite(rc), this.d.agentDefaults ?? { image: DEFAULT_AGENT_IMAGE }, now, signal);
+    if (r.rotated && rc.status?.agents?.clientKeyFingerprint) {
+      this.d.events.event(rc as unknown as KubeObject, 'Normal', 'KeyRotated', `new DR-to-agent key ${r.agents.clientKeyFingerprint}; the previous key no longer opens the agents`);
     }
-    const settings = agentSettingsFor(p, this.d.agentDefaults ?? { image: DEFAULT_AGENT_IMAGE });
-    const owner = `${ns}/${rc.metadata.name} ${rc.metadata.uid ?? ''}`;
-    const state: AgentState = await reconcileAgent(client, settings, host.key.privateKey, dr.key.publicKey, owner, signal);
-    const agents = {
-      ready: state.ready, total: state.total, hostKeyFingerprint: host.key.fingerprint, clientKeyFingerprint: dr.key.fingerprint,
-      keyCreationTime: rfc3339(dr.createdAt), nodes: state.nodes,
-    };
-    const untilRotation = Math.max(1000, dr.createdAt.getTime() + rotateMs - now.getTime());
-    // While agents start, look again soon; then at the next rotation.
-    return { agents, requeueMs: state.total > 0 && state.ready === state.total ? untilRotation : Math.min(5000, untilRotation) };
+    return r;
   }
 }

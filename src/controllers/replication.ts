@@ -8,27 +8,31 @@
 // The watch predicates live here too: replicationChanged for the Replications themselves, and
 // the source watches (source-watches.ts) count only content changes, not status updates.
 import { randomBytes } from 'node:crypto';
-import path from 'node:path';
 import type { KubeClient } from '../adapters/kube/client.ts';
 import { KubeApiError, resourcePath } from '../adapters/kube/client.ts';
 import type { GitAuth } from '../adapters/git/repo.ts';
 import { GitRepo, isRemoteUrl, PushConflictError } from '../adapters/git/repo.ts';
 import { splitUrl } from '../adapters/git/http.ts';
 import { normalizeRepoPath } from '../core/render.ts';
+import { canonicalRepoUrl } from '../gitops/repo-url.ts';
 import type { RemoteCluster, Replication, ReplicationStatus } from '../api/v1alpha1/index.ts';
 import { validateReplication } from '../api/v1alpha1/index.ts';
 import { selectorToQuery } from '../core/labels.ts';
 import { resolveResourceTypes } from '../core/select.ts';
+import { readsType } from '../core/plan.ts';
 import type { KubeObject, LabelSelector } from '../core/types.ts';
 import type { EventRecorder } from '../runtime/events.ts';
 import type { Informer } from '../runtime/informer.ts';
 import type { ReconcileResult } from '../runtime/controller.ts';
 import { splitKey } from '../runtime/controller.ts';
-import { readSyncSource, removeReplication, runSync, SyncError } from '../sync/engine.ts';
+import { destinationNamespaceOf, readSyncSource, removeReplication, runSync, SyncError } from '../sync/engine.ts';
+import { commitRole, NothingToFailOver } from '../sync/failover.ts';
+import { activeDrWorkloads, restoreSource, scaleSourceDown, SPLIT_BRAIN } from './failover.ts';
+import { failbackDataStep, withoutCopyBack } from './pvc-data.ts';
 import type { SyncResult, SyncSpec } from '../sync/engine.ts';
 import { sopsSealer } from '../sync/secrets.ts';
 import type { GitTarget } from '../sync/spec.ts';
-import { gitTarget, syncSpecFor } from '../sync/spec.ts';
+import { gitAuthFromSecretData, gitTarget, syncSpecFor } from '../sync/spec.ts';
 import type { Logger } from '../util/log.ts';
 import type { ClusterClients } from './clusters.ts';
 import { ClusterError } from './clusters.ts';
@@ -90,6 +94,19 @@ interface SecretObject extends KubeObject {
 }
 
 type GitTargetStatus = NonNullable<ReplicationStatus['gitTargets']>[number];
+type SyncHistory = NonNullable<ReplicationStatus['syncHistory']>;
+/** A sync's result and when it started reading the source (the state the repository then holds). */
+type TimedSyncResult = SyncResult & { startedAt: Date };
+const SYNC_HISTORY_LENGTH = 20;
+
+/**
+ * The commits this Replication's syncs left the branch at, newest first, each with the newest
+ * source time it is known to hold: a no-op sync moves the time of the commit at the top forward.
+ */
+export function recordHistory(history: SyncHistory | undefined, head: string, sourceTime: Date): SyncHistory {
+  const rest = (history ?? []).filter((h) => h.commit !== head);
+  return [{ commit: head, sourceTime: rfc3339(sourceTime) }, ...rest].slice(0, SYNC_HISTORY_LENGTH);
+}
 type ConditionUpdate = Omit<Condition, 'lastTransitionTime' | 'observedGeneration'>;
 
 /** Status fields and conditions collected during one reconcile, patched once at its end. */
@@ -98,17 +115,9 @@ interface StatusUpdate {
   conditions: ConditionUpdate[];
 }
 
-/**
- * The repository a URL names, however it is spelled: no credentials, no trailing "/" or ".git",
- * host in lower case; a local path resolved. Two spellings of one target must never count as
- * two, or the clean-up of the "old" one would remove what was just written.
- */
-export function canonicalRepoUrl(url: string): string {
-  if (!isRemoteUrl(url)) return path.resolve(url).replace(/\/+$/, '').replace(/\.git$/, '');
-  const u = new URL(splitUrl(url).url);
-  u.hostname = u.hostname.toLowerCase();
-  return u.toString().replace(/\/+$/, '').replace(/\.git$/, '');
-}
+// Two spellings of one target must never count as two, or the clean-up of the "old" one would
+// remove what was just written: one canonical spelling, kept in src/gitops/repo-url.ts.
+export { canonicalRepoUrl };
 const sameTarget = (a: Pick<GitTargetStatus, 'url' | 'branch' | 'path'>, b: Pick<GitTargetStatus, 'url' | 'branch' | 'path'>) =>
   canonicalRepoUrl(a.url) === canonicalRepoUrl(b.url) && a.branch === b.branch && normalizeRepoPath(a.path) === normalizeRepoPath(b.path);
 const describeTarget = (t: Pick<GitTargetStatus, 'url' | 'branch' | 'path'>) => `${t.url} (branch ${t.branch}, path "${t.path}")`;
@@ -240,6 +249,20 @@ export class ReplicationController {
       return;
     }
 
+    // Failover and failback come before everything a sync needs: the source may be gone.
+    const failoverState = rep.status?.failover?.state;
+    if (spec.failover?.active || (failoverState && failoverState !== 'Standby')) {
+      this.d.watches.remove(key);
+      try {
+        const r = spec.failover?.active ? await this.failover(key, valid.value, set, signal) : await this.failback(key, valid.value, set, signal);
+        if (r !== 'done') return r;
+      } catch (err) {
+        if (!(err instanceof NotReady)) throw err;
+        set({ lastError: { message: err.message, reason: err.reason, time: rfc3339(this.now()) } }, [{ type: 'Ready', status: 'False', reason: err.reason, message: err.message }]);
+        return { requeueAfterMs: err.retryAfterMs ?? 30_000 };
+      }
+    }
+
     let p: Prepared;
     try {
       p = await this.prepare(valid.value);
@@ -276,7 +299,18 @@ export class ReplicationController {
     let next = due.next;
     if (due.due) {
       this.d.log.debug({ replication: key, why: due.why }, 'sync due');
-      const result = await this.sync(key, valid.value, p, set, signal);
+      const live = await this.splitBrain(key, valid.value, p);
+      if (live.length) {
+        const message = `the DR cluster runs workloads while no failover is recorded (${live.slice(0, 5).join(', ')}${live.length > 5 ? ', …' : ''}): ` +
+          'syncs are held so that replicas 0 is not committed over a live DR site. Either make it official with `dr-syncer failover ' +
+          `${rep.metadata.name}\` (spec.failover.active: true), or scale those workloads in the DR cluster back to 0; syncs resume by themselves`;
+        if (getCondition(rep.status?.conditions as Condition[] | undefined, 'Ready')?.reason !== SPLIT_BRAIN) this.d.events.event(rep as unknown as KubeObject, 'Warning', 'SplitBrainDetected', message);
+        set({ phase: 'Paused', lastError: { message, reason: SPLIT_BRAIN, time: rfc3339(now) } }, [{ type: 'Ready', status: 'False', reason: SPLIT_BRAIN, message }]);
+        this.d.metrics.outOfSync.set({ replication: key }, 1);
+        return { requeueAfterMs: 15_000 };
+      }
+      // The "Syncing" mark is written onto `rep`, the copy the reconcile's final write compares with.
+      const result = await this.sync(key, valid.value, p, set, (f) => this.writeStatus(rep, f, []), signal);
       const after = this.now();
       if (mode === 'Scheduled') next = nextRun(parseCron(spec.schedule ?? ''), after);
       else if (mode === 'Continuous') next = new Date(after.getTime() + parseDuration(spec.continuous?.resyncInterval, 3_600_000));
@@ -297,6 +331,195 @@ export class ReplicationController {
     await this.cleanupOldTargets(key, valid.value, p.target, st, signal);
     const at = this.now();
     return next ? { requeueAfterMs: Math.max(1000, next.getTime() - at.getTime()) } : undefined;
+  }
+
+  /**
+   * The split-brain guard: the DR cluster's workloads of this Replication that run although no
+   * failover is recorded (someone scaled them up, or activated the site by hand). Not knowable
+   * without a DR kubeconfig (no destinationCluster) or while the DR cluster does not answer: then
+   * the sync goes on, as it did before the guard existed, and the log says why.
+   */
+  private async splitBrain(key: string, rep: Replication, p: Prepared): Promise<string[]> {
+    const ns = rep.metadata.namespace ?? 'default';
+    const destRc = rep.spec.destinationCluster ? this.d.remoteClusters.get(ns, rep.spec.destinationCluster) : undefined;
+    const synced = rep.status?.sourceNamespaces ?? [];
+    if (!destRc || synced.length === 0) return [];
+    try {
+      const dr = await this.d.clusters.forRemoteCluster(destRc);
+      return await activeDrWorkloads(dr, synced.map((s) => destinationNamespaceOf(p.syncSpec, s)), rep.spec.scaleToZero ?? true);
+    } catch (err) {
+      this.d.log.warn({ err, replication: key }, 'the split-brain guard could not read the DR cluster; syncing without it');
+      return [];
+    }
+  }
+
+  /** The Git side of a Replication alone (failover needs no source cluster). */
+  private async gitFor(rep: Replication): Promise<{ target: GitTarget; repo: GitRepo; author: { name: string; email: string } }> {
+    const ns = rep.metadata.namespace ?? 'default';
+    const destRc = rep.spec.destinationCluster ? this.d.remoteClusters.get(ns, rep.spec.destinationCluster) : undefined;
+    if (rep.spec.destinationCluster && !destRc) throw new NotReady('RemoteClusterNotFound', `spec.destinationCluster: RemoteCluster ${ns}/${rep.spec.destinationCluster} does not exist`);
+    let target: GitTarget;
+    try {
+      target = gitTarget(rep, destRc);
+    } catch (err) {
+      throw new NotReady('NoRepository', err instanceof Error ? err.message : String(err), 300_000);
+    }
+    const author = { name: rep.spec.git?.author?.name ?? 'dr-syncer', email: rep.spec.git?.author?.email ?? 'dr-syncer@localhost' };
+    return { target, repo: await this.repoFor(ns, target), author };
+  }
+
+  /** The source cluster's client, answering: a cutover needs it before anything is committed. */
+  private async reachableSource(rep: Replication): Promise<KubeClient> {
+    const ns = rep.metadata.namespace ?? 'default';
+    const name = rep.spec.sourceCluster;
+    const rc = name ? this.d.remoteClusters.get(ns, name) : undefined;
+    if (name && !rc) throw new Error(`RemoteCluster ${ns}/${name} does not exist`);
+    const client = rc ? await this.d.clusters.forRemoteCluster(rc) : this.d.clusters.local;
+    await client.get('/version');
+    return client;
+  }
+
+  /**
+   * spec.failover.active: one commit activates the DR workloads; with cutover the source is
+   * scaled down right after it (checked reachable before, so a refused cutover changes nothing,
+   * and a rejected push leaves the source running). Level-based: a second pass finds the commit
+   * made and the source down, and only records it.
+   */
+  private async failover(key: string, rep: Replication, set: (f: Partial<ReplicationStatus>, c?: ConditionUpdate[]) => void, signal?: AbortSignal): Promise<ReconcileResult | void> {
+    const fo = rep.spec.failover ?? {};
+    const st = rep.status?.failover ?? {};
+    const now = this.now();
+    const base = { ...st, state: 'FailingOver' as const, requestedBy: fo.requestedBy };
+    let source: KubeClient | undefined;
+    const cutover = fo.cutover === true && st.sourceScaledDown !== true;
+    const notes: string[] = [];
+    if (cutover) {
+      try {
+        source = await this.reachableSource(rep);
+        // Every scale-down checked by the API server before anything is committed: a 403 now
+        // refuses the failover instead of leaving it half done after the push.
+        const { repo: r0, target: t0 } = await this.gitFor(rep);
+        const planned = await r0.exclusive(() => commitRole(
+          { role: 'active', replication: key, sourceCluster: '', path: t0.path, author: { name: '', email: '' }, scaleToZero: rep.spec.scaleToZero ?? true },
+          { repo: r0, dryRun: true },
+        ).catch((e: unknown) => {
+          if (e instanceof NothingToFailOver) return { all: [] }; // refused by the commit below
+          throw new NotReady('FailoverFailed', `failover: reading the DR repository ${t0.url} failed: ${e instanceof Error ? e.message : String(e)}`);
+        }));
+        await scaleSourceDown(source, planned.all, { dryRun: true });
+      } catch (err) {
+        if (err instanceof NotReady) throw err;
+        const why = `source cluster ${rep.spec.sourceCluster ?? this.d.localClusterName} cannot be scaled down (it must answer, and allow the patches): ${err instanceof Error ? err.message : String(err)}`;
+        if (!fo.force) {
+          const message = `cutover refused: ${why}. Nothing was changed. Set spec.failover.force: true (dr-syncer failover --cutover --force) to fail over without scaling the source down, or retry when it answers`;
+          if (rep.status?.failover?.message !== message) this.d.events.event(rep as unknown as KubeObject, 'Warning', 'FailoverRefused', message);
+          // Refused: the failover state stays what it was (nothing started).
+          set({ phase: 'Failed', failover: { ...st, requestedBy: fo.requestedBy, message } }, [{ type: 'Ready', status: 'False', reason: 'CutoverRefused', message }]);
+          return { requeueAfterMs: 30_000 };
+        }
+        notes.push(`The source was not scaled down (force): ${why}.`);
+      }
+    }
+    const { target, repo, author } = await this.gitFor(rep);
+    let r;
+    try {
+      r = await repo.exclusive(() => commitRole(
+        { role: 'active', replication: key, sourceCluster: rep.spec.sourceCluster ?? this.d.localClusterName, path: target.path, author, scaleToZero: rep.spec.scaleToZero ?? true, requestedBy: fo.requestedBy, notes },
+        { repo, log: this.d.log.child({ replication: key }), signal },
+      ));
+    } catch (err) {
+      const message = `failover of ${describeTarget(target)} failed: ${err instanceof Error ? err.message : String(err)}`;
+      const reason = err instanceof NothingToFailOver ? 'NothingToFailOver' : err instanceof PushConflictError ? 'GitPushRejected' : 'FailoverFailed';
+      this.d.events.event(rep as unknown as KubeObject, 'Warning', 'FailoverFailed', message);
+      // Nothing to fail over: refused, the failover state stays as it was (nothing started).
+      const failover = err instanceof NothingToFailOver ? { ...st, requestedBy: fo.requestedBy, message } : { ...base, message };
+      set({ phase: 'Failed', failover, lastError: { message, reason, time: rfc3339(now) } }, [{ type: 'Ready', status: 'False', reason, message }]);
+      if (err instanceof NothingToFailOver) return { requeueAfterMs: 300_000 };
+      throw err; // retried with backoff; nothing was changed at the source
+    }
+    const scaled = source ? await scaleSourceDown(source, r.all) : [];
+    const commit = r.commit ?? st.failoverCommit ?? r.head;
+    const at = r.commit ? rfc3339(now) : st.failoverTime ?? rfc3339(now);
+    if (r.commit) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'FailedOver', `failover committed ${r.commit.slice(0, 12)}: ${r.workloads.length} workload(s) activated${fo.requestedBy ? ` (requested by ${fo.requestedBy})` : ''}`);
+    if (scaled.length) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'SourceScaledDown', `cutover: ${scaled.join(', ')}`);
+    const sourceScaledDown = st.sourceScaledDown === true || (fo.cutover === true && source !== undefined);
+    const message = `failed over at ${at} in commit ${commit?.slice(0, 12) ?? '(none)'}: the DR cluster is the active site${sourceScaledDown ? ', the source was scaled down' : ''}; ` +
+      'syncs are paused until spec.failover.active is false (dr-syncer failback)';
+    set({
+      phase: 'FailedOver', nextSyncTime: undefined, lastError: undefined,
+      failover: { ...base, state: 'FailedOver', failoverTime: at, failoverCommit: commit, workloads: r.commit ? r.workloads.length : st.workloads ?? r.workloads.length, sourceScaledDown, message },
+    }, [{ type: 'Ready', status: 'True', reason: 'FailedOver', message }]);
+    return;
+  }
+
+  /**
+   * spec.failover.active back to false: one commit puts the DR workloads back to standby; once
+   * the DR cluster runs them at 0 (unless force), a source the cutover scaled down is restored,
+   * and the sync resumes ('done').
+   */
+  private async failback(key: string, rep: Replication, set: (f: Partial<ReplicationStatus>, c?: ConditionUpdate[]) => void, signal?: AbortSignal): Promise<ReconcileResult | void | 'done'> {
+    const fo = rep.spec.failover ?? {};
+    const st = rep.status?.failover ?? {};
+    const base = { ...withoutCopyBack(st), state: 'FailingBack' as const, requestedBy: fo.requestedBy ?? st.requestedBy };
+    const { target, repo, author } = await this.gitFor(rep);
+    const scaleToZero = rep.spec.scaleToZero ?? true;
+    let r;
+    try {
+      r = await repo.exclusive(() => commitRole(
+        { role: 'standby', replication: key, sourceCluster: rep.spec.sourceCluster ?? this.d.localClusterName, path: target.path, author, scaleToZero, requestedBy: fo.requestedBy },
+        { repo, log: this.d.log.child({ replication: key }), signal },
+      ));
+    } catch (err) {
+      if (err instanceof NothingToFailOver) {
+        // Its folders are gone (removed by hand?): nothing runs in DR from this Replication.
+        set({ failover: { ...base, state: 'Standby', failbackTime: rfc3339(this.now()), message: err.message } });
+        return 'done';
+      }
+      const message = `failback of ${describeTarget(target)} failed: ${err instanceof Error ? err.message : String(err)}`;
+      const reason = err instanceof PushConflictError ? 'GitPushRejected' : 'FailbackFailed';
+      this.d.events.event(rep as unknown as KubeObject, 'Warning', 'FailbackFailed', message);
+      set({ phase: 'Failed', failover: { ...base, message }, lastError: { message, reason, time: rfc3339(this.now()) } }, [{ type: 'Ready', status: 'False', reason, message }]);
+      throw err;
+    }
+    const commit = r.commit ?? st.failbackCommit ?? r.head;
+    if (r.commit) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'FailbackCommitted', `failback committed ${r.commit.slice(0, 12)}: ${r.workloads.length} workload(s) back to standby`);
+    const ns = rep.metadata.namespace ?? 'default';
+    const destRc = rep.spec.destinationCluster ? this.d.remoteClusters.get(ns, rep.spec.destinationCluster) : undefined;
+    if (!fo.force && destRc) {
+      let running: string[];
+      try {
+        running = await activeDrWorkloads(await this.d.clusters.forRemoteCluster(destRc), r.all.map((w) => w.destinationNamespace), scaleToZero, { countRunning: true });
+      } catch (err) {
+        running = [`the DR cluster ${destRc.metadata.name} does not answer (${err instanceof Error ? err.message : String(err)})`];
+      }
+      if (running.length) {
+        const message = `failing back: commit ${commit?.slice(0, 12)} puts the DR workloads to standby; waiting until the DR cluster runs them at 0 before the source is restored and syncs resume (${running.slice(0, 5).join(', ')}${running.length > 5 ? ', …' : ''}). ` +
+          'Check that Flux or Argo CD applies the repository; spec.failover.force: true goes on without waiting';
+        set({ phase: 'Pending', failover: { ...base, failbackCommit: commit, message } }, [{ type: 'Ready', status: 'False', reason: 'FailingBack', message }]);
+        return { requeueAfterMs: 10_000 };
+      }
+    }
+    // With PVC data: what the DR site wrote goes back to the source before it runs again (the PVC data controller copies it).
+    const data = failbackDataStep(rep, this.now());
+    if (data.wait) {
+      set({ phase: 'Pending', failover: { ...base, ...data.failover, state: 'CopyingDataBack', failbackCommit: commit, message: data.wait } }, [{ type: 'Ready', status: 'False', reason: 'CopyingDataBack', message: data.wait }]);
+      return { requeueAfterMs: 10_000 };
+    }
+    if (st.sourceScaledDown) {
+      let source: KubeClient;
+      try {
+        source = await this.reachableSource(rep);
+      } catch (err) {
+        throw new NotReady('SourceClusterUnreachable', `failing back: the source cluster cannot be reached to restore the workloads the cutover scaled down: ${err instanceof Error ? err.message : String(err)}; retrying`, 30_000);
+      }
+      const restored = await restoreSource(source, r.all);
+      if (restored.length) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'SourceRestored', `failback: ${restored.join(', ')}`);
+    }
+    const message = `failed back in commit ${commit?.slice(0, 12) ?? '(none)'}: the DR cluster is on standby again${st.sourceScaledDown ? ', the source workloads were restored' : ''}; syncs resumed${data.note ?? ''}`;
+    this.d.events.event(rep as unknown as KubeObject, data.failover ? 'Warning' : 'Normal', 'FailedBack', message);
+    const failover = { ...base, ...data.failover, state: 'Standby' as const, failbackCommit: commit, failbackTime: rfc3339(this.now()), sourceScaledDown: false, message };
+    set({ failover });
+    return 'done';
   }
 
   /** Everything a sync needs, or NotReady with a reason the user can act on. */
@@ -348,11 +571,8 @@ export class ReplicationController {
       }
       throw err;
     }
-    const get = (k: string) => (secret.data?.[k] ? Buffer.from(secret.data[k], 'base64').toString('utf8') : undefined);
-    const auth = { username: get('username'), password: get('password'), token: get('token') };
-    if (!auth.password && !auth.token) {
-      throw new NotReady('GitCredentialsInvalid', `Secret ${namespace}/${secretName} needs the keys username and password, or token`);
-    }
+    const auth = gitAuthFromSecretData(secret.data);
+    if (!auth) throw new NotReady('GitCredentialsInvalid', `Secret ${namespace}/${secretName} needs the keys username and password, or token`);
     return auth;
   }
 
@@ -404,15 +624,14 @@ export class ReplicationController {
   }
 
   /** One sync. Throws on failure (after recording it), so the work queue retries with backoff. */
-  private async sync(key: string, rep: Replication, p: Prepared, set: (f: Partial<ReplicationStatus>, c?: ConditionUpdate[]) => void, signal?: AbortSignal): Promise<SyncResult> {
+  private async sync(key: string, rep: Replication, p: Prepared, set: (f: Partial<ReplicationStatus>, c?: ConditionUpdate[]) => void, mark: (f: Partial<ReplicationStatus>) => Promise<void>, signal?: AbortSignal): Promise<TimedSyncResult> {
     const t0 = performance.now();
     // Recorded before anything is written there: clean-up finds it even after a crash.
     // The URL without credentials (status is readable by more people than Secrets are).
     const here: GitTargetStatus = { url: isRemoteUrl(p.target.url) ? splitUrl(p.target.url).url : p.target.url, branch: p.target.branch, path: p.target.path, credentialsSecret: p.target.credentialsSecret };
     const recorded = rep.status?.gitTargets ?? [];
     const targets = [...recorded.filter((t) => !sameTarget(t, here)), here];
-    await this.writeStatus(rep, { phase: 'Syncing', gitTargets: targets }, []);
-    set({ gitTargets: targets }); // the reconcile's one status write starts from an older copy
+    await mark({ phase: 'Syncing', gitTargets: targets });
     const ns = rep.metadata.namespace ?? 'default';
     if (here.credentialsSecret) await this.holdCredentials(ns, here.credentialsSecret);
     // The same target with another credentials Secret: the old one is no longer needed by us.
@@ -425,12 +644,13 @@ export class ReplicationController {
       const sealSecrets = p.syncSpec.plan.secretsMode === 'SOPS' ? sopsSealer(rep.spec.secrets?.sops?.ageRecipients ?? [], await this.digestKey(rep)) : undefined;
       const log = this.d.log.child({ replication: key });
       // The source is read outside the repository lock: a slow source cluster delays only its own Replications.
+      const startedAt = this.now();
       const read = await readSyncSource(p.syncSpec, { source: p.source, log });
       signal?.throwIfAborted();
       const result = await p.repo.exclusive(() => runSync(p.syncSpec, { source: p.source, repo: p.repo, sealSecrets, log, read, signal }));
       this.d.metrics.syncDuration.observe({ replication: key, result: 'success' }, (performance.now() - t0) / 1000);
       if (result.attempts > 1) this.d.metrics.pushFailures.inc({ replication: key }, result.attempts - 1);
-      return result;
+      return { ...result, startedAt };
     } catch (err) {
       this.d.metrics.syncDuration.observe({ replication: key, result: 'error' }, (performance.now() - t0) / 1000);
       this.d.metrics.outOfSync.set({ replication: key }, 1);
@@ -450,7 +670,7 @@ export class ReplicationController {
   }
 
   /** Records a finished sync in `set`; false when some objects failed (to be retried). */
-  private recordSync(rep: Replication, r: SyncResult, o: { manual?: string; next?: Date; sourceDigest?: string }, set: (f: Partial<ReplicationStatus>, c?: ConditionUpdate[]) => void): boolean {
+  private recordSync(rep: Replication, r: TimedSyncResult, o: { manual?: string; next?: Date; sourceDigest?: string }, set: (f: Partial<ReplicationStatus>, c?: ConditionUpdate[]) => void): boolean {
     const key = `${rep.metadata.namespace}/${rep.metadata.name}`;
     const now = this.now();
     const kinds = Object.keys(r.counts);
@@ -493,7 +713,12 @@ export class ReplicationController {
       sourceNamespaces: r.namespaces.map((n) => n.source),
       lastError: partial ? { message: errorText, reason: failReason, time: rfc3339(now) } : undefined,
       // Only a complete sync covers the source as it was: a partial one is retried.
-      ...(partial ? {} : { sourceDigest: o.sourceDigest, ...(o.manual !== undefined ? { lastManualSync: o.manual } : {}) }),
+      ...(partial ? {} : {
+        sourceDigest: o.sourceDigest,
+        ...(o.manual !== undefined ? { lastManualSync: o.manual } : {}),
+        lastSyncStartTime: rfc3339(r.startedAt),
+        syncHistory: r.head ? recordHistory(rep.status?.syncHistory, r.head, r.startedAt) : rep.status?.syncHistory,
+      }),
     }, [
       partial ? { type: 'Synced', status: 'False', reason: failReason, message: errorText } : { type: 'Synced', status: 'True', reason: r.commit ? 'Committed' : 'UpToDate', message: message + warn },
       partial ? { type: 'Ready', status: 'False', reason: failReason, message: errorText } : { type: 'Ready', status: 'True', reason: 'Synced', message },
@@ -537,9 +762,7 @@ export class ReplicationController {
     const w = this.watchedFor.get(key);
     if (w && w.client === source && w.generation === rep.metadata.generation && Date.now() - w.at < WATCH_REFRESH_MS && this.d.watches.has(key)) return;
     const discovered = await source.discover();
-    // Secrets are not written in mode Omit: neither watched (nor held in memory).
-    const omitSecrets = (spec.secrets?.mode ?? 'Omit') === 'Omit';
-    const types = resolveResourceTypes(spec.resourceTypes, spec.excludeResourceTypes, discovered).types.filter((t) => !(omitSecrets && t.group === '' && t.resource === 'secrets'));
+    const types = resolveResourceTypes(spec.resourceTypes, spec.excludeResourceTypes, discovered).types.filter((t) => readsType(spec.secrets?.mode ?? 'Omit', t));
     const watches: WatchSpec[] = [];
     if (spec.sourceNamespace) {
       watches.push({ path: '/api/v1/namespaces', fieldSelector: `metadata.name=${spec.sourceNamespace}`, selectsNamespaces: true });

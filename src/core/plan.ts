@@ -34,6 +34,12 @@ export interface NamespacePlan {
 
 export const isSecret = (o: KubeObject): boolean => apiGroupOf(o.apiVersion) === '' && o.kind === 'Secret';
 
+/**
+ * Secrets are never read when none are written (mode Omit): not listed, not watched, not held in
+ * memory, and no Secret access is needed (the Helm chart grants none by default).
+ */
+export const readsType = (mode: SecretsMode, t: { group: string; resource: string }): boolean => !(mode === 'Omit' && t.group === '' && t.resource === 'secrets');
+
 export function planNamespace(
   listed: readonly KubeObject[],
   sourceNamespace: string,

@@ -13,10 +13,16 @@ export const MANAGED_BY_LABEL = 'dr-syncer.io/managed-by';
 export const SOURCE_NAMESPACE_LABEL = 'dr-syncer.io/source-namespace';
 export const REPLICATION_ANNOTATION = 'dr-syncer.io/replication';
 export const SOURCE_CLUSTER_ANNOTATION = 'dr-syncer.io/source-cluster';
-/** Deleting a namespace or a claim in the source must never delete the DR copy of its data. */
+/**
+ * Deleting a namespace or a claim in the source must never delete the DR copy of its data. Argo CD
+ * counts a kept object that left Git as "requires pruning" and shows the whole Application
+ * OutOfSync for it, for good: IgnoreExtraneous leaves it out of the comparison (only when it is
+ * extraneous; while it is in Git it is compared as usual).
+ */
 const PRUNE_PROTECTION = {
   'kustomize.toolkit.fluxcd.io/prune': 'disabled',
   'argocd.argoproj.io/sync-options': 'Prune=false',
+  'argocd.argoproj.io/compare-options': 'IgnoreExtraneous',
 };
 const PROTECTED_KINDS = new Set(['Namespace', 'PersistentVolumeClaim']);
 /**

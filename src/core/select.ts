@@ -6,6 +6,8 @@ import { apiGroupOf, isRecord } from './types.ts';
 import { SERVER_ANNOTATIONS } from './transform/metadata.ts';
 
 export const IGNORE_LABEL = 'dr-syncer.io/ignore';
+/** Labels the objects of one PVC copy (Jobs, their Secrets, Leases) that dr-syncer creates next to a PVC. */
+export const OPERATION_LABEL = 'dr-syncer.io/operation';
 
 /** What `resourceTypes` means when the user does not say: the workload, config, network and RBAC kinds. */
 export const DEFAULT_RESOURCE_TYPES: readonly string[] = [
@@ -114,6 +116,8 @@ export function whiteoutReason(obj: KubeObject): string | undefined {
     return 'the default ServiceAccount exists in every namespace';
   }
   if (group === '' && kind === 'ConfigMap' && md.name === 'kube-root-ca.crt') return 'published by the DR cluster itself';
+  // A copy's rsync Job sits in the application's namespace while it runs: never in Git.
+  if (md.labels?.[OPERATION_LABEL] !== undefined) return "dr-syncer's own PVC copy, there only while it runs";
   return undefined;
 }
 

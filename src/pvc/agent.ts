@@ -60,7 +60,7 @@ export async function reconcileAgent(
   s: AgentSettings & { addressType: AddressType },
   hostPrivateKey: string,
   authorizedKeys: string,
-  /** The RemoteCluster that runs these agents: "<namespace>/<name> <uid>". */
+  /** Who runs these agents: "<description> <id>", e.g. "RemoteCluster <namespace>/<name> <uid>". */
   owner: string,
   signal?: AbortSignal,
 ): Promise<AgentState> {
@@ -70,7 +70,7 @@ export async function reconcileAgent(
     const existing = await client.get<KubeObject>(`/api/v1/namespaces/${encodeURIComponent(s.namespace)}/secrets/${AGENT_HOST_KEY_SECRET}`, signal);
     const holder = existing.metadata.annotations?.[OWNER_ANNOTATION];
     if (holder && holder !== owner) {
-      throw new Error(`the agents in namespace ${s.namespace} of this cluster belong to RemoteCluster ${holder.split(' ')[0]}: enable pvcSync on one RemoteCluster per source cluster, or give this one another spec.pvcSync.namespace and sshPort`);
+      throw new Error(`the agents in namespace ${s.namespace} of this cluster belong to ${holder.slice(0, holder.lastIndexOf(' '))}: run the agents of a source cluster from one place only (one RemoteCluster with spec.pvcSync.enabled, or the controller's own --local-pvc-sync), or give this one another pvcSync namespace and sshPort`);
     }
   } catch (err) {
     if (!(err instanceof KubeApiError && err.status === 404)) throw err;
@@ -160,6 +160,11 @@ export interface AgentDefaults {
   image: string;
   imagePullPolicy?: string;
   podEnv?: AgentSettings['podEnv'];
+  /**
+   * Per cluster (the site's name: RemoteCluster or --cluster-name), instead of podEnv: for test
+   * clusters that run agents in more than one cluster, each with its own API server address.
+   */
+  podEnvFor?: (site: string) => AgentSettings['podEnv'] | undefined;
 }
 
 export interface PvcSyncFields {
@@ -174,8 +179,9 @@ export interface PvcSyncFields {
 }
 
 /** The agent settings of a source cluster: its RemoteCluster's spec.pvcSync over the controller's defaults. */
-export function agentSettingsFor(p: PvcSyncFields, defaults: AgentDefaults): AgentSettings & { addressType: AddressType } {
+export function agentSettingsFor(p: PvcSyncFields, defaults: AgentDefaults, site?: string): AgentSettings & { addressType: AddressType } {
   const pullPolicy = p.imagePullPolicy ?? defaults.imagePullPolicy;
+  const podEnv = (site !== undefined ? defaults.podEnvFor?.(site) : undefined) ?? defaults.podEnv;
   return {
     namespace: p.namespace ?? DEFAULT_AGENT_NAMESPACE,
     image: p.image ?? defaults.image,
@@ -185,9 +191,6 @@ export function agentSettingsFor(p: PvcSyncFields, defaults: AgentDefaults): Age
     ...(p.nodeSelector ? { nodeSelector: p.nodeSelector } : {}),
     ...(p.tolerations ? { tolerations: p.tolerations as Record<string, unknown>[] } : {}),
     ...(p.resources ? { resources: p.resources as Record<string, unknown> } : {}),
-    ...(defaults.podEnv ? { podEnv: defaults.podEnv } : {}),
+    ...(podEnv ? { podEnv } : {}),
   };
 }
-
-/** Names of the controller-side Secrets that hold a source cluster's agent keys. */
-export const agentKeySecrets = (remoteCluster: string) => ({ host: `${remoteCluster}-pvc-agent-host-key`, client: `${remoteCluster}-pvc-agent-client-key` });

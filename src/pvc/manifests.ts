@@ -9,10 +9,11 @@ import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { publicKeyOf } from '../agent/keys.ts';
 import { AGENT_CONFIGMAP } from '../agent/registry.ts';
+import { OPERATION_LABEL } from '../core/select.ts';
 import type { KubeObject } from '../core/types.ts';
 
 export const MANAGED_BY = { 'app.kubernetes.io/managed-by': 'dr-syncer' };
-export const OPERATION_LABEL = 'dr-syncer.io/operation';
+export { OPERATION_LABEL };
 export const REPLICATION_UID_LABEL = 'dr-syncer.io/replication-uid';
 export const PVC_ANNOTATION = 'dr-syncer.io/pvc';
 export const FINGERPRINT_ANNOTATION = 'dr-syncer.io/fingerprint';

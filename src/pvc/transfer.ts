@@ -28,6 +28,13 @@ export interface TransferDeps {
   /** Names the clusters in messages. */
   sourceName: string;
   destinationName: string;
+  /**
+   * forward (default): the data sync, source cluster -> DR cluster. back: during a failback, the
+   * DR cluster's data -> the source cluster (source here is the DR cluster, whose agents serve
+   * the copy). The steps are the same; back also refuses a destination PVC that a pod still
+   * mounts (the source workloads must be stopped) and skips a DR PVC that was never bound.
+   */
+  direction?: 'forward' | 'back';
   agent: {
     namespace: string; port: number; addressType: AddressType; hostPublicKey: string; clientPrivateKey: string;
     /** The agents as their RemoteCluster last reported them. */
@@ -54,7 +61,7 @@ export interface TransferOutcome {
 }
 
 /** A condition that ends the transfer with a phase and a message for status. */
-class Stop extends Error {
+export class Stop extends Error {
   constructor(
     readonly phase: PvcPhase,
     message: string,
@@ -98,6 +105,14 @@ async function getOrUndefined<T>(client: KubeClient, path: string, signal?: Abor
   }
 }
 
+/** The clusters as messages name them: "source cluster prod" -> "destination cluster dr", or back "DR cluster dr" -> "source cluster prod". */
+const fromCluster = (d: Pick<TransferDeps, 'direction' | 'sourceName'>) => `${d.direction === 'back' ? 'DR' : 'source'} cluster ${d.sourceName}`;
+const toCluster = (d: Pick<TransferDeps, 'direction' | 'destinationName'>) => `${d.direction === 'back' ? 'source' : 'destination'} cluster ${d.destinationName}`;
+
+/** Pods that hold a volume: scheduled and not ended. */
+const mounting = (pods: PodLike[], claim: string) =>
+  pods.filter((p) => p.spec?.nodeName && !['Succeeded', 'Failed'].includes(p.status?.phase ?? '') && p.spec.volumes?.some((v) => v.persistentVolumeClaim?.claimName === claim));
+
 const pvcPath = (ns: string, name: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/persistentvolumeclaims/${encodeURIComponent(name)}`;
 
 export async function transferPvc(d: TransferDeps, plan: TransferPlan, signal?: AbortSignal): Promise<TransferOutcome> {
@@ -109,17 +124,34 @@ export async function transferPvc(d: TransferDeps, plan: TransferPlan, signal?: 
   let registered = false;
   let leaseHeld = false;
   try {
-    // The DR PVC arrives through GitOps; until it is there, there is nowhere to copy to.
+    const back = d.direction === 'back';
+    const dst = `${plan.destination.namespace}/${plan.destination.pvc}`;
+    // The DR PVC arrives through GitOps; until it is there, there is nowhere to copy to. (Back:
+    // the source PVC, which someone removed during the failover.)
     const drPvc = await getOrUndefined<{ status?: { phase?: string } }>(d.destination, pvcPath(plan.destination.namespace, plan.destination.pvc), signal);
-    if (!drPvc) throw new Stop('Pending', `waiting for PVC ${plan.destination.namespace}/${plan.destination.pvc} in destination cluster ${d.destinationName} (it is created when the DR repository is applied)`);
-    if (drPvc.status?.phase === 'Lost') throw new Stop('Failed', `PVC ${plan.destination.namespace}/${plan.destination.pvc} in destination cluster ${d.destinationName} is Lost: its volume is gone`);
+    if (!drPvc) {
+      throw new Stop('Pending', back
+        ? `waiting for PVC ${dst} in ${toCluster(d)}: the DR data is copied back into it (create it again, or fail back with spec.failover.force: true, which does not copy the data back)`
+        : `waiting for PVC ${dst} in ${toCluster(d)} (it is created when the DR repository is applied)`);
+    }
+    if (drPvc.status?.phase === 'Lost') throw new Stop('Failed', `PVC ${dst} in ${toCluster(d)} is Lost: its volume is gone`);
+    if (back) {
+      // Written into while something runs on it, the source would start from a mix; a cutover
+      // stopped the source workloads, without one the user must.
+      const live = mounting((await d.destination.list(`/api/v1/namespaces/${encodeURIComponent(plan.destination.namespace)}/pods`, {}, 500, signal)).items as unknown as PodLike[], plan.destination.pvc);
+      if (live.length > 0) {
+        throw new Stop('Pending', `PVC ${dst} in ${toCluster(d)} is mounted by pod ${live[0]!.metadata.name}: the source workloads must be stopped (scaled to 0) before the DR data is copied back into it`);
+      }
+    }
     const srcPvc = await getOrUndefined<{ spec?: { accessModes?: string[] }; status?: { phase?: string } }>(d.source, pvcPath(plan.source.namespace, plan.source.pvc), signal);
-    if (!srcPvc) throw new Stop('Skipped', `PVC ${src} no longer exists in source cluster ${d.sourceName}`);
-    if (srcPvc.status?.phase !== 'Bound') throw new Stop('Pending', `PVC ${src} in source cluster ${d.sourceName} is ${srcPvc.status?.phase ?? 'not bound'}: waiting until it is Bound`);
+    if (!srcPvc) throw new Stop('Skipped', `PVC ${src} no longer exists in ${fromCluster(d)}`);
+    // A DR PVC that was never bound was never written: there is nothing to copy back.
+    if (back && srcPvc.status?.phase === 'Pending') throw new Stop('Skipped', `PVC ${src} in ${fromCluster(d)} was never bound: no data was written to it`);
+    if (srcPvc.status?.phase !== 'Bound') throw new Stop('Pending', `PVC ${src} in ${fromCluster(d)} is ${srcPvc.status?.phase ?? 'not bound'}: waiting until it is Bound`);
 
     // Where is it mounted? A ReadWriteOnce volume can be mounted again only on that node.
     const pods = (await d.source.list(`/api/v1/namespaces/${encodeURIComponent(plan.source.namespace)}/pods`, {}, 500, signal)).items as unknown as PodLike[];
-    const users = pods.filter((p) => p.spec?.nodeName && !['Succeeded', 'Failed'].includes(p.status?.phase ?? '') && p.spec.volumes?.some((v) => v.persistentVolumeClaim?.claimName === plan.source.pvc));
+    const users = mounting(pods, plan.source.pvc);
     if (users.length > 0 && srcPvc.spec?.accessModes?.includes('ReadWriteOncePod')) {
       throw new Stop('Skipped', `PVC ${src} is ReadWriteOncePod and mounted by pod ${users[0]!.metadata.name}: no second pod may mount it`);
     }
@@ -138,13 +170,13 @@ export async function transferPvc(d: TransferDeps, plan: TransferPlan, signal?: 
     log.info({ node: endpoint.node, endpoint: endpoint.ip }, 'rsync endpoint ready');
 
     if (!d.agent.nodes.some((n) => n.node === endpoint.node && n.ready)) {
-      throw new Stop('Pending', `the PVC-sync agent on node ${endpoint.node} of source cluster ${d.sourceName} is not ready (RemoteCluster status.agents); retrying`);
+      throw new Stop('Pending', `the PVC-sync agent on node ${endpoint.node} of ${fromCluster(d)} is not ready (RemoteCluster status.agents); retrying`);
     }
     const nodeObj = await d.source.get<{ metadata: { name: string }; status?: { addresses?: { type: string; address: string }[] } }>(`/api/v1/nodes/${encodeURIComponent(endpoint.node)}`, signal);
     const agentHost = nodeAddress(nodeObj, d.agent.addressType);
-    if (!agentHost) throw new Stop('Failed', `node ${endpoint.node} of source cluster ${d.sourceName} has no ${d.agent.addressType} address (spec.pvcSync.agentAddress)`);
+    if (!agentHost) throw new Stop('Failed', `node ${endpoint.node} of ${fromCluster(d)} has no ${d.agent.addressType} address (spec.pvcSync.agentAddress)`);
     // Written by the node itself and copied into the DR side's ssh_config: an IP or a host name, nothing else.
-    if (!isSafeHost(agentHost)) throw new Stop('Failed', `node ${endpoint.node} of source cluster ${d.sourceName} reports ${d.agent.addressType} ${JSON.stringify(agentHost.slice(0, 100))}, which is neither an IP address nor a host name`);
+    if (!isSafeHost(agentHost)) throw new Stop('Failed', `node ${endpoint.node} of ${fromCluster(d)} reports ${d.agent.addressType} ${JSON.stringify(agentHost.slice(0, 100))}, which is neither an IP address nor a host name`);
     await registerTarget(d.source, d.agent.namespace, plan.opId, endpoint.node, formatAddress(endpoint.ip, ENDPOINT_PORT), signal);
     registered = true;
 
@@ -169,7 +201,7 @@ export async function transferPvc(d: TransferDeps, plan: TransferPlan, signal?: 
     // Not with the (maybe aborted) signal: clean-up must run also when the reconcile is cancelled.
     const cleanup: Promise<unknown>[] = created.map((c) => deleteIfExists(c.client, c.path));
     if (registered) cleanup.push(unregisterTargets(d.source, d.agent.namespace, [plan.opId]));
-    if (leaseHeld) cleanup.push(deleteIfExists(d.source, leasePath(plan.source.namespace, leaseName(plan.source.pvc))));
+    if (leaseHeld) cleanup.push(releaseLease(d, plan));
     for (const r of await Promise.allSettled(cleanup)) {
       if (r.status === 'rejected') log.warn({ err: r.reason as unknown }, 'clean-up failed; the next sweep removes it');
     }
@@ -181,7 +213,7 @@ interface LeaseObject {
   spec?: { holderIdentity?: string; renewTime?: string; leaseDurationSeconds?: number };
 }
 
-function leaseBody(d: TransferDeps, plan: TransferPlan, resourceVersion?: string): unknown {
+function leaseBody(d: Pick<TransferDeps, 'holder'>, plan: TransferPlan, resourceVersion?: string): unknown {
   const now = new Date().toISOString().replace(/Z$/, '000Z'); // MicroTime
   return {
     apiVersion: 'coordination.k8s.io/v1', kind: 'Lease',
@@ -190,12 +222,12 @@ function leaseBody(d: TransferDeps, plan: TransferPlan, resourceVersion?: string
       labels: { 'app.kubernetes.io/managed-by': 'dr-syncer', [OPERATION_LABEL]: plan.opId, [REPLICATION_UID_LABEL]: plan.replication.uid },
       ...(resourceVersion ? { resourceVersion } : {}),
     },
-    spec: { holderIdentity: `${d.holder}/${plan.replication.namespace}/${plan.replication.name}/${plan.opId}`, leaseDurationSeconds: LEASE_SECONDS, acquireTime: now, renewTime: now },
+    spec: { holderIdentity: holderOf(d, plan), leaseDurationSeconds: LEASE_SECONDS, acquireTime: now, renewTime: now },
   };
 }
 
 /** One transfer per PVC at a time, across Replications and controllers: a Lease next to the PVC. */
-async function acquireLease(d: TransferDeps, plan: TransferPlan, signal?: AbortSignal): Promise<void> {
+async function acquireLease(d: Pick<TransferDeps, 'source' | 'holder'>, plan: TransferPlan, signal?: AbortSignal): Promise<void> {
   const base = leasePath(plan.source.namespace);
   try {
     await d.source.request('POST', base, leaseBody(d, plan), 'application/json', signal);
@@ -215,9 +247,34 @@ async function acquireLease(d: TransferDeps, plan: TransferPlan, signal?: AbortS
   }
 }
 
-async function renewLease(d: TransferDeps, plan: TransferPlan, signal?: AbortSignal): Promise<void> {
+const holderOf = (d: Pick<TransferDeps, 'holder'>, plan: TransferPlan) => `${d.holder}/${plan.replication.namespace}/${plan.replication.name}/${plan.opId}`;
+
+/** Renews the Lease only while this transfer holds it (a write with its resourceVersion); a lost Lease ends the transfer. */
+async function renewLease(d: Pick<TransferDeps, 'source' | 'holder'>, plan: TransferPlan, signal?: AbortSignal): Promise<void> {
+  const path = leasePath(plan.source.namespace, leaseName(plan.source.pvc));
+  const l = await getOrUndefined<LeaseObject & { spec?: Record<string, unknown> }>(d.source, path, signal);
+  if (l?.spec?.holderIdentity !== holderOf(d, plan)) {
+    throw new Stop('Failed', `lost the Lease of PVC ${plan.source.namespace}/${plan.source.pvc} (now held by ${l?.spec?.holderIdentity ?? 'nobody'}): this copy was stopped so that two never run at once`);
+  }
   const now = new Date().toISOString().replace(/Z$/, '000Z');
-  await d.source.request('PATCH', leasePath(plan.source.namespace, leaseName(plan.source.pvc)), { spec: { renewTime: now } }, 'application/merge-patch+json', signal);
+  try {
+    await d.source.request('PUT', path, { ...l, spec: { ...l.spec, renewTime: now } }, 'application/json', signal);
+  } catch (err) {
+    if (err instanceof KubeApiError && err.status === 409) throw new Stop('Failed', `lost the Lease of PVC ${plan.source.namespace}/${plan.source.pvc} while renewing it: this copy was stopped`);
+    throw err;
+  }
+}
+
+/** Deletes the Lease if this transfer still holds it (never another transfer's). */
+async function releaseLease(d: Pick<TransferDeps, 'source' | 'holder'>, plan: TransferPlan): Promise<void> {
+  const path = leasePath(plan.source.namespace, leaseName(plan.source.pvc));
+  const l = await getOrUndefined<LeaseObject>(d.source, path);
+  if (!l || l.spec?.holderIdentity !== holderOf(d, plan)) return;
+  try {
+    await d.source.request('DELETE', path, { apiVersion: 'v1', kind: 'DeleteOptions', preconditions: { resourceVersion: l.metadata.resourceVersion } }, 'application/json');
+  } catch (err) {
+    if (!(err instanceof KubeApiError && (err.status === 404 || err.status === 409))) throw err;
+  }
 }
 
 async function operationPods(client: KubeClient, namespace: string, opId: string, signal?: AbortSignal): Promise<PodLike[]> {
@@ -232,19 +289,61 @@ function podProblem(p: PodLike): string | undefined {
   return undefined;
 }
 
+/**
+ * Why the Job controller cannot create an operation pod, from its FailedCreate Events: without a
+ * pod there is nothing else to read, and a copy would only time out. `permanent` when admission
+ * refused the pod for what it is (Pod Security: a namespace enforcing "restricted"), which no
+ * retry changes; other causes (a quota) may pass, and are only reported.
+ */
+interface CreateFailure { message: string; permanent: boolean }
+
+async function podCreateFailure(client: KubeClient, ns: string, job: string, signal?: AbortSignal): Promise<CreateFailure | undefined> {
+  let events: Array<{ message?: string; lastTimestamp?: string; eventTime?: string }>;
+  try {
+    events = (await client.list(`/api/v1/namespaces/${encodeURIComponent(ns)}/events`, {
+      fieldSelector: `involvedObject.kind=Job,involvedObject.name=${job},reason=FailedCreate`,
+    }, 50, signal)).items as typeof events;
+  } catch (err) {
+    if (signal?.aborted) throw err;
+    return undefined; // a kubeconfig that may not list Events: the copy then waits and times out, as before
+  }
+  const last = events.sort((a, b) => (a.lastTimestamp ?? a.eventTime ?? '').localeCompare(b.lastTimestamp ?? b.eventTime ?? '')).at(-1);
+  if (!last?.message) return undefined;
+  const permanent = /forbidden: violates PodSecurity/.test(last.message);
+  const hint = permanent
+    ? `; the namespace's Pod Security level (label pod-security.kubernetes.io/enforce) must be baseline or privileged for dr-syncer's copy pods (docs/pvc-data.md, "Security")`
+    : '';
+  return { message: `cannot create its pod: ${last.message}${hint}`, permanent };
+}
+
+/** Polls podCreateFailure while a Job has no pod, a few seconds apart. */
+function createFailureProbe(client: KubeClient, ns: string, job: string, pollMs: number): (signal?: AbortSignal) => Promise<CreateFailure | undefined> {
+  let next = Date.now() + Math.max(2000, pollMs);
+  return async (signal) => {
+    if (Date.now() < next) return undefined;
+    next = Date.now() + Math.max(5000, pollMs);
+    return podCreateFailure(client, ns, job, signal);
+  };
+}
+
 async function waitForEndpoint(d: TransferDeps, p: TransferPlan, signal?: AbortSignal): Promise<{ node: string; ip: string }> {
   const deadline = Date.now() + (d.podReadyTimeoutMs ?? 180_000);
   let last = 'no pod yet';
+  const createFailure = createFailureProbe(d.source, p.source.namespace, operationName(p.opId), d.pollMs ?? 1000);
   for (;;) {
     const pod = (await operationPods(d.source, p.source.namespace, p.opId, signal))[0];
-    if (pod) {
+    if (!pod) {
+      const why = await createFailure(signal);
+      if (why?.permanent) throw new Stop('Failed', `rsync endpoint Job ${p.source.namespace}/${operationName(p.opId)} in ${fromCluster(d)} ${why.message}`);
+      if (why) last = why.message;
+    } else {
       if (podReady(pod) && pod.spec?.nodeName && pod.status?.podIP) return { node: pod.spec.nodeName, ip: pod.status.podIP };
       const problem = podProblem(pod);
-      if (problem) throw new Stop('Failed', `rsync endpoint pod ${pod.metadata.name} in source cluster ${d.sourceName}: ${problem}`);
+      if (problem) throw new Stop('Failed', `rsync endpoint pod ${pod.metadata.name} in ${fromCluster(d)}: ${problem}`);
       const unscheduled = pod.status?.conditions?.find((c) => c.type === 'PodScheduled' && c.status === 'False');
       last = unscheduled ? `not scheduled: ${unscheduled.message ?? unscheduled.reason ?? ''}` : `${pod.status?.phase ?? 'Pending'}, not ready`;
     }
-    if (Date.now() > deadline) throw new Stop('Failed', `rsync endpoint for PVC ${p.source.namespace}/${p.source.pvc} in source cluster ${d.sourceName} was not ready within ${Math.round((d.podReadyTimeoutMs ?? 180_000) / 1000)}s: ${last}`);
+    if (Date.now() > deadline) throw new Stop('Failed', `rsync endpoint for PVC ${p.source.namespace}/${p.source.pvc} in ${fromCluster(d)} was not ready within ${Math.round((d.podReadyTimeoutMs ?? 180_000) / 1000)}s: ${last}`);
     await delay(d.pollMs ?? 1000, undefined, { signal });
   }
 }
@@ -253,22 +352,27 @@ async function waitForRsync(d: TransferDeps, p: TransferPlan, signal?: AbortSign
   const ns = p.destination.namespace;
   const jobPath = `/apis/batch/v1/namespaces/${encodeURIComponent(ns)}/jobs/${operationName(p.opId)}`;
   let lastRenew = Date.now();
+  const createFailure = createFailureProbe(d.destination, ns, operationName(p.opId), d.pollMs ?? 1000);
   for (;;) {
     if (Date.now() - lastRenew > (LEASE_SECONDS * 1000) / 3) {
       await renewLease(d, p, signal);
       lastRenew = Date.now();
     }
     const pod = (await operationPods(d.destination, ns, p.opId, signal))[0];
+    if (!pod) {
+      const why = await createFailure(signal);
+      if (why?.permanent) throw new Stop('Failed', `rsync Job ${ns}/${operationName(p.opId)} in ${toCluster(d)} ${why.message}`);
+    }
     const term = pod?.status?.containerStatuses?.[0]?.state?.terminated;
     if (pod && term) return { exitCode: term.exitCode, log: await podLog(d.destination, ns, pod.metadata.name, signal) };
     const problem = pod && podProblem(pod);
-    if (problem) throw new Stop('Failed', `rsync pod ${pod.metadata.name} in destination cluster ${d.destinationName}: ${problem}`);
+    if (problem) throw new Stop('Failed', `rsync pod ${pod.metadata.name} in ${toCluster(d)}: ${problem}`);
     const job = await getOrUndefined<{ status?: { conditions?: { type: string; status: string; reason?: string; message?: string }[] } }>(d.destination, jobPath, signal);
-    if (!job) throw new Stop('Failed', `rsync Job ${ns}/${operationName(p.opId)} in destination cluster ${d.destinationName} was deleted while it ran`);
+    if (!job) throw new Stop('Failed', `rsync Job ${ns}/${operationName(p.opId)} in ${toCluster(d)} was deleted while it ran`);
     const failed = job.status?.conditions?.find((c) => (c.type === 'Failed' || c.type === 'FailureTarget') && c.status === 'True');
     if (failed && !pod?.status?.containerStatuses?.[0]?.state?.running) {
       const why = failed.reason === 'DeadlineExceeded' ? `timed out after ${p.timeoutSeconds}s (spec.pvc.dataSync.timeout)` : `${failed.reason ?? 'failed'}: ${failed.message ?? ''}`;
-      throw new Stop('Failed', `rsync Job ${ns}/${operationName(p.opId)} in destination cluster ${d.destinationName} ${why}`);
+      throw new Stop('Failed', `rsync Job ${ns}/${operationName(p.opId)} in ${toCluster(d)} ${why}`);
     }
     await delay(d.pollMs ?? 1000, undefined, { signal });
   }
@@ -317,3 +421,6 @@ export async function sweep(d: Pick<TransferDeps, 'source' | 'destination' | 'ag
   if (removed > 0) d.log.info({ removed }, 'removed what earlier transfers left behind');
   return removed;
 }
+
+/** The per-PVC Lease's steps, for tests of its failure paths (taken over, lost, released by another). */
+export const pvcLease = { acquire: acquireLease, renew: renewLease, release: releaseLease, name: leaseName };

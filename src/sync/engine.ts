@@ -1,16 +1,17 @@
 // One sync of one Replication: read the source (kube adapter), run the pure core, write the DR
 // repository (git adapter). The CLI's `sync` command and the controller both call runSync.
 import { parse as parseYaml } from 'yaml';
-import type { Author, GitRepo, Snapshot } from '../adapters/git/repo.ts';
+import type { Author, GitRepo, Snapshot, TreeEntry } from '../adapters/git/repo.ts';
 import { PushConflictError } from '../adapters/git/repo.ts';
 import type { KubeClient } from '../adapters/kube/client.ts';
 import type { Discovery } from '../adapters/kube/client.ts';
 import { KubeApiError, resourcePath } from '../adapters/kube/client.ts';
 import { commitMessage, diffFiles } from '../core/commit.ts';
 import type { FileDiff } from '../core/commit.ts';
+import type { FileChange } from '../core/patch.ts';
 import { selectorToQuery } from '../core/labels.ts';
 import type { NamespacePlan, ObjectError, PlanOptions } from '../core/plan.ts';
-import { countByKind, planNamespace } from '../core/plan.ts';
+import { countByKind, planNamespace, readsType } from '../core/plan.ts';
 import type { Owner } from '../core/render.ts';
 import {
   joinPath, KUSTOMIZATION, kustomization, NAMESPACE_FILE, normalizeRepoPath, objectFileName, REPLICATION_ANNOTATION, renderNamespace,
@@ -57,6 +58,9 @@ export interface SyncDeps {
   read?: SourceRead;
   /** Aborted when this process may no longer write (lost lease, shutdown): checked before each push. */
   signal?: AbortSignal;
+  /** Everything a sync does except commit and push (`dr-syncer diff`): the result's `changes` are
+   * the files the commit would change. Only new objects go into the local cache; no ref moves. */
+  dryRun?: boolean;
 }
 
 export interface SyncResult {
@@ -77,6 +81,9 @@ export interface SyncResult {
   /** Where the time went, in ms: read (discovery + LIST, with the Git fetch alongside), fetch
    * (previous files; re-fetches on retries), render, write (objects), push. */
   phases: Record<'read' | 'fetch' | 'render' | 'write' | 'push', number>;
+  /** With dryRun: every file the commit would add, change or remove (the base path's
+   * kustomization.yaml too), with its content before and after; empty when nothing would change. */
+  changes?: FileChange[];
 }
 
 export class SyncError extends Error {
@@ -108,6 +115,12 @@ export interface ResolvedNamespace {
 
 const isTerminating = (ns: KubeObject | undefined): boolean => isRecord(ns?.status) && ns.status.phase === 'Terminating';
 
+/** The DR namespace of source namespace `source`. */
+export function destinationNamespaceOf(spec: NamespaceSource, source: string): string {
+  if (spec.sourceNamespace) return spec.destinationNamespace || spec.sourceNamespace;
+  return `${source}${spec.namespaceSelector?.destinationSuffix ?? ''}`;
+}
+
 export async function resolveNamespaces(client: KubeClient, spec: NamespaceSource): Promise<ResolvedNamespace[]> {
   if (spec.sourceNamespace) {
     let object: KubeObject | undefined;
@@ -119,14 +132,14 @@ export async function resolveNamespaces(client: KubeClient, spec: NamespaceSourc
       }
       throw err;
     }
-    return [{ source: spec.sourceNamespace, destination: spec.destinationNamespace || spec.sourceNamespace, object, terminating: isTerminating(object) }];
+    return [{ source: spec.sourceNamespace, destination: destinationNamespaceOf(spec, spec.sourceNamespace), object, terminating: isTerminating(object) }];
   }
   const sel = spec.namespaceSelector;
   if (!sel) throw new SyncError('InvalidSpec', 'set spec.sourceNamespace or spec.namespaceSelector');
   const q = selectorToQuery(sel.labelSelector);
   const { items } = await client.list('/api/v1/namespaces', q ? { labelSelector: q } : {});
   return items
-    .map((ns) => ({ source: ns.metadata.name, destination: `${ns.metadata.name}${sel.destinationSuffix ?? ''}`, object: ns, terminating: isTerminating(ns) }))
+    .map((ns) => ({ source: ns.metadata.name, destination: destinationNamespaceOf(spec, ns.metadata.name), object: ns, terminating: isTerminating(ns) }))
     .sort((a, b) => a.source.localeCompare(b.source));
 }
 
@@ -176,6 +189,9 @@ async function readSource(client: KubeClient, spec: SyncSpec, log: Logger): Prom
   const { resolved, discovery } = await resolveTypes(client, spec, spec.sourceCluster);
   const warnings = resolved.refused.map((r) => `resource type "${r.name}" skipped: ${r.reason}`);
   if (resolved.missingDefaults.length) warnings.push(`default resource types not served by the source cluster, skipped: ${resolved.missingDefaults.join(', ')}`);
+  if (spec.resourceTypes?.length && resolved.types.some((rt) => !readsType(spec.plan.secretsMode, rt))) {
+    warnings.push('resource type secrets is named, but secrets.mode is Omit: Secrets are not read or written; set secrets.mode to SOPS (or Plain) to replicate them');
+  }
   for (const u of discovery.unavailable) warnings.push(`API group ${u.group} did not answer discovery; DR files of its types are kept as they are: ${u.message}`);
   const resolvedNamespaces = await resolveNamespaces(client, spec);
   const targets = resolvedNamespaces.filter((t) => !t.terminating);
@@ -186,7 +202,7 @@ async function readSource(client: KubeClient, spec: SyncSpec, log: Logger): Prom
   for (const t of targets) {
     const failedTypes: ResourceType[] = [];
     const lists = await Promise.all(
-      resolved.types.map(async (rt) => {
+      resolved.types.filter((rt) => readsType(spec.plan.secretsMode, rt)).map(async (rt) => {
         try {
           return (await client.list(resourcePath(rt, t.source))).items;
         } catch (err) {
@@ -228,7 +244,7 @@ export function readSyncSource(spec: SyncSpec, deps: Pick<SyncDeps, 'source' | '
   });
 }
 
-interface RepoState {
+export interface RepoState {
   snapshot: Snapshot;
   parent: string;
   /** Destination folder name → blob entries (file → oid) for folders this Replication owns. */
@@ -237,7 +253,7 @@ interface RepoState {
   foreign: Map<string, string>;
 }
 
-async function readRepoState(repo: GitRepo, parent: string, replication: string): Promise<RepoState> {
+export async function readRepoState(repo: GitRepo, parent: string, replication: string): Promise<RepoState> {
   const snapshot = await repo.fetch();
   const owned = new Map<string, Map<string, string>>();
   const foreign = new Map<string, string>();
@@ -255,7 +271,7 @@ async function readRepoState(repo: GitRepo, parent: string, replication: string)
 }
 
 /** The new root tree; the kustomization at the base path lists every folder that has one. */
-function buildRepoTree(repo: GitRepo, state: RepoState, folders: Map<string, Map<string, string> | null>, fileOids?: Map<string, string>): Promise<string> {
+export function buildRepoTree(repo: GitRepo, state: RepoState, folders: Map<string, Map<string, string> | null>, fileOids?: Map<string, string>): Promise<string> {
   const { parent } = state;
   return repo.buildTree(state.snapshot.tree, parent, folders, async (entries) => {
     const withKustomization: string[] = [];
@@ -272,7 +288,31 @@ function buildRepoTree(repo: GitRepo, state: RepoState, folders: Map<string, Map
   }, fileOids);
 }
 
-const backoff = (attempt: number) => new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** attempt) * (0.5 + Math.random())));
+/** Every file that differs between two root trees, with its contents (identical subtrees are skipped unread). */
+export async function treeChanges(repo: Pick<GitRepo, 'readDir' | 'readBlob'>, before: string | undefined, after: string | undefined): Promise<FileChange[]> {
+  const out: FileChange[] = [];
+  const walk = async (oldTree: string | undefined, newTree: string | undefined, prefix: string): Promise<void> => {
+    if (oldTree === newTree) return;
+    const [olds, news] = await Promise.all([repo.readDir(oldTree, ''), repo.readDir(newTree, '')]);
+    const old = new Map((olds ?? []).map((e) => [e.path, e]));
+    const neu = new Map((news ?? []).map((e) => [e.path, e]));
+    for (const name of new Set([...old.keys(), ...neu.keys()])) {
+      const o = old.get(name);
+      const n = neu.get(name);
+      if (o?.oid === n?.oid && o?.type === n?.type) continue;
+      const p = prefix ? `${prefix}/${name}` : name;
+      const oidOf = (e: TreeEntry | undefined, type: TreeEntry['type']) => (e?.type === type ? e.oid : undefined);
+      // A name may change from folder to file or back: both sides are looked at.
+      await walk(oidOf(o, 'tree'), oidOf(n, 'tree'), p);
+      const [ob, nb] = [oidOf(o, 'blob'), oidOf(n, 'blob')];
+      if (ob !== nb) out.push({ path: p, before: ob === undefined ? undefined : await repo.readBlob(ob), after: nb === undefined ? undefined : await repo.readBlob(nb) });
+    }
+  };
+  await walk(before, after, '');
+  return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}
+
+export const backoff = (attempt: number) => new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** attempt) * (0.5 + Math.random())));
 
 /**
  * Removes every folder the Replication owns from the DR repository in one commit (its
@@ -421,7 +461,12 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
     const tree = await buildRepoTree(deps.repo, state, folders, after);
 
     const before = new Map<string, string>();
-    for (const [dest, files] of state.owned) for (const [f, oid] of files) before.set(`${joinPath(parent, dest)}/${f}`, oid);
+    // Only folders this sync rewrote or removed: a folder left as it was (frozen, or kept with
+    // prune off) is not in `after`, and must not be reported as removed.
+    for (const [dest, files] of state.owned) {
+      if (!folders.has(joinPath(parent, dest))) continue;
+      for (const [f, oid] of files) before.set(`${joinPath(parent, dest)}/${f}`, oid);
+    }
     const diff = diffFiles(before, after);
     const counts = countByKind(written);
     lap('write');
@@ -431,7 +476,13 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
     };
 
     if (tree === state.snapshot.tree) {
-      return { ...base, head: state.snapshot.commit, diff: { added: [], changed: [], removed: [] }, durationMs: Date.now() - started };
+      return { ...base, head: state.snapshot.commit, diff: { added: [], changed: [], removed: [] }, durationMs: Date.now() - started, ...(deps.dryRun ? { changes: [] } : {}) };
+    }
+    if (deps.dryRun) {
+      // Read from the two trees, so the changes are exactly the commit's: every folder, the base
+      // path's kustomization.yaml and anything else buildRepoTree touched.
+      const changes = await treeChanges(deps.repo, state.snapshot.tree, tree);
+      return { ...base, head: state.snapshot.commit, changes, durationMs: Date.now() - started };
     }
     const message = commitMessage({ replication: spec.replication, sourceCluster: spec.sourceCluster, diff, counts, notes: warnings });
     const commit = await deps.repo.commit(tree, state.snapshot.commit, message, spec.git.author, now());

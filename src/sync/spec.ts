@@ -1,6 +1,7 @@
 // From a Replication (as the API defines it) to the engine's SyncSpec and the Git target. The
 // CLI and the controller share this, so a one-shot sync and the controller write the same bytes.
 import type { RemoteCluster, Replication } from '../api/v1alpha1/index.ts';
+import type { GitAuth } from '../adapters/git/repo.ts';
 import type { LabelSelector } from '../core/types.ts';
 import type { SyncSpec } from './engine.ts';
 
@@ -60,4 +61,12 @@ export function syncSpecFor(rep: Replication, sourceCluster: string, target: Git
       prune: s.git?.prune ?? true,
     },
   };
+}
+
+/** The Git credentials in a credentials Secret's data (keys username and password, or token), or
+ * undefined when it holds neither a password nor a token. One reading for the controller and CLI. */
+export function gitAuthFromSecretData(data: Record<string, string> | undefined): GitAuth | undefined {
+  const get = (k: string) => (data?.[k] ? Buffer.from(data[k], 'base64').toString('utf8') : undefined);
+  const auth = { username: get('username'), password: get('password'), token: get('token') };
+  return auth.password || auth.token ? auth : undefined;
 }

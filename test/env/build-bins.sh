@@ -113,6 +113,8 @@ if ! have etcd "${ETCD_VERSION#v}"; then
 fi
 
 "$OUT/kube-apiserver" --version >&2
-"$OUT/etcd" --version | head -1 >&2
+# Not `| head -1`: with pipefail, etcd killed by SIGPIPE when head has gone fails the script.
+etcd_version=$("$OUT/etcd" --version)
+echo "${etcd_version%%$'\n'*}" >&2
 log "ready in $(( $(date +%s) - start ))s: $OUT"
 echo "$OUT"

@@ -10,8 +10,9 @@
 # Images (all tagged under localhost/ except the stand-in, which must answer to its real name):
 #   pause        pause.c from the k8s.io/kubernetes module (Go module cache), gcc -static, FROM scratch
 #   debian-base  Debian bookworm minbase by mmdebstrap + ca-certificates, rsync, openssh-client
-#   node stand-in for docker.io/library/node:20-bookworm-slim: debian-base + this machine's Node
-#                and npm (see the label; it is not the official image)
+#   node stand-in for docker.io/library/node:<this machine's Node version>-bookworm-slim, e.g.
+#                node:20.20.2-bookworm-slim, the tag our Dockerfiles pin: debian-base + this machine's
+#                Node and npm (see the label; it is not the official image)
 #   <name>       `podman build --pull=never` of a project Dockerfile, tagged localhost/dr-syncer/<name>:<hash>
 #
 # Podman runs with its own storage and configuration under the cache folder (runc, cgroupfs,
@@ -74,7 +75,7 @@ if [ ! -f "$PAUSE_C" ]; then
   GOFLAGS=-mod=mod go mod download k8s.io/kubernetes@"$K8S_VERSION" >&2 || true
 fi
 [ -f "$PAUSE_C" ] || { log "no $PAUSE_C: run test/env/build-bins.sh first"; exit 1; }
-key=$( { echo "$SCRIPT_VERSION"; cat "$PAUSE_C"; gcc --version | head -1; } | hash_of)
+key=$( { echo "$SCRIPT_VERSION"; cat "$PAUSE_C"; { gcc --version || true; } | head -1; } | hash_of) # || true: SIGPIPE after head -1 is no error
 PAUSE_REF="localhost/dr-syncer/pause:$key"
 PAUSE_TAR="$IMG/pause-$key.oci.tar"
 if [ ! -f "$PAUSE_TAR" ]; then
@@ -112,9 +113,10 @@ if [ ! -f "$BASE_TAR" ]; then
 fi
 echo "$BASE_REF $BASE_TAR"
 
-# --- node:20-bookworm-slim stand-in -------------------------------------------------------
-# STAND-IN: the official image cannot be pulled here. This one is debian-base plus this
-# machine's own `node` binary and npm in /usr/local. It does NOT have: the official image's
+# --- node:<version>-bookworm-slim stand-in ------------------------------------------------
+# STAND-IN: the official image cannot be pulled here. It answers to the exact tag of this
+# machine's Node (node:20.20.2-bookworm-slim for v20.20.2), which the Dockerfiles pin. It is
+# debian-base plus this machine's own `node` binary and npm in /usr/local. It does NOT have: the official image's
 # exact Node build, its npm (10.x there; here whatever this machine has, e.g. 11.x, which warns
 # about install scripts differently), yarn or corepack, the `node` user (uid 1000), or its
 # docker-entrypoint.sh. Its Debian packages are minbase + ca-certificates, rsync, openssh-client.
@@ -123,8 +125,8 @@ NPM_DIR=$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")
 NODE_VERSION=$(node --version)
 NPM_VERSION=$(npm --version)
 case "$NODE_VERSION" in v20.*) ;; *) log "node $NODE_VERSION is not Node 20: the stand-in needs Node 20"; exit 1 ;; esac
-key=$( { echo "$SCRIPT_VERSION standin-2 $BASE_REF $NODE_VERSION"; sha256sum "$NODE_BIN"; cat "$NPM_DIR/package.json"; } | hash_of)
-NODE_REF="docker.io/library/node:20-bookworm-slim"
+key=$( { echo "$SCRIPT_VERSION standin-3 $BASE_REF $NODE_VERSION"; sha256sum "$NODE_BIN"; cat "$NPM_DIR/package.json"; } | hash_of)
+NODE_REF="docker.io/library/node:${NODE_VERSION#v}-bookworm-slim"
 NODE_TAR="$IMG/node-standin-$key.oci.tar"
 if [ ! -f "$NODE_TAR" ]; then
   t=$(date +%s)
@@ -139,7 +141,7 @@ COPY npm /usr/local/lib/node_modules/npm
 RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm \\
  && ln -s ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx
 ENV NODE_VERSION=${NODE_VERSION#v}
-LABEL org.dr-syncer.stand-in="NOT the official node:20-bookworm-slim: Debian bookworm minbase + the build machine's node $NODE_VERSION and npm $NPM_VERSION; no yarn, corepack, node user or entrypoint script"
+LABEL org.dr-syncer.stand-in="NOT the official node:${NODE_VERSION#v}-bookworm-slim: Debian bookworm minbase + the build machine's node $NODE_VERSION and npm $NPM_VERSION; no yarn, corepack, node user or entrypoint script"
 CMD ["node"]
 EOF
   pm build -q "${ULIMITS[@]}" --pull=never --network=none -t "$NODE_REF" -t "localhost/dr-syncer/node-standin:$key" "$ctx" >/dev/null
@@ -154,6 +156,12 @@ echo "$NODE_REF $NODE_TAR"
 [ $# -eq 3 ] || { log "usage: build-images.sh [<context> <Dockerfile> <name>]"; exit 2; }
 CTX=$(cd "$1" && pwd); DOCKERFILE=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); NAME=$3
 [ -f "$DOCKERFILE" ] || { log "no Dockerfile $DOCKERFILE"; exit 1; }
+# A Dockerfile pins its Node tag (ARG NODE_IMAGE); the stand-in carries this machine's exact
+# version, passed as that argument, so another patch version here still builds (and says so).
+PIN=$(grep -oE 'node:[0-9]+\.[0-9]+\.[0-9]+-bookworm-slim' "$DOCKERFILE" | head -1 || true)
+if [ -n "$PIN" ] && [ "docker.io/library/$PIN" != "$NODE_REF" ]; then
+  log "note: $DOCKERFILE pins $PIN; built here on the stand-in ${NODE_REF#docker.io/library/} (this machine's node $NODE_VERSION)"
+fi
 # What the Dockerfile copies from the context (COPY/ADD sources without --from), as Git sees it
 # (tracked or new files, not ignored ones: node_modules and dist do not count), plus the
 # Dockerfile and the base images. Other files in the context do not trigger a rebuild.
@@ -174,7 +182,8 @@ TAR="$IMG/$NAME-$key.oci.tar"
 if [ ! -f "$TAR" ]; then
   t=$(date +%s)
   # Base images come from their archives if podman's storage lost them. Dockerfiles name the
-  # stand-in by its short name, which resolves to the docker.io/library tag it carries.
+  # stand-in by its short name (node:20.20.2-bookworm-slim), which resolves to the
+  # docker.io/library tag it carries.
   ensure_loaded "$NODE_REF" "$NODE_TAR"
   # npm in a RUN step must trust the TLS proxy in front of the registry: mount this machine's CA
   # bundle and an npmrc naming it, for this build only (never written into the Dockerfile).
@@ -182,6 +191,7 @@ if [ ! -f "$TAR" ]; then
   pm build -q "${ULIMITS[@]}" --pull=never --network=host \
     -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
     -v "$IMG/podman/npmrc:/usr/local/etc/npmrc:ro" \
+    --build-arg "NODE_IMAGE=${NODE_REF#docker.io/library/}" \
     -f "$DOCKERFILE" -t "$REF" "$CTX" >/dev/null
   save "$REF" "$TAR"
   log "$NAME image built in $(( $(date +%s) - t ))s"

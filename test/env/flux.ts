@@ -110,9 +110,10 @@ function signal(pid: number, sig: NodeJS.Signals): void {
   }
 }
 
-const exited = (c: ChildProcess): boolean => c.exitCode !== null || c.signalCode !== null;
+export const exited = (c: ChildProcess): boolean => c.exitCode !== null || c.signalCode !== null;
 
-async function killAndWait(children: ChildProcess[]): Promise<void> {
+/** SIGTERM, then SIGKILL after a grace period; waits for every child to exit. */
+export async function killAndWait(children: ChildProcess[]): Promise<void> {
   const waitAll = (ms: number): Promise<void> =>
     Promise.race([
       Promise.all(children.map((c) => (exited(c) ? undefined : new Promise((r) => c.once('exit', r))))).then(() => undefined),
@@ -124,10 +125,32 @@ async function killAndWait(children: ChildProcess[]): Promise<void> {
   await waitAll(KILL_GRACE_MS);
 }
 
+/**
+ * Starts `bin` with stdout and stderr appended to `log`; the child is killed by PID when this
+ * process exits or is interrupted (also used by argocd.ts).
+ */
+export async function spawnOwned(bin: string, args: string[], opts: { cwd: string; env: NodeJS.ProcessEnv; log: string }): Promise<ChildProcess> {
+  installHandlers();
+  const fd = openSync(opts.log, 'a');
+  let child: ChildProcess;
+  try {
+    child = spawn(bin, args, { cwd: opts.cwd, env: opts.env, stdio: ['ignore', fd, fd] });
+  } finally {
+    closeSync(fd);
+  }
+  const pid = await new Promise<number>((resolve, reject) => {
+    child.once('spawn', () => resolve(child.pid as number));
+    child.once('error', (e) => reject(new Error(`cannot start ${bin}: ${e.message}`)));
+  });
+  owned.set(pid, child);
+  child.once('exit', () => owned.delete(pid));
+  return child;
+}
+
 const handedOut = new Set<number>();
 
 /** A free loopback port, never the same twice in this process. */
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   for (;;) {
     const port = await new Promise<number>((resolve, reject) => {
       const srv = net.createServer();
@@ -144,7 +167,7 @@ async function freePort(): Promise<number> {
   }
 }
 
-function httpStatus(url: string): Promise<number> {
+export function httpStatus(url: string): Promise<number> {
   return new Promise((resolve) => {
     const req = http.get(url, { agent: false, timeout: 2_000 }, (res) => {
       res.resume();
@@ -178,7 +201,6 @@ export async function startFlux(cluster: TestCluster): Promise<Flux> {
     await freePort(), await freePort(), await freePort(), await freePort(), await freePort(),
   ];
   const env = { ...process.env, KUBECONFIG: kc, RUNTIME_NAMESPACE: NAMESPACE, TMPDIR: tmp };
-  installHandlers();
 
   const children: ChildProcess[] = [];
   const logs = {
@@ -186,19 +208,7 @@ export async function startFlux(cluster: TestCluster): Promise<Flux> {
     kustomizeController: path.join(cluster.dir, 'kustomize-controller.log'),
   };
   const launch = async (bin: string, log: string, args: string[]): Promise<ChildProcess> => {
-    const fd = openSync(log, 'a');
-    let child: ChildProcess;
-    try {
-      child = spawn(bin, args, { cwd: cluster.dir, env, stdio: ['ignore', fd, fd] });
-    } finally {
-      closeSync(fd);
-    }
-    const pid = await new Promise<number>((resolve, reject) => {
-      child.once('spawn', () => resolve(child.pid as number));
-      child.once('error', (e) => reject(new Error(`cannot start ${bin}: ${e.message}`)));
-    });
-    owned.set(pid, child);
-    child.once('exit', () => owned.delete(pid));
+    const child = await spawnOwned(bin, args, { cwd: cluster.dir, env, log });
     children.push(child);
     return child;
   };
@@ -251,7 +261,7 @@ export async function startFlux(cluster: TestCluster): Promise<Flux> {
   };
 }
 
-function sleep(ms: number): Promise<void> {
+export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 

@@ -15,8 +15,9 @@ export interface BaseImages {
   pause: BuiltImage;
   debianBase: BuiltImage;
   /**
-   * STAND-IN for docker.io/library/node:20-bookworm-slim: the Debian base plus this machine's
-   * Node 20 and npm. Not the official image (no yarn, corepack, `node` user or entrypoint).
+   * STAND-IN for docker.io/library/node:<this machine's Node version>-bookworm-slim (the tag the
+   * Dockerfiles pin, e.g. node:20.20.2-bookworm-slim): the Debian base plus this machine's Node 20
+   * and npm. Not the official image (no yarn, corepack, `node` user or entrypoint).
    */
   nodeStandIn: BuiltImage;
 }
@@ -53,7 +54,8 @@ export function baseImages(): Promise<BaseImages> {
 
 /**
  * Builds a project image from its Dockerfile (`podman build --pull=never`, the node stand-in as
- * node:20-bookworm-slim), cached by what the Dockerfile copies. name: e.g. 'controller', 'agent'.
+ * the pinned node:<version>-bookworm-slim), cached by what the Dockerfile copies. name: e.g.
+ * 'controller', 'agent'.
  */
 export async function buildImage(name: string, dockerfile = 'Dockerfile', context = REPO_ROOT): Promise<BuiltImage> {
   const images = await runBuildScript(SCRIPT, parse, [context, path.resolve(context, dockerfile), name]);

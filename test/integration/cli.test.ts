@@ -63,6 +63,28 @@ describe('dr-syncer sync', () => {
     assert.equal((await cli(['sync', '-f', path.join(tmp, 'missing.yaml')])).code, 2);
   });
 
+  it('bootstrap and controller: a typo in the command line or a settings file exits 2, names it, and touches no cluster', async () => {
+    const cases: [string[], RegExp][] = [
+      [['bootstrap', 'fluxx', 'dr'], /unknown GitOps tool "fluxx": use flux or argocd/],
+      [['bootstrap', 'argocd'], /which RemoteCluster\?/],
+      [['bootstrap', 'flux', 'dr', 'extra'], /unexpected argument: extra/],
+      [['bootstrap', 'flux', 'dr', '--project', 'x'], /--project and --ignore-replicas are Argo CD options/],
+      [['bootstrap', 'argocd', 'dr', '--interval', '1m'], /--interval and --sops-secret are Flux options/],
+      [['bootstrap', 'flux', 'dr', '--interval', '5'], /--interval 5: use a duration/],
+      [['bootstrap', 'flux', 'nosuch', '--kubeconfig', src.kubeconfigPath], /nosuch/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await cli(args);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, message, args.join(' '));
+    }
+    const settings = path.join(tmp, 'pvc-sync.yaml');
+    fs.writeFileSync(settings, 'enabled: true\nsshPort: 22\nagentAdress: ExternalIP\n');
+    const r = await cli(['controller', '--local-pvc-sync', settings, '--kubeconfig', src.kubeconfigPath]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /--local-pvc-sync .*pvc-sync\.yaml: .*sshPort: .*at least 1024.*agentAdress: unknown field/);
+  });
+
   it('writes into a local repository path, prints the summary, and says "no changes" the second time', async () => {
     const repo = path.join(tmp, 'local');
     await run('git', ['init', '-q', '--bare', '-b', 'main', repo]);

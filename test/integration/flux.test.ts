@@ -2,6 +2,7 @@
 // smart-HTTP server, and a DR API server on which Flux's source-controller and
 // kustomize-controller (built from their Go modules by test/env/build-flux.sh) apply the DR
 // repository, decrypting our SOPS Secrets with an age key, and prune what the source deleted.
+// Flux is set up with what `dr-syncer bootstrap flux` makes.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -10,7 +11,10 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { generateX25519Identity, identityToRecipient } from 'age-encryption';
 import { validateReplication } from '../../src/api/v1alpha1/index.ts';
+import type { RemoteCluster, Replication } from '../../src/api/v1alpha1/index.ts';
 import { GitRepo } from '../../src/adapters/git/repo.ts';
+import { buildBootstrap, drTargets } from '../../src/gitops/bootstrap.ts';
+import { loadBootstrapTemplates } from '../../src/gitops/templates.ts';
 import { KubeClient } from '../../src/adapters/kube/client.ts';
 import { runSync } from '../../src/sync/engine.ts';
 import type { SyncResult } from '../../src/sync/engine.ts';
@@ -34,6 +38,7 @@ let repoUrl: string;
 let source: KubeClient;
 let repo: GitRepo;
 let recipient: string;
+let replication: Replication;
 const digestKey = randomBytes(32);
 const cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'drs-cache-'));
 
@@ -64,11 +69,13 @@ async function sync(): Promise<SyncResult> {
       mode: 'Manual',
       sourceNamespace: NS,
       resourceTypes: ['ConfigMaps', 'Secrets', 'Deployments', 'Services'],
+      destinationCluster: 'dr',
       secrets: { mode: 'SOPS', sops: { ageRecipients: [recipient] } },
-      git: { url: repoUrl, path: 'clusters/dr' },
+      git: { url: repoUrl, path: 'clusters/dr', credentialsSecretRef: { name: 'git-auth' } },
     },
   });
   if (!v.ok) throw new Error(v.errors.join('\n'));
+  replication = v.value;
   const target = gitTarget(v.value);
   repo ??= new GitRepo({ url: target.url, branch: target.branch, auth: { username: gitServer.user, password: gitServer.password }, cacheDir });
   const r = await runSync(syncSpecFor(v.value, 'prod', target), { source, repo, sealSecrets: sopsSealer([recipient], digestKey) });
@@ -171,39 +178,23 @@ void describe('Flux applies the DR repository', () => {
     assert.match(file, /^sops:/m);
     assert.doesNotMatch(file, /s3cr3t|czNjcjN0/);
 
-    // Flux's conventions: the age key under a *.agekey key; the Git credentials as username/password.
+    // What `dr-syncer bootstrap flux` makes (the builder behind it): the credentials Secret,
+    // GitRepository and Kustomization (prune, SOPS decryption). The age key is the user's part.
+    const rc = { apiVersion: 'dr-syncer.io/v1alpha1', kind: 'RemoteCluster', metadata: { name: 'dr', namespace: 'dr-syncer' }, spec: { kubeconfigSecretRef: { name: 'dr-kubeconfig' } } } as RemoteCluster;
+    const boot = buildBootstrap(drTargets(rc, [replication]), {
+      tool: 'flux', remoteCluster: 'dr-syncer/dr', name: 'dr', interval: '10s',
+      credentials: new Map([['git-auth', { username: gitServer.user, password: gitServer.password }]]),
+    }, await loadBootstrapTemplates());
+    assert.deepEqual(boot.objects.map((o) => o.kind), ['Secret', 'GitRepository', 'Kustomization']);
+    assert.match(boot.notes.join('\n'), /create secret generic sops-age --from-file=age.agekey=/);
     await apply(dr, `
 apiVersion: v1
 kind: Secret
 metadata: {name: sops-age, namespace: flux-system}
 stringData:
   age.agekey: ${JSON.stringify(identity)}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: git-auth, namespace: flux-system}
-stringData: {username: ${JSON.stringify(gitServer.user)}, password: ${JSON.stringify(gitServer.password)}}
----
-apiVersion: source.toolkit.fluxcd.io/v1
-kind: GitRepository
-metadata: {name: dr, namespace: flux-system}
-spec:
-  url: ${repoUrl}
-  secretRef: {name: git-auth}
-  interval: 10s
-  ref: {branch: main}
----
-apiVersion: kustomize.toolkit.fluxcd.io/v1
-kind: Kustomization
-metadata: {name: dr, namespace: flux-system}
-spec:
-  sourceRef: {kind: GitRepository, name: dr}
-  path: ./clusters/dr
-  prune: true
-  wait: false
-  interval: 10s
-  decryption: {provider: sops, secretRef: {name: sops-age}}
 `);
+    await apply(dr, boot.yaml);
 
     const srcSecret = await get(src, 'secret', NS, 'db-credentials');
     assert.ok(srcSecret?.data);

@@ -398,7 +398,9 @@ spec: {teeth: 12}
   it('Secrets are omitted by default; objects deleted at the source are pruned in one commit', async () => {
     await applySource(standardObjects('prune'));
     const first = await sync('prune', { sourceNamespace: 'prune', resourceTypes: ['configmaps', 'secrets', 'services'] });
-    assert.ok(first.skipped.some((s) => s.kind === 'Secret' && s.name === 'test-secret' && /Omit/.test(s.reason)));
+    // Not even read in mode Omit; naming the type explicitly gets a warning that says what to set.
+    assert.ok(!first.skipped.some((s) => s.kind === 'Secret'));
+    assert.ok(first.warnings.some((w) => /secrets is named, but secrets\.mode is Omit/.test(w)), first.warnings.join('\n'));
     let dir = await applyToDr('prune');
     assert.ok(!fs.existsSync(path.join(dir, 'cases/prune/prune/secret-test-secret.yaml')));
     assert.equal(await drGet('secret', 'prune', 'test-secret'), undefined);
@@ -417,6 +419,39 @@ spec: {teeth: 12}
     await kubectl(src.kubeconfigPath, ['delete', 'service', 'test-service', '-n', 'prune']);
     const kept = await sync('prune', { sourceNamespace: 'prune', resourceTypes: ['configmaps', 'secrets', 'services'], git: { url: repoUrl, path: 'cases/prune', prune: false } });
     assert.equal(kept.commit, undefined);
+  });
+
+  it('with prune off, a folder no longer selected is kept and not reported as removed when another folder changes', async () => {
+    await applySource(`
+apiVersion: v1
+kind: Namespace
+metadata: {name: keep-a, labels: {keep-case: "yes"}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: keep-b, labels: {keep-case: "yes"}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: c, namespace: keep-a}
+data: {v: "1"}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: c, namespace: keep-b}
+data: {v: "1"}
+`);
+    const spec = { namespaceSelector: { labelSelector: { matchLabels: { 'keep-case': 'yes' } } }, resourceTypes: ['configmaps'], git: { url: repoUrl, path: 'cases/keep', prune: false } };
+    assert.ok((await sync('keep', spec)).commit);
+    await kubectl(src.kubeconfigPath, ['label', 'namespace', 'keep-b', 'keep-case-']);
+    await kubectl(src.kubeconfigPath, ['-n', 'keep-a', 'patch', 'configmap', 'c', '--type=merge', '-p', '{"data":{"v":"2"}}']);
+    const r = await sync('keep', spec);
+    assert.ok(r.commit);
+    assert.deepEqual(r.diff, { added: [], changed: ['cases/keep/keep-a/configmap-c.yaml'], removed: [] });
+    const dir = await gitServer.clone('dr');
+    const log = await gitServer.git(['log', '-1', '--format=%B'], dir);
+    assert.doesNotMatch(log, /Removed:/);
+    assert.ok(fs.existsSync(path.join(dir, 'cases/keep/keep-b/configmap-c.yaml')), 'the unselected folder is kept');
   });
 
   it('a concurrent pusher does not lose anyone\'s commit', async () => {

@@ -25,6 +25,7 @@ import { kubectl, startClusters } from '../env/cluster.ts';
 import type { GitServer } from '../env/git-server.ts';
 import { startGitServer } from '../env/git-server.ts';
 import { buildImage } from '../env/images.ts';
+import { volumeDir } from '../env/volumes.ts';
 import { eventually } from '../env/wait.ts';
 
 const run = promisify(execFile);
@@ -46,16 +47,6 @@ const json = async <T>(c: TestCluster, args: string[]): Promise<T> => JSON.parse
 const apply = (c: TestCluster, o: unknown) => kubectl(c.kubeconfigPath, ['apply', '-f', '-'], { input: JSON.stringify(o) });
 const repStatus = async () => (await json<{ status?: RepStatus }>(src, ['-n', 'dr-syncer', 'get', 'replication', 'data'])).status ?? {};
 const agents = async () => (await json<{ status?: { agents?: Agents } }>(src, ['-n', 'dr-syncer', 'get', 'remotecluster', 'prod'])).status?.agents;
-
-/** Where a bound PVC's data lives on the host (its local PV's directory). */
-async function volumeDir(c: TestCluster, ns: string, pvc: string): Promise<string> {
-  const volume = await eventually(`PVC ${ns}/${pvc} bound`, async () => (await json<{ spec: { volumeName?: string } }>(c, ['-n', ns, 'get', 'pvc', pvc])).spec.volumeName || undefined, 120_000);
-  for (const n of c.nodes) {
-    const dir = n.pvs.get(volume);
-    if (dir) return dir;
-  }
-  throw new Error(`PV ${volume} is not one of the test nodes' local PVs`);
-}
 
 interface Entry { type: string; mode: number; uid: number; gid: number; mtime?: number; size?: number; sha256?: string; target?: string; ino?: number }
 

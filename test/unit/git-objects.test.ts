@@ -127,13 +127,15 @@ describe('the object store reads what git writes', () => {
     it(name, async () => {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'drs-deltas-'));
       try {
-        const run = (args: string[], input?: string) => execFileSync('git', args, { cwd: dir, input, maxBuffer: 64 << 20 }).toString('utf8').trim();
+        // An identity of its own: a fresh machine (CI) has no global git user.
+        const identity = { GIT_AUTHOR_NAME: 'a', GIT_AUTHOR_EMAIL: 'a@b', GIT_COMMITTER_NAME: 'a', GIT_COMMITTER_EMAIL: 'a@b' };
+        const run = (args: string[], input?: string) => execFileSync('git', args, { cwd: dir, input, env: { ...process.env, ...identity }, maxBuffer: 64 << 20 }).toString('utf8').trim();
         run(['init', '-q', '--bare', '.']);
         const oids = Array.from({ length: 40 }, (_, i) => run(['hash-object', '-w', '--stdin'], similar(i)));
         const tree = run(['mktree'], oids.map((o, i) => `100644 blob ${o}\tcm-${i}.yaml`).join('\n') + '\n');
         if (packArgs) {
           run(['update-ref', 'refs/heads/main', run(['commit-tree', tree, '-m', 'x'], undefined)]);
-          execFileSync('git', [...packArgs], { cwd: dir, env: { ...process.env, GIT_AUTHOR_NAME: 'a', GIT_AUTHOR_EMAIL: 'a@b', GIT_COMMITTER_NAME: 'a', GIT_COMMITTER_EMAIL: 'a@b' } });
+          run([...packArgs]);
         } else {
           // Without --delta-base-offset, pack-objects names delta bases by oid.
           run(['pack-objects', '-q', '--window=50', '--depth=20', 'objects/pack/pack'], [...oids, tree].join('\n') + '\n');

@@ -3,13 +3,15 @@
 // data sync is due.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { validateReplication } from '../../src/api/v1alpha1/index.ts';
+import { validatePvcSync, validateReplication } from '../../src/api/v1alpha1/index.ts';
 import type { Replication } from '../../src/api/v1alpha1/index.ts';
 import { dataSyncDue } from '../../src/controllers/pvc-data.ts';
 import { generateKeyPair } from '../../src/agent/keys.ts';
 import { agentSettingsFor } from '../../src/pvc/agent.ts';
 import { isSafeHost } from '../../src/pvc/transfer.ts';
 import type { Route, TransferPlan } from '../../src/pvc/manifests.ts';
+import { selectObjects } from '../../src/core/select.ts';
+import { configMap } from '../fixtures/objects.ts';
 import { agentObjects, endpointJob, knownHosts, rsyncArgs, rsyncJob, sshConfig } from '../../src/pvc/manifests.ts';
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -50,6 +52,13 @@ void describe('PVC data manifests', () => {
     assert.equal(ps.volumes.find((v: Obj) => v.secret).secret.defaultMode, 0o440);
   });
 
+  it("a copy's Jobs sit next to the application's objects but are never selected for the DR repository", () => {
+    const jobs = [endpointJob(plan()), rsyncJob(plan())];
+    const { selected, skipped } = selectObjects([...jobs, configMap('kept', { v: '1' })]);
+    assert.deepEqual(selected.map((o) => o.metadata.name), ['kept']);
+    assert.deepEqual(skipped.map((s) => [s.kind, s.reason]), jobs.map(() => ['Job', "dr-syncer's own PVC copy, there only while it runs"]));
+  });
+
   it('the endpoint Job: the PVC read-only, pinned to the node of a pod that mounts it, ends by itself', () => {
     const job = endpointJob(plan({ source: { namespace: 'app', pvc: 'data', node: 'node-7' } })) as Obj;
     const ps = job.spec.template.spec;
@@ -63,7 +72,7 @@ void describe('PVC data manifests', () => {
     assert.deepEqual(ps.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields[0].values, ['node-7']);
     assert.ok(job.spec.activeDeadlineSeconds > 1800);
     assert.ok(job.spec.ttlSecondsAfterFinished > 0);
-    assert.deepEqual(ps.containers[0].securityContext.capabilities, { drop: ['ALL'], add: ['DAC_READ_SEARCH'] });
+    assert.deepEqual(ps.containers[0].securityContext.capabilities, { drop: ['ALL'], add: ['DAC_OVERRIDE'] });
     assert.equal(ps.volumes[1].secret.defaultMode, 0o400);
     assert.equal(endpointJob(plan()).spec && (endpointJob(plan()) as Obj).spec.template.spec.affinity, undefined, 'no node: the scheduler follows the volume');
   });
@@ -129,6 +138,7 @@ void describe('dataSyncDue', () => {
     const last = { lastStartTime: '2026-12-01T11:00:10Z', lastCompletionTime: '2026-12-01T11:00:20Z' };
     const sched = base({ mode: 'Scheduled', schedule: '0 * * * *' }, { dataSync: { ...last, phase: 'Synced' } });
     assert.equal(dataSyncDue(sched, now).due, true, 'the 12:00 tick passed');
+    assert.equal(dataSyncDue(sched, now).retry, undefined, 'a scheduled run copies every PVC');
     assert.equal(dataSyncDue(sched, new Date('2026-12-01T11:30:00Z')).due, false);
     const own = base({ mode: 'Scheduled', schedule: '0 * * * *', pvc: { dataSync: { schedule: '0 0 * * *' } } }, { dataSync: { ...last, phase: 'Synced' } });
     assert.equal(dataSyncDue(own, now).due, false, 'the data schedule wins: next at midnight');
@@ -136,10 +146,26 @@ void describe('dataSyncDue', () => {
     const failed = base({ mode: 'Manual', trigger: { manual: 'x' } }, { dataSync: { ...last, phase: 'Failed', lastManualSync: 'x' } });
     assert.equal(dataSyncDue(failed, new Date('2026-12-01T11:00:50Z')).due, false);
     assert.equal(dataSyncDue(failed, new Date('2026-12-01T11:01:21Z')).due, true, 'retried a minute after the failure');
+    assert.equal(dataSyncDue(failed, new Date('2026-12-01T11:01:21Z')).retry, true, 'a retry copies only what the failed run did not');
+    const failedSched = base({ mode: 'Scheduled', schedule: '* * * * *' }, { dataSync: { ...last, phase: 'Failed' } });
+    assert.equal(dataSyncDue(failedSched, new Date('2026-12-01T11:01:01Z')).retry, undefined, 'the schedule came first: a full run');
     const crashed = base({ mode: 'Manual', trigger: { manual: 'x' } }, { dataSync: { ...last, phase: 'Syncing', lastManualSync: 'x' } });
     assert.equal(dataSyncDue(crashed, now).due, true);
     const cont = base({ mode: 'Continuous', continuous: { resyncInterval: '30m' } }, { dataSync: { ...last, phase: 'Synced' } });
     assert.equal(dataSyncDue(cont, new Date('2026-12-01T11:20:00Z')).due, false);
     assert.equal(dataSyncDue(cont, new Date('2026-12-01T11:30:11Z')).due, true);
+  });
+});
+
+void describe('the controller\'s own pvcSync settings (--local-pvc-sync)', () => {
+  it('follow RemoteCluster.spec.pvcSync\'s rules and defaults, with errors named as in the file', () => {
+    const ok = validatePvcSync({ enabled: true });
+    assert.ok(ok.ok);
+    assert.deepEqual(ok.value, { enabled: true, namespace: 'dr-syncer-agent', agentAddress: 'InternalIP', sshPort: 2222, keyRotationInterval: '720h' });
+    const bad = validatePvcSync({ enabled: true, sshPort: 22, agentAdress: 'ExternalIP' });
+    assert.equal(bad.ok, false);
+    assert.ok(!bad.ok && bad.errors.some((e) => e.startsWith('sshPort: ') && /at least 1024/.test(e)), JSON.stringify(bad));
+    assert.ok(!bad.ok && bad.errors.some((e) => e.startsWith('agentAdress: unknown field')), JSON.stringify(bad));
+    assert.ok(validatePvcSync(undefined).ok, 'an empty file: nothing enabled');
   });
 });

@@ -176,6 +176,39 @@ export function parseCommit(buf: Buffer): { tree: string; parents: string[] } {
   return { tree, parents };
 }
 
+/**
+ * Which of `candidates` are `tip` itself or reachable from it through parent links, looking at
+ * no more than `maxCommits` commits (breadth first, so the nearest history is seen first). A
+ * candidate further back, or behind a commit `parentsOf` does not know (undefined), counts as
+ * not reachable: callers treat "not found" as "unknown", never as proof of the opposite.
+ */
+export async function reachableCommits(
+  tip: string,
+  candidates: Iterable<string>,
+  parentsOf: (commit: string) => Promise<readonly string[] | undefined>,
+  maxCommits = 1000,
+): Promise<Set<string>> {
+  const want = new Set(candidates);
+  const found = new Set<string>();
+  const seen = new Set<string>([tip]);
+  let frontier = [tip];
+  let visited = 0;
+  while (frontier.length > 0 && found.size < want.size) {
+    const next: string[] = [];
+    for (const c of frontier) {
+      if (visited++ >= maxCommits) return found;
+      if (want.has(c)) found.add(c);
+      for (const p of (await parentsOf(c)) ?? []) {
+        if (seen.has(p)) continue;
+        seen.add(p);
+        next.push(p);
+      }
+    }
+    frontier = next;
+  }
+  return found;
+}
+
 // ---- packs --------------------------------------------------------------------------------
 
 const PACK_TYPE: Record<ObjectType, number> = { commit: 1, tree: 2, blob: 3, tag: 4 };

@@ -19,9 +19,9 @@ import { isNetworkError } from '../../util/errors.ts';
 import type { Credentials } from './http.ts';
 import { advertisement, GitAuthError, receivePack, splitUrl } from './http.ts';
 import type { TreeEntry } from './objects.ts';
-import { EMPTY_TREE, encodeCommit, encodePack, encodeTree, hashObject, ZERO_OID } from './objects.ts';
+import { EMPTY_TREE, encodeCommit, encodePack, encodeTree, hashObject, reachableCommits, ZERO_OID } from './objects.ts';
 import type { NewObject } from './store.ts';
-import { ObjectStore } from './store.ts';
+import { ObjectNotFoundError, ObjectStore } from './store.ts';
 
 export type { TreeEntry } from './objects.ts';
 
@@ -378,6 +378,32 @@ export class GitRepo {
 
   async readBlob(oid: string): Promise<string> {
     return this.store.readBlob(oid);
+  }
+
+  /** Whether the cache holds the commit (and so, as everything here is complete, its history). */
+  async hasCommit(oid: string): Promise<boolean> {
+    return /^[0-9a-f]{40}$/.test(oid) && (await this.store.has(oid));
+  }
+
+  /**
+   * Which of `candidates` are `tip` or its ancestors, within `maxCommits` commits of it, from the
+   * cache alone (fetch() first for a tip that may be newer). One walk for all candidates.
+   */
+  async reachable(tip: string, candidates: Iterable<string>, maxCommits = 1000): Promise<Set<string>> {
+    if (!(await this.hasCommit(tip))) return new Set();
+    return reachableCommits(tip, candidates, async (c) => {
+      try {
+        return (await this.store.readCommit(c)).parents;
+      } catch (err) {
+        if (err instanceof ObjectNotFoundError) return undefined;
+        throw err;
+      }
+    }, maxCommits);
+  }
+
+  /** Whether `ancestor` is `descendant` or one of its ancestors (bounded walk; false when not known). */
+  async isAncestor(ancestor: string, descendant: string, maxCommits = 1000): Promise<boolean> {
+    return (await this.reachable(descendant, [ancestor], maxCommits)).has(ancestor);
   }
 
   /**

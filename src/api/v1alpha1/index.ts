@@ -195,3 +195,16 @@ export function validateReplication(obj: unknown): ValidationResult<Replication>
 export function validateRemoteCluster(obj: unknown): ValidationResult<RemoteCluster> {
   return validate<RemoteCluster>(RemoteClusterSchema, obj, 'RemoteCluster');
 }
+
+export type PvcSync = NonNullable<RemoteCluster['spec']['pvcSync']>;
+
+/**
+ * Validates the PVC-sync settings of the controller's own cluster (--local-pvc-sync, the Helm
+ * chart's pvcSync values) with exactly the rules of RemoteCluster.spec.pvcSync; errors name the
+ * field as it appears in that file.
+ */
+export function validatePvcSync(obj: unknown): ValidationResult<PvcSync> {
+  const shell = { apiVersion: API_VERSION, kind: 'RemoteCluster', metadata: { name: 'local' }, spec: { kubeconfigSecretRef: { name: 'local' }, pvcSync: obj ?? {} } };
+  const r = validateRemoteCluster(shell);
+  return r.ok ? { ok: true, value: r.value.spec.pvcSync ?? {} } : { ok: false, errors: r.errors.map((e) => e.replace(/^spec\.pvcSync\.?/, '')) };
+}

@@ -95,7 +95,10 @@ export const PvcSyncSpec = Type.Object(
       StringEnum(['Always', 'IfNotPresent', 'Never'], { description: 'Pull policy for the agent image: Always, IfNotPresent or Never.' }),
     ),
     sshPort: Type.Optional(
-      Type.Integer({ description: 'Port the agents\' SSH server listens on (host network).', default: 2222, minimum: 1, maximum: 65535 }),
+      Type.Integer({
+        description: 'Port the agents\' SSH server listens on (host network). At least 1024: the agents run without privileges, which lower ports need.',
+        default: 2222, minimum: 1024, maximum: 65535,
+      }),
     ),
     nodeSelector: Type.Optional(StringMap({ description: 'Node labels that select the nodes the agents run on.' })),
     tolerations: Type.Optional(
@@ -138,7 +141,7 @@ export const RemoteClusterStatus = Type.Object(
     health: Type.Optional(ClusterHealth),
     conditions: Type.Optional(
       Conditions(
-        'Current state. Types: KubeconfigAvailable (the Secret and key exist), ClusterReachable (the API server answered), ' +
+        'Current state. Types: KubeconfigAvailable (the Secret and key exist), Reachable (the API server answered), ' +
           'AgentsReady (all PVC-sync agents are ready, when pvcSync.enabled), Ready (all of these).',
       ),
     ),

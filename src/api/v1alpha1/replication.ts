@@ -359,6 +359,41 @@ export const ReplicationGitSpec = Type.Object(
   { description: 'Where the manifests are committed. Fields set here override the destination RemoteCluster\'s git settings.', default: {} },
 );
 
+export const FailoverSpec = Type.Object(
+  {
+    active: Type.Optional(
+      Type.Boolean({
+        description:
+          'true: fail over. The DR cluster becomes the active site: the source-to-DR sync and PVC data copies stop, and one commit ' +
+          'restores every workload\'s replicas from dr-syncer.io/original-replicas and un-suspends the CronJobs that were active at the ' +
+          'source. Set back to false to fail back: one commit scales the DR workloads to 0 again, the source workloads are restored ' +
+          '(after a cutover) once the DR cluster runs them at 0, and the sync resumes. `dr-syncer failover` and `dr-syncer failback` set it.',
+        default: false,
+      }),
+    ),
+    cutover: Type.Optional(
+      Type.Boolean({
+        description:
+          'With active: first scale the source workloads to 0 (their counts kept in dr-syncer.io/original-replicas, restored at failback) ' +
+          'and suspend their CronJobs, so both sites never run at once. Refused while the source cluster is unreachable, unless force is set.',
+        default: false,
+      }),
+    ),
+    force: Type.Optional(
+      Type.Boolean({
+        description:
+          'With cutover: fail over even when the source cannot be scaled down (it is unreachable); the source workloads are left as they are. ' +
+          'With failback: restore the source and resume the sync without waiting until the DR cluster runs its workloads at 0.',
+        default: false,
+      }),
+    ),
+    requestedBy: Type.Optional(
+      Type.String({ description: 'Who asked for the failover or failback (recorded in status.failover and in the commit). The CLI sets user@host.', maxLength: 256 }),
+    ),
+  },
+  { description: 'Failover and failback, as commits to the DR repository.' },
+);
+
 export const ReplicationSpec = withRules(
   Type.Object(
     {
@@ -426,6 +461,14 @@ export const ReplicationSpec = withRules(
       ),
       secrets: Type.Optional(SecretsSpec),
       git: Type.Optional(ReplicationGitSpec),
+      failover: Type.Optional(FailoverSpec),
+      recoveryPointObjective: Type.Optional(
+        Duration(
+          'The DR cluster is reported ready (status.recoveryPoint.verdict) while the newest source state it runs, for objects and for PVC ' +
+            'data, is at most this old.',
+          '1h',
+        ),
+      ),
     },
     { description: 'Desired state: what to replicate, from where, to where and when.' },
   ),
@@ -467,7 +510,10 @@ export const ReplicationSpec = withRules(
 );
 export type ReplicationSpec = Static<typeof ReplicationSpec>;
 
-export const REPLICATION_PHASES = ['Pending', 'Syncing', 'Synced', 'Failed', 'Paused'] as const;
+export const REPLICATION_PHASES = ['Pending', 'Syncing', 'Synced', 'Failed', 'Paused', 'FailedOver'] as const;
+export const FAILOVER_STATES = ['FailingOver', 'FailedOver', 'FailingBack', 'CopyingDataBack', 'Standby'] as const;
+/** The copy of PVC data back from the DR cluster to the source during a failback (status.failover.dataCopyBack.phase). */
+export const DATA_COPY_BACK_PHASES = ['Pending', 'Copying', 'Copied', 'Failed', 'Stopped', 'NotCopied'] as const;
 export type ReplicationPhase = (typeof REPLICATION_PHASES)[number];
 
 const ResourceCount = Type.Object(
@@ -508,18 +554,19 @@ const PvcStatus = Type.Object(
 export const ReplicationStatus = Type.Object(
   {
     phase: Type.Optional(
-      StringEnum(REPLICATION_PHASES, { description: 'Summary state: Pending, Syncing, Synced, Failed or Paused.' }),
+      StringEnum(REPLICATION_PHASES, { description: 'Summary state: Pending, Syncing, Synced, Failed, Paused or FailedOver (the DR cluster is the active site; no syncs run).' }),
     ),
     conditions: Type.Optional(
       Conditions(
-        'Current state. Types: Ready (the last sync succeeded and the configuration is valid), Synced (the last sync result), ' +
-          'Syncing (a sync is running), Paused. Each carries the observedGeneration it was computed for.',
+        'Current state. Types: Ready (the last sync succeeded and the configuration is valid; its reason says why not), ' +
+          'Synced (the last sync result). Each carries the observedGeneration it was computed for.',
       ),
     ),
     observedGeneration: Type.Optional(
       Type.Integer({ description: 'The .metadata.generation the last sync used.', format: 'int64', minimum: 0 }),
     ),
     lastSyncTime: Type.Optional(Timestamp('When the last successful sync finished.')),
+    lastSyncStartTime: Type.Optional(Timestamp('When the last successful sync started reading the source: the DR repository holds the source as it was then.')),
     lastSyncDuration: Type.Optional(Type.String({ description: 'How long the last sync took, for example "1.2s".' })),
     nextSyncTime: Type.Optional(Timestamp('When the next scheduled sync is due (Scheduled mode, and Continuous mode\'s resync).')),
     lastManualSync: Type.Optional(
@@ -546,7 +593,7 @@ export const ReplicationStatus = Type.Object(
     dataSync: Type.Optional(
       Type.Object(
         {
-          phase: Type.Optional(Type.String({ description: 'Result of the last PVC data sync: Synced, Pending (waiting for something, see pvcs), Failed or Syncing.' })),
+          phase: Type.Optional(Type.String({ description: 'Result of the last PVC data sync: Synced, Pending (waiting for something, see pvcs), Failed, Syncing, or Stopped (the Replication was paused or syncData turned off during the copy).' })),
           message: Type.Optional(Type.String({ description: 'Summary of the last PVC data sync.', maxLength: 32768 })),
           lastStartTime: Type.Optional(Timestamp('When the last PVC data sync started.')),
           lastCompletionTime: Type.Optional(Timestamp('When the last PVC data sync ended, whatever its result.')),
@@ -561,7 +608,7 @@ export const ReplicationStatus = Type.Object(
         {
           message: Type.String({ description: 'The error message.', maxLength: 32768 }),
           time: Type.Optional(Timestamp('When the error happened.')),
-          reason: Type.Optional(Type.String({ description: 'CamelCase category, for example SourceUnreachable, GitPushFailed or InvalidSpec.' })),
+          reason: Type.Optional(Type.String({ description: 'CamelCase category, for example SourceUnreachable, GitPushRejected or InvalidSpec (docs/troubleshooting.md lists them).' })),
         },
         { description: 'The last error, kept until a sync succeeds.' },
       ),
@@ -579,6 +626,82 @@ export const ReplicationStatus = Type.Object(
           'A sync is due whenever the source no longer matches it, also after a failure or a restart.',
         maxLength: 128,
       }),
+    ),
+    failover: Type.Optional(
+      Type.Object(
+        {
+          state: Type.Optional(
+            StringEnum(FAILOVER_STATES, {
+              description:
+                'FailingOver (committing, or scaling the source down), FailedOver (the DR repository runs the workloads), FailingBack ' +
+                '(DR committed back to 0; waiting for the DR cluster to apply it, then restoring the source), CopyingDataBack (with pvc.syncData: the DR ' +
+                'cluster runs the workloads at 0 and the PVC data written there during the failover is being copied back to the source, see dataCopyBack), ' +
+                'Standby (failed back; the sync runs).',
+            }),
+          ),
+          requestedBy: Type.Optional(Type.String({ description: 'spec.failover.requestedBy of the last failover or failback.' })),
+          failoverTime: Type.Optional(Timestamp('When the failover commit was pushed.')),
+          failoverCommit: Type.Optional(Type.String({ description: 'The failover commit.' })),
+          workloads: Type.Optional(Type.Integer({ description: 'Workloads (Deployments, StatefulSets, CronJobs) the failover commit activated.', format: 'int32', minimum: 0 })),
+          sourceScaledDown: Type.Optional(Type.Boolean({ description: 'Whether the cutover scaled the source workloads to 0 (restored at failback).' })),
+          failbackTime: Type.Optional(Timestamp('When the failback finished (the sync resumed).')),
+          failbackCommit: Type.Optional(Type.String({ description: 'The failback commit.' })),
+          message: Type.Optional(Type.String({ description: 'What the last step did or is waiting for.', maxLength: 32768 })),
+          dataCopyBack: Type.Optional(
+            Type.Object(
+              {
+                phase: Type.Optional(
+                  StringEnum(DATA_COPY_BACK_PHASES, {
+                    description:
+                      'Pending (asked for, or waiting for something: see message), Copying, Copied (every PVC\'s DR data is in the source PVC), Failed (retried), ' +
+                      'Stopped (the copy was interrupted: the Replication was paused), NotCopied (spec.failover.force failed back without copying: the DR data was NOT copied back).',
+                  }),
+                ),
+                message: Type.Optional(Type.String({ description: 'What the copy did or is waiting for.', maxLength: 32768 })),
+                requestTime: Type.Optional(Timestamp('When the failback asked for the copy (the DR cluster ran the workloads at 0).')),
+                lastStartTime: Type.Optional(Timestamp('When the last attempt started.')),
+                lastCompletionTime: Type.Optional(Timestamp('When the last attempt ended, whatever its result.')),
+                copiedTime: Type.Optional(Timestamp('When every PVC had been copied back (the source workloads were restored after it).')),
+                pvcs: Type.Optional(
+                  Type.Array(PvcStatus, { description: 'Per PVC (namespace: the source cluster\'s), the last attempt to copy its DR data back.', maxItems: 4096, 'x-kubernetes-list-type': 'atomic' }),
+                ),
+              },
+              {
+                description:
+                  'With pvc.syncData: the copy of the PVC data written in the DR cluster during the failover back to the source cluster, during the failback ' +
+                  '(state CopyingDataBack), through PVC-sync agents in the DR cluster. Written by the PVC data controller; requested (and reset) by the failback.',
+              },
+            ),
+          ),
+        },
+        { description: 'Failover and failback (spec.failover).' },
+      ),
+    ),
+    recoveryPoint: Type.Optional(
+      Type.Object(
+        {
+          verdict: Type.Optional(StringEnum(['Ready', 'NotReady', 'Unknown'] as const, { description: 'Ready when both the objects and the data the DR cluster runs are within spec.recoveryPointObjective.' })),
+          reason: Type.Optional(Type.String({ description: 'Why, for a NotReady or Unknown verdict.', maxLength: 32768 })),
+          objectsTime: Type.Optional(Timestamp('The newest source state of the objects that the DR cluster has applied.')),
+          dataTime: Type.Optional(Timestamp('The oldest of the PVCs\' last complete copies (when that copy started), with pvc.syncData.')),
+          appliedCommit: Type.Optional(Type.String({ description: 'The DR repository commit the DR cluster\'s GitOps tool reports as applied.' })),
+          appliedBy: Type.Optional(Type.String({ description: 'Which object reported it, for example "Kustomization flux-system/dr-syncer-1a2b3c".' })),
+          checkedTime: Type.Optional(Timestamp('When the DR cluster was last asked.')),
+        },
+        { description: 'The measured recovery point: how old the DR cluster\'s state would be if the source were lost now.' },
+      ),
+    ),
+    syncHistory: Type.Optional(
+      Type.Array(
+        Type.Object(
+          {
+            commit: Type.String({ description: 'The branch tip a sync of this Replication left (its own commit, or the unchanged tip of a sync with no changes).' }),
+            sourceTime: Timestamp('The newest source state this commit is known to hold: when the last sync that left the branch here started reading the source.'),
+          },
+          { description: 'A commit and the source state it holds.' },
+        ),
+        { description: 'The last branch tips this Replication\'s syncs left, newest first, so the recovery point of an older applied commit is known.', maxItems: 20, 'x-kubernetes-list-type': 'atomic' },
+      ),
     ),
     gitTargets: Type.Optional(
       Type.Array(

@@ -1,0 +1,115 @@
+// What failover and failback do to the clusters (the repository side is sync/failover.ts): the
+// source workloads scaled down for a cutover and restored at failback, the DR cluster's live
+// workloads read to wait for a failback to be applied, and the split-brain guard. Every step
+// reads what it changes first, so running it again after a crash does nothing twice.
+import type { KubeClient } from '../adapters/kube/client.ts';
+import { KubeApiError } from '../adapters/kube/client.ts';
+import { standbyWorkload } from '../core/failover.ts';
+import { ORIGINAL_REPLICAS, ORIGINAL_SUSPEND } from '../core/transform/workloads.ts';
+import type { KubeObject } from '../core/types.ts';
+import { isRecord } from '../core/types.ts';
+import type { RepoWorkload } from '../sync/failover.ts';
+
+/** Ready condition reason of the split-brain guard; the PVC data controller stops on it too. */
+export const SPLIT_BRAIN = 'SplitBrain';
+
+const PATHS: Record<string, string> = { Deployment: '/apis/apps/v1', StatefulSet: '/apis/apps/v1', CronJob: '/apis/batch/v1' };
+const PLURAL: Record<string, string> = { Deployment: 'deployments', StatefulSet: 'statefulsets', CronJob: 'cronjobs' };
+
+const objectPath = (kind: string, namespace: string, name: string): string =>
+  `${PATHS[kind]}/namespaces/${encodeURIComponent(namespace)}/${PLURAL[kind]}/${encodeURIComponent(name)}`;
+
+const replicasOf = (o: KubeObject): number => (isRecord(o.spec) && typeof o.spec.replicas === 'number' ? o.spec.replicas : 1);
+
+async function getOrUndefined(client: KubeClient, p: string): Promise<KubeObject | undefined> {
+  try {
+    return await client.get<KubeObject>(p);
+  } catch (err) {
+    if (err instanceof KubeApiError && err.status === 404) return undefined;
+    throw err;
+  }
+}
+
+const patch = (client: KubeClient, p: string, body: unknown, dryRun = false) => client.request('PATCH', dryRun ? `${p}?dryRun=All` : p, body, 'application/merge-patch+json');
+
+/**
+ * Cutover (with dryRun: the same requests checked by the API server, authorization and
+ * admission included, changing nothing): the source's workloads to 0 and its CronJobs suspended, each remembering its state in
+ * the annotations the sync already reads (so a sync of the scaled-down source would still write
+ * the right counts). Returns what it changed, "Deployment shop/web: replicas 3 -> 0".
+ */
+export async function scaleSourceDown(source: KubeClient, workloads: readonly RepoWorkload[], o: { dryRun?: boolean } = {}): Promise<string[]> {
+  const changed: string[] = [];
+  for (const w of workloads) {
+    if (!PATHS[w.kind]) continue;
+    const p = objectPath(w.kind, w.sourceNamespace, w.name);
+    const obj = await getOrUndefined(source, p);
+    if (!obj || !isRecord(obj.spec)) continue;
+    const ref = `${w.kind} ${w.sourceNamespace}/${w.name}`;
+    if (w.kind === 'CronJob') {
+      if (obj.spec.suspend === true) continue;
+      await patch(source, p, { metadata: { annotations: { [ORIGINAL_SUSPEND]: 'false' }, resourceVersion: obj.metadata.resourceVersion }, spec: { suspend: true } }, o.dryRun);
+      changed.push(`${ref}: active -> suspended`);
+    } else {
+      const n = replicasOf(obj);
+      if (n === 0) continue;
+      await patch(source, p, { metadata: { annotations: { [ORIGINAL_REPLICAS]: String(n) }, resourceVersion: obj.metadata.resourceVersion }, spec: { replicas: 0 } }, o.dryRun);
+      changed.push(`${ref}: replicas ${n} -> 0`);
+    }
+  }
+  return changed;
+}
+
+/** Failback: the source workloads a cutover scaled down get their state back, the annotations go. */
+export async function restoreSource(source: KubeClient, workloads: readonly RepoWorkload[]): Promise<string[]> {
+  const changed: string[] = [];
+  for (const w of workloads) {
+    if (!PATHS[w.kind]) continue;
+    const p = objectPath(w.kind, w.sourceNamespace, w.name);
+    const o = await getOrUndefined(source, p);
+    if (!o || !isRecord(o.spec)) continue;
+    const ref = `${w.kind} ${w.sourceNamespace}/${w.name}`;
+    const annotations = o.metadata.annotations ?? {};
+    if (w.kind === 'CronJob') {
+      if (annotations[ORIGINAL_SUSPEND] !== 'false' || o.spec.suspend !== true) continue;
+      await patch(source, p, { metadata: { annotations: { [ORIGINAL_SUSPEND]: null }, resourceVersion: o.metadata.resourceVersion }, spec: { suspend: false } });
+      changed.push(`${ref}: suspended -> active`);
+    } else {
+      const remembered = annotations[ORIGINAL_REPLICAS];
+      if (remembered === undefined || !/^\d+$/.test(remembered) || replicasOf(o) !== 0) continue;
+      await patch(source, p, { metadata: { annotations: { [ORIGINAL_REPLICAS]: null }, resourceVersion: o.metadata.resourceVersion }, spec: { replicas: Number(remembered) } });
+      changed.push(`${ref}: replicas 0 -> ${remembered}`);
+    }
+  }
+  return changed;
+}
+
+/**
+ * The DR cluster's Deployments and StatefulSets in `namespaces` that run more than a standby DR
+ * site would ("Deployment shop/web runs 3 replicas"). `applied`: also count pods still running
+ * (status.replicas), for a failback waiting until the DR site is really down.
+ */
+export async function activeDrWorkloads(dr: KubeClient, namespaces: readonly string[], scaleToZero: boolean, o: { countRunning?: boolean } = {}): Promise<string[]> {
+  const out: string[] = [];
+  for (const ns of [...new Set(namespaces)].sort()) {
+    for (const kind of ['Deployment', 'StatefulSet']) {
+      let items: KubeObject[];
+      try {
+        items = (await dr.list(`${PATHS[kind]}/namespaces/${encodeURIComponent(ns)}/${PLURAL[kind]}`)).items;
+      } catch (err) {
+        if (err instanceof KubeApiError && err.status === 404) continue;
+        throw err;
+      }
+      for (const live of items) {
+        // Only what dr-syncer wrote (it carries the remembered count).
+        if (live.metadata.annotations?.[ORIGINAL_REPLICAS] === undefined) continue;
+        const want = replicasOf(standbyWorkload({ ...live, apiVersion: live.apiVersion ?? 'apps/v1', kind }, scaleToZero));
+        const spec = replicasOf(live);
+        const running = isRecord(live.status) && typeof live.status.replicas === 'number' ? live.status.replicas : 0;
+        if (spec > want) out.push(`${kind} ${ns}/${live.metadata.name} runs ${spec} replica${spec === 1 ? '' : 's'}`);
+        else if (o.countRunning && running > want) out.push(`${kind} ${ns}/${live.metadata.name} still has ${running} pod${running === 1 ? '' : 's'}`);
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,196 @@
+// The GitOps bootstrap builder: which repository folders a DR cluster follows, and the Flux and
+// Argo CD manifests filled from templates/.
+import assert from 'node:assert/strict';
+import { before, describe, it } from 'node:test';
+import { parseAllDocuments } from 'yaml';
+import type { RemoteCluster, Replication } from '../../src/api/v1alpha1/index.ts';
+import { BootstrapError, buildBootstrap, credentialsFromSecretData, drTargets } from '../../src/gitops/bootstrap.ts';
+import type { BootstrapOptions, DrTarget, Templates } from '../../src/gitops/bootstrap.ts';
+import { loadBootstrapTemplates } from '../../src/gitops/templates.ts';
+
+let templates: Templates;
+before(async () => {
+  templates = await loadBootstrapTemplates();
+});
+
+const URL = 'https://git.example.com/platform/dr.git';
+
+function rc(git?: RemoteCluster['spec']['git']): RemoteCluster {
+  return {
+    apiVersion: 'dr-syncer.io/v1alpha1',
+    kind: 'RemoteCluster',
+    metadata: { name: 'dr', namespace: 'dr-syncer' },
+    spec: { kubeconfigSecretRef: { name: 'dr-kubeconfig' }, ...(git ? { git } : {}) },
+  };
+}
+
+function rep(name: string, spec: Partial<Replication['spec']>, namespace = 'dr-syncer'): Replication {
+  return {
+    apiVersion: 'dr-syncer.io/v1alpha1',
+    kind: 'Replication',
+    metadata: { name, namespace },
+    spec: { mode: 'Manual', sourceNamespace: name, ...spec } as Replication['spec'],
+  };
+}
+
+const target = (t: Partial<DrTarget> = {}): DrTarget => ({ url: URL, branch: 'main', path: 'clusters/dr', writers: [{ replication: 'dr-syncer/shop', secretsMode: 'Omit' }], ...t });
+const opts = (o: Partial<BootstrapOptions> = {}): BootstrapOptions => ({ tool: 'flux', remoteCluster: 'dr-syncer/dr', ...o });
+type Obj = { kind: string; metadata: { name: string; namespace: string }; spec: Record<string, unknown>; stringData?: Record<string, string> };
+const byKind = (objs: unknown[], kind: string): Obj[] => (objs as Obj[]).filter((o) => o.kind === kind);
+
+void describe('drTargets', () => {
+  void it('groups the Replications that name the RemoteCluster by URL, branch and path', () => {
+    const targets = drTargets(rc({ url: URL, path: 'clusters/dr', credentialsSecretRef: { name: 'repo-creds' } }), [
+      rep('shop', { destinationCluster: 'dr' }),
+      rep('blog', { destinationCluster: 'dr', secrets: { mode: 'SOPS', sops: { ageRecipients: ['age1x'] } } } as Partial<Replication['spec']>),
+      rep('own', { destinationCluster: 'dr', git: { url: 'https://git.example.com/other.git', branch: 'dr', path: 'x' } }),
+      rep('elsewhere', { destinationCluster: 'other' }),
+      rep('shop', { destinationCluster: 'dr' }, 'another-namespace'),
+    ]);
+    assert.deepEqual(targets, [
+      { url: 'https://git.example.com/other.git', branch: 'dr', path: 'x', credentialsSecret: undefined, writers: [{ replication: 'dr-syncer/own', secretsMode: 'Omit' }] },
+      {
+        url: URL,
+        branch: 'main',
+        path: 'clusters/dr',
+        credentialsSecret: 'repo-creds',
+        writers: [
+          { replication: 'dr-syncer/shop', secretsMode: 'Omit' },
+          { replication: 'dr-syncer/blog', secretsMode: 'SOPS' },
+        ],
+      },
+    ]);
+  });
+
+  void it("falls back to the RemoteCluster's spec.git, and says what to do without one", () => {
+    assert.deepEqual(drTargets(rc({ url: URL }), []), [{ url: URL, branch: 'main', path: '', credentialsSecret: undefined, writers: [] }]);
+    assert.throws(() => drTargets(rc(), [rep('x', { destinationCluster: 'other' })]), (e: unknown) => {
+      assert.ok(e instanceof BootstrapError);
+      assert.match(e.message, /RemoteCluster dr-syncer\/dr has no spec.git/);
+      assert.match(e.message, /destinationCluster: dr/);
+      return true;
+    });
+  });
+});
+
+void describe('buildBootstrap flux', () => {
+  void it('fills a GitRepository and a Kustomization; the printed YAML and the objects agree', () => {
+    const out = buildBootstrap([target()], opts({ interval: '10s' }), templates);
+    const repo = byKind(out.objects, 'GitRepository')[0]!;
+    const ks = byKind(out.objects, 'Kustomization')[0]!;
+    assert.equal(out.objects.length, 2);
+    assert.deepEqual(repo.metadata, { name: 'dr-syncer', namespace: 'flux-system', labels: { 'app.kubernetes.io/managed-by': 'dr-syncer' } });
+    assert.deepEqual(repo.spec, { url: URL, ref: { branch: 'main' }, interval: '10s' }, 'no secretRef without credentials');
+    assert.deepEqual(ks.spec.sourceRef, { kind: 'GitRepository', name: 'dr-syncer' });
+    assert.equal(ks.spec.path, './clusters/dr');
+    assert.equal(ks.spec.prune, true);
+    assert.equal(ks.spec.force, false);
+    assert.equal(ks.spec.interval, '10s');
+    assert.equal(ks.spec.decryption, undefined, 'no decryption without SOPS Replications');
+    assert.deepEqual(out.notes, []);
+    const reparsed = parseAllDocuments(out.yaml).map((d) => d.toJS() as unknown);
+    assert.deepEqual(reparsed, out.objects);
+    assert.match(out.yaml, /^# Generated by: dr-syncer bootstrap flux dr\n/);
+    assert.match(out.yaml, /kustomize.toolkit.fluxcd.io\/prune: disabled/, "the templates' comments are kept");
+  });
+
+  void it('decrypts SOPS with the age key Secret and tells how to create it', () => {
+    const out = buildBootstrap([target({ writers: [{ replication: 'dr-syncer/shop', secretsMode: 'SOPS' }] })], opts({ sopsSecret: 'age-key' }), templates);
+    const ks = byKind(out.objects, 'Kustomization')[0]!;
+    assert.deepEqual(ks.spec.decryption, { provider: 'sops', secretRef: { name: 'age-key' } });
+    assert.equal(out.notes.length, 1);
+    assert.match(out.notes[0]!, /kubectl -n flux-system create secret generic age-key --from-file=age.agekey=/);
+  });
+
+  void it('references the credentials Secret, and includes it only when given', () => {
+    const t = target({ credentialsSecret: 'repo-creds' });
+    const without = buildBootstrap([t], opts(), templates);
+    assert.deepEqual(byKind(without.objects, 'GitRepository')[0]!.spec.secretRef, { name: 'dr-syncer-git' });
+    assert.equal(byKind(without.objects, 'Secret').length, 0);
+    assert.match(without.notes.join('\n'), /create Secret flux-system\/dr-syncer-git .*--with-credentials/);
+    assert.doesNotMatch(without.yaml, /password: ./);
+
+    const withCreds = buildBootstrap([t], opts({ credentials: new Map([['repo-creds', { username: 'bot', password: 'tok' }]]) }), templates);
+    const [secret] = byKind(withCreds.objects, 'Secret');
+    assert.deepEqual(secret?.metadata, { name: 'dr-syncer-git', namespace: 'flux-system', labels: { 'app.kubernetes.io/managed-by': 'dr-syncer' } });
+    assert.deepEqual(secret?.stringData, { username: 'bot', password: 'tok' });
+    assert.deepEqual(withCreds.notes, []);
+  });
+
+  void it('names objects per target when there are several, stably', () => {
+    const a = target();
+    const b = target({ path: 'clusters/dr2' });
+    const out = buildBootstrap([a, b], opts({ name: 'drs', namespace: 'gitops' }), templates);
+    const names = byKind(out.objects, 'Kustomization').map((k) => k.metadata.name);
+    assert.equal(new Set(names).size, 2);
+    for (const n of names) assert.match(n, /^drs-[0-9a-f]{8}$/);
+    assert.deepEqual(byKind(buildBootstrap([b, a], opts({ name: 'drs' }), templates).objects, 'Kustomization').map((k) => k.metadata.name).sort(), [...names].sort());
+    for (const o of out.objects as unknown as Obj[]) assert.equal(o.metadata.namespace, 'gitops');
+    const ks = byKind(out.objects, 'Kustomization')[0]!;
+    assert.equal((ks.spec.sourceRef as { name: string }).name, ks.metadata.name);
+  });
+
+  void it('refuses a local path: the DR cluster cannot fetch it', () => {
+    assert.throws(() => buildBootstrap([target({ url: '/srv/git/dr.git' })], opts(), templates), /dr-syncer\/shop.*local path/);
+  });
+
+  void it('warns about Plaintext Secrets', () => {
+    const out = buildBootstrap([target({ writers: [{ replication: 'dr-syncer/shop', secretsMode: 'Plaintext' }] })], opts(), templates);
+    assert.match(out.notes.join('\n'), /unencrypted/);
+  });
+});
+
+void describe('buildBootstrap argocd', () => {
+  void it('fills an Application with automated sync, prune and self-heal, and the sync options', () => {
+    const out = buildBootstrap([target({ path: '' })], opts({ tool: 'argocd', project: 'dr' }), templates);
+    assert.equal(out.objects.length, 1);
+    const app = byKind(out.objects, 'Application')[0]!;
+    assert.deepEqual(app.metadata, { name: 'dr-syncer', namespace: 'argocd', labels: { 'app.kubernetes.io/managed-by': 'dr-syncer' } });
+    assert.equal(app.spec.project, 'dr');
+    assert.deepEqual(app.spec.source, { repoURL: URL, targetRevision: 'main', path: '.' });
+    assert.deepEqual(app.spec.destination, { server: 'https://kubernetes.default.svc' });
+    const policy = app.spec.syncPolicy as { automated: unknown; syncOptions: string[] };
+    assert.deepEqual(policy.automated, { prune: true, selfHeal: true });
+    assert.ok(policy.syncOptions.includes('CreateNamespace=false'));
+    assert.ok(policy.syncOptions.includes('PruneLast=true'));
+    assert.ok(!policy.syncOptions.includes('RespectIgnoreDifferences=true'));
+    assert.equal(app.spec.ignoreDifferences, undefined, 'replicas follow Git by default (failover by commit)');
+    assert.equal((app.metadata as { finalizers?: string[] }).finalizers, undefined, 'deleting the Application keeps the DR objects');
+  });
+
+  void it('--ignore-replicas: replicas of Deployments and StatefulSets ignored, and respected on sync', () => {
+    const app = byKind(buildBootstrap([target()], opts({ tool: 'argocd', ignoreReplicas: true }), templates).objects, 'Application')[0]!;
+    assert.deepEqual(app.spec.ignoreDifferences, [
+      { group: 'apps', kind: 'Deployment', jsonPointers: ['/spec/replicas'] },
+      { group: 'apps', kind: 'StatefulSet', jsonPointers: ['/spec/replicas'] },
+    ]);
+    assert.ok((app.spec.syncPolicy as { syncOptions: string[] }).syncOptions.includes('RespectIgnoreDifferences=true'));
+  });
+
+  void it('the repository Secret only with credentials, labelled for Argo CD', () => {
+    const t = target({ credentialsSecret: 'repo-creds' });
+    const without = buildBootstrap([t], opts({ tool: 'argocd' }), templates);
+    assert.equal(byKind(without.objects, 'Secret').length, 0);
+    assert.match(without.notes.join('\n'), /argocd\/dr-syncer-repo.*argocd.argoproj.io\/secret-type: repository/);
+    const out = buildBootstrap([t], opts({ tool: 'argocd', credentials: new Map([['repo-creds', { username: 'bot', password: 'tok' }]]) }), templates);
+    const [secret] = byKind(out.objects, 'Secret') as (Obj & { metadata: { labels: Record<string, string> } })[];
+    assert.equal(secret?.metadata.labels['argocd.argoproj.io/secret-type'], 'repository');
+    assert.deepEqual(secret?.stringData, { type: 'git', url: URL, username: 'bot', password: 'tok' });
+  });
+
+  void it('refuses SOPS Replications, naming them and the ways out', () => {
+    assert.throws(
+      () => buildBootstrap([target({ writers: [{ replication: 'dr-syncer/shop', secretsMode: 'SOPS' }] })], opts({ tool: 'argocd' }), templates),
+      (e: unknown) => e instanceof BootstrapError && /dr-syncer\/shop/.test(e.message) && /secrets.mode Omit/.test(e.message) && /bootstrap flux/.test(e.message),
+    );
+  });
+});
+
+void describe('credentialsFromSecretData', () => {
+  const b64 = (s: string): string => Buffer.from(s).toString('base64');
+  void it('username/password, or a token as the password', () => {
+    assert.deepEqual(credentialsFromSecretData({ username: b64('u'), password: b64('p') }, 'ns/s'), { username: 'u', password: 'p' });
+    assert.deepEqual(credentialsFromSecretData({ token: b64('t') }, 'ns/s'), { username: 'x-access-token', password: 't' });
+    assert.throws(() => credentialsFromSecretData({ username: b64('u') }, 'ns/s'), /Secret ns\/s needs the keys username and password, or token/);
+  });
+});
