@@ -9,7 +9,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
-import type { FolderChanges } from '../src/adapters/git/repo.ts';
 import { blobOid, GitRepo } from '../src/adapters/git/repo.ts';
 import { startGitServer } from '../test/env/git-server.ts';
 
@@ -21,8 +20,8 @@ const N = Number(values.namespaces);
 const M = Number(values['per-namespace']);
 const self = fileURLToPath(import.meta.url);
 
-function folders(tag: string): FolderChanges {
-  const out: FolderChanges = new Map();
+function folders(tag: string): Map<string, Map<string, string> | null> {
+  const out: Map<string, Map<string, string> | null> = new Map();
   for (let i = 0; i < N; i++) {
     const ns = `bench-${String(i).padStart(3, '0')}`;
     const files = new Map<string, string>();

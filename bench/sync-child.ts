@@ -4,7 +4,7 @@ import os from 'node:os';
 import { GitRepo } from '../src/adapters/git/repo.ts';
 import { KubeClient, ONE_SHOT_KUBE_API, resourcePath } from '../src/adapters/kube/client.ts';
 import { resolveResourceTypes } from '../src/core/select.ts';
-import { resolveNamespaces, runSync } from '../src/sync/engine.ts';
+import { listOnly, resolveNamespaces, runSync } from '../src/sync/engine.ts';
 import type { SyncSpec } from '../src/sync/engine.ts';
 
 const [mode, kubeconfig, url, user, password, cacheDir] = process.argv.slice(2) as [string, string, string, string, string, string];
@@ -19,7 +19,11 @@ const spec: SyncSpec = {
 const t0 = performance.now();
 let extra: Record<string, unknown>;
 if (mode === 'list') {
-  // The baseline: the same discovery and LIST calls the sync makes, nothing else.
+  // The baseline: the sync's own reader (the same discovery and LIST calls, as many at once),
+  // and nothing else.
+  extra = { objects: await listOnly(spec, { source }) };
+} else if (mode === 'list-serial') {
+  // The reader before issue 12: a namespace's types at once, one namespace after another.
   const types = resolveResourceTypes(spec.resourceTypes, [], await source.discover()).types;
   let n = 0;
   for (const ns of await resolveNamespaces(source, spec)) {
@@ -33,5 +37,5 @@ if (mode === 'list') {
   extra = { phases: r.phases, commit: r.commit ?? null, files: r.diff.added.length + r.diff.changed.length, objects: Object.values(r.counts).reduce((a, b) => a + b, 0) };
 }
 const ms = performance.now() - t0;
-console.log(JSON.stringify({ mode, ms, maxRssMB: process.resourceUsage().maxRSS / 1024, cpus: os.cpus().length, ...extra }));
+console.log(JSON.stringify({ mode, ms, requests: source.sent.requests, lists: source.sent.lists, maxRssMB: process.resourceUsage().maxRSS / 1024, cpus: os.cpus().length, ...extra }));
 process.exit(0);

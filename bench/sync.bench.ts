@@ -11,6 +11,7 @@ import { parseArgs, promisify } from 'node:util';
 import { KubeClient } from '../src/adapters/kube/client.ts';
 import { startCluster } from '../test/env/cluster.ts';
 import { startGitServer } from '../test/env/git-server.ts';
+import { seedObjects } from './seed.ts';
 
 const run = promisify(execFile);
 const { values } = parseArgs({ options: { namespaces: { type: 'string', default: '100' }, 'per-namespace': { type: 'string', default: '100' }, profile: { type: 'string' }, help: { type: 'boolean', default: false } } });
@@ -30,24 +31,8 @@ await run(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin'
 const [cluster, git] = await Promise.all([startCluster({ controllerManager: false }), startGitServer()]);
 try {
   const client = await KubeClient.fromFile(cluster.kubeconfigPath, undefined, { qps: 0 }); // loading test data: no client-side limit
-  // Headless Services: the test API server's service IP range (a /24) cannot hold 2,000 ClusterIPs.
   log(`creating ${N * M} objects in ${N} namespaces (70% ConfigMaps, 20% headless Services, 10% Deployments)`);
-  const t0 = Date.now();
-  const post = async (p: string, body: unknown) => client.request('POST', p, body);
-  for (let i = 0; i < N; i++) {
-    const ns = `bench-${String(i).padStart(3, '0')}`;
-    await post('/api/v1/namespaces', { metadata: { name: ns, labels: { bench: 'true' } } });
-    const jobs: Promise<unknown>[] = [];
-    for (let j = 0; j < M; j++) {
-      const name = `obj-${j}`;
-      const r = j % 10;
-      if (r < 7) jobs.push(post(`/api/v1/namespaces/${ns}/configmaps`, { metadata: { name, labels: { app: name } }, data: { 'config.yaml': `key: ${j}\nvalue: ${'x'.repeat(200)}\n`, other: String(j) } }));
-      else if (r < 9) jobs.push(post(`/api/v1/namespaces/${ns}/services`, { metadata: { name }, spec: { clusterIP: 'None', selector: { app: name }, ports: [{ port: 80, targetPort: 8080 }] } }));
-      else jobs.push(post(`/apis/apps/v1/namespaces/${ns}/deployments`, { metadata: { name }, spec: { replicas: 2, selector: { matchLabels: { app: name } }, template: { metadata: { labels: { app: name } }, spec: { containers: [{ name: 'c', image: 'nginx:1.27' }] } } } }));
-    }
-    await Promise.all(jobs);
-    if (i % 20 === 19) log(`  ${(i + 1) * M} objects (${((Date.now() - t0) / 1000).toFixed(0)}s)`);
-  }
+  await seedObjects(client, N, M, log);
   const url = await git.createRepo('bench');
   const cacheDir = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'drs-bench-cache-'));
   const child = async (mode: string) => {

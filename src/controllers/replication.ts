@@ -25,7 +25,8 @@ import type { EventRecorder } from '../runtime/events.ts';
 import type { Informer } from '../runtime/informer.ts';
 import type { ReconcileResult } from '../runtime/controller.ts';
 import { splitKey } from '../runtime/controller.ts';
-import { destinationNamespaceOf, readSyncSource, removeReplication, runSync, SyncError } from '../sync/engine.ts';
+import { destinationNamespaceOf, readRepoState, readSyncSource, removeReplication, repoUnchangedSince, SyncError } from '../sync/engine.ts';
+import { SyncGroups } from '../sync/group.ts';
 import { commitRole, NothingToFailOver } from '../sync/failover.ts';
 import { activeDrWorkloads, restoreSource, scaleSourceDown, SPLIT_BRAIN } from './failover.ts';
 import { failbackDataStep, withoutCopyBack } from './pvc-data.ts';
@@ -96,7 +97,8 @@ interface SecretObject extends KubeObject {
 type GitTargetStatus = NonNullable<ReplicationStatus['gitTargets']>[number];
 type SyncHistory = NonNullable<ReplicationStatus['syncHistory']>;
 /** A sync's result and when it started reading the source (the state the repository then holds). */
-type TimedSyncResult = SyncResult & { startedAt: Date };
+/** `fromCaches`: a periodic resync answered from the watch caches (resyncFromCaches): nothing was read or rendered. */
+type TimedSyncResult = SyncResult & { startedAt: Date; fromCaches?: boolean };
 const SYNC_HISTORY_LENGTH = 20;
 
 /**
@@ -185,6 +187,7 @@ export class ReplicationController {
    * changes, or after WATCH_REFRESH_MS (a CRD installed since), not on every reconcile. */
   private readonly watchedFor = new Map<string, { client: KubeClient; generation?: number; at: number }>();
   private readonly now: () => Date;
+  private readonly groups = new SyncGroups();
 
   constructor(private readonly d: ReplicationControllerDeps) {
     this.now = d.now ?? (() => new Date());
@@ -310,7 +313,8 @@ export class ReplicationController {
         return { requeueAfterMs: 15_000 };
       }
       // The "Syncing" mark is written onto `rep`, the copy the reconcile's final write compares with.
-      const result = await this.sync(key, valid.value, p, set, (f) => this.writeStatus(rep, f, []), signal);
+      const fromCaches = mode === 'Continuous' && due.why === 'periodic resync' ? await this.resyncFromCaches(key, valid.value, p) : undefined;
+      const result = fromCaches ?? await this.sync(key, valid.value, p, set, (f) => this.writeStatus(rep, f, []), signal);
       const after = this.now();
       if (mode === 'Scheduled') next = nextRun(parseCron(spec.schedule ?? ''), after);
       else if (mode === 'Continuous') next = new Date(after.getTime() + parseDuration(spec.continuous?.resyncInterval, 3_600_000));
@@ -647,7 +651,8 @@ export class ReplicationController {
       const startedAt = this.now();
       const read = await readSyncSource(p.syncSpec, { source: p.source, log });
       signal?.throwIfAborted();
-      const result = await p.repo.exclusive(() => runSync(p.syncSpec, { source: p.source, repo: p.repo, sealSecrets, log, read, signal }));
+      // Syncs into the same repository that wait meanwhile go in one push (sync/group.ts).
+      const result = await this.groups.sync(p.repo, { spec: p.syncSpec, deps: { source: p.source, repo: p.repo, sealSecrets, log, read, signal } });
       this.d.metrics.syncDuration.observe({ replication: key, result: 'success' }, (performance.now() - t0) / 1000);
       if (result.attempts > 1) this.d.metrics.pushFailures.inc({ replication: key }, result.attempts - 1);
       return { ...result, startedAt };
@@ -669,14 +674,45 @@ export class ReplicationController {
     }
   }
 
+  /**
+   * The periodic resync of a Continuous Replication, answered from its watch caches: their
+   * digest equals the one the last sync recorded (else a sync would be due for "source
+   * changed"), so the source is as that sync read it; if the repository still holds what that
+   * sync left (its folders, and the base kustomization.yaml), a sync would write nothing, and no
+   * LIST is needed. Undefined when a full sync must run (the repository changed, or the last
+   * sync's commit is not in the cache).
+   */
+  private async resyncFromCaches(key: string, rep: Replication, p: Prepared): Promise<TimedSyncResult | undefined> {
+    const last = rep.status?.lastCommit;
+    if (!last || !rep.status?.sourceDigest) return undefined;
+    const startedAt = this.now();
+    const t0 = performance.now();
+    const parent = normalizeRepoPath(p.syncSpec.git.path);
+    const head = await p.repo.exclusive(async () => {
+      const now = await readRepoState(p.repo, parent, key);
+      const at = await p.repo.snapshotAt(last);
+      if (!at) return undefined;
+      return repoUnchangedSince(await readRepoState(p.repo, parent, key, at), now) ? now.snapshot.commit : undefined;
+    });
+    if (head === undefined) return undefined;
+    const ms = Math.round(performance.now() - t0);
+    this.d.log.debug({ replication: key, ms }, 'periodic resync: the watch caches and the repository are as the last sync left them');
+    return {
+      head, startedAt, fromCaches: true, durationMs: ms, attempts: 1, phases: { read: 0, fetch: ms, render: 0, write: 0, push: 0 },
+      diff: { added: [], changed: [], removed: [] }, counts: {}, skipped: [], errors: [], warnings: [], notOwned: [], namespaces: [],
+    };
+  }
+
   /** Records a finished sync in `set`; false when some objects failed (to be retried). */
   private recordSync(rep: Replication, r: TimedSyncResult, o: { manual?: string; next?: Date; sourceDigest?: string }, set: (f: Partial<ReplicationStatus>, c?: ConditionUpdate[]) => void): boolean {
     const key = `${rep.metadata.namespace}/${rep.metadata.name}`;
     const now = this.now();
-    const kinds = Object.keys(r.counts);
-    for (const kind of this.kindsByReplication.get(key) ?? []) if (!kinds.includes(kind)) this.d.metrics.objectsSynced.remove({ replication: key, kind });
-    for (const [kind, n] of Object.entries(r.counts)) this.d.metrics.objectsSynced.set({ replication: key, kind }, n);
-    this.kindsByReplication.set(key, kinds);
+    if (!r.fromCaches) {
+      const kinds = Object.keys(r.counts);
+      for (const kind of this.kindsByReplication.get(key) ?? []) if (!kinds.includes(kind)) this.d.metrics.objectsSynced.remove({ replication: key, kind });
+      for (const [kind, n] of Object.entries(r.counts)) this.d.metrics.objectsSynced.set({ replication: key, kind }, n);
+      this.kindsByReplication.set(key, kinds);
+    }
     const partial = r.errors.length > 0;
     this.d.metrics.outOfSync.set({ replication: key }, partial ? 1 : 0);
     if (!partial) this.d.metrics.lastSuccess.set({ replication: key }, now.getTime() / 1000);
@@ -705,12 +741,15 @@ export class ReplicationController {
       lastSyncDuration: seconds(r.durationMs),
       nextSyncTime: o.next ? rfc3339(o.next) : undefined,
       lastCommit: r.head ?? rep.status?.lastCommit,
-      resources: Object.entries(r.counts).map(([gk, count]) => {
-        const [kind, ...g] = gk.split('.');
-        return { group: g.join('.'), kind: kind!, count };
+      // A resync from the caches read nothing: what the last sync counted still holds.
+      ...(r.fromCaches ? {} : {
+        resources: Object.entries(r.counts).map(([gk, count]) => {
+          const [kind, ...g] = gk.split('.');
+          return { group: g.join('.'), kind: kind!, count };
+        }),
+        skipped: [...skipped.values()].sort((a, b) => `${a.kind}${a.reason}`.localeCompare(`${b.kind}${b.reason}`)),
+        sourceNamespaces: r.namespaces.map((n) => n.source),
       }),
-      skipped: [...skipped.values()].sort((a, b) => `${a.kind}${a.reason}`.localeCompare(`${b.kind}${b.reason}`)),
-      sourceNamespaces: r.namespaces.map((n) => n.source),
       lastError: partial ? { message: errorText, reason: failReason, time: rfc3339(now) } : undefined,
       // Only a complete sync covers the source as it was: a partial one is retried.
       ...(partial ? {} : {

@@ -13,6 +13,7 @@ import type { KubeClient } from '../adapters/kube/client.ts';
 import type { KubeObject } from '../core/types.ts';
 import { isRecord } from '../core/types.ts';
 import { Informer } from '../runtime/informer.ts';
+import { VERSION } from '../version.ts';
 import type { Logger } from '../util/log.ts';
 
 export interface WatchSpec {
@@ -200,7 +201,9 @@ export class SourceWatches {
         lines.push(`${w.path}\t${o.metadata.namespace ?? ''}\t${o.metadata.name}\t${o.digest}`);
       }
     }
-    return `v1:${createHash('sha256').update(lines.sort().join('\n')).digest('base64url')}`;
+    // The version too: after an upgrade (a rendering fix), the source no longer counts as synced,
+    // so the periodic resync renders it again instead of answering from the caches.
+    return `v1:${createHash('sha256').update(`${VERSION}\n${lines.sort().join('\n')}`).digest('base64url')}`;
   }
 
   remove(replication: string): void {

@@ -1,8 +1,8 @@
 // One sync of one Replication: read the source (kube adapter), run the pure core, write the DR
 // repository (git adapter). The CLI's `sync` command and the controller both call runSync.
 import { parse as parseYaml } from 'yaml';
-import type { Author, GitRepo, Snapshot, TreeEntry } from '../adapters/git/repo.ts';
-import { PushConflictError } from '../adapters/git/repo.ts';
+import type { Author, FolderChanges, GitRepo, Snapshot, TreeEntry } from '../adapters/git/repo.ts';
+import { blobOid, isPrepared, PushConflictError } from '../adapters/git/repo.ts';
 import type { KubeClient } from '../adapters/kube/client.ts';
 import type { Discovery } from '../adapters/kube/client.ts';
 import { KubeApiError, resourcePath } from '../adapters/kube/client.ts';
@@ -78,8 +78,10 @@ export interface SyncResult {
   /** Destination folders that exist but are not this Replication's (owner: the Replication that
    * wrote them, or undefined when dr-syncer did not write them): left untouched. */
   notOwned: { folder: string; owner?: string }[];
-  /** Where the time went, in ms: read (discovery + LIST, with the Git fetch alongside), fetch
-   * (previous files; re-fetches on retries), render, write (objects), push. */
+  /** Where the time went, in ms: fetch (discovery, the namespaces, and the Git fetch alongside;
+   * again on retries), read (waiting for LISTs: the part of them the rendering did not hide),
+   * render (transform, render and hash each namespace, as it arrives), write (the trees and the
+   * objects), push. */
   phases: Record<'read' | 'fetch' | 'render' | 'write' | 'push', number>;
   /** With dryRun: every file the commit would add, change or remove (the base path's
    * kustomization.yaml too), with its content before and after; empty when nothing would change. */
@@ -102,8 +104,9 @@ interface SourceNamespace {
   listed: KubeObject[];
   /** Types whose LIST failed: their files are kept as they are, never pruned. */
   failedTypes: ResourceType[];
+  /** What went wrong listing this namespace, in the order of the types. */
+  warnings: string[];
 }
-
 
 export interface ResolvedNamespace {
   source: string;
@@ -152,6 +155,14 @@ export interface SourceRead {
   warnings: string[];
 }
 
+/** A read in progress: the namespaces come out in order, each once all its types are listed. */
+interface SourceStream extends Omit<SourceRead, 'namespaces'> {
+  namespaces: AsyncIterable<SourceNamespace>;
+}
+
+/** Namespaces whose LISTs are in flight at once, ahead of the one being rendered. */
+const LIST_AHEAD = 4;
+
 /**
  * Resolves the requested types, or refuses the whole sync: an unknown name (a typo, a CRD being
  * replaced) would otherwise leave its type out, and the files of the type the user meant would
@@ -185,7 +196,7 @@ async function resolveTypes(client: KubeClient, spec: SyncSpec, sourceCluster: s
   );
 }
 
-async function readSource(client: KubeClient, spec: SyncSpec, log: Logger): Promise<SourceRead> {
+async function openSource(client: KubeClient, spec: SyncSpec, log: Logger): Promise<SourceStream> {
   const { resolved, discovery } = await resolveTypes(client, spec, spec.sourceCluster);
   const warnings = resolved.refused.map((r) => `resource type "${r.name}" skipped: ${r.reason}`);
   if (resolved.missingDefaults.length) warnings.push(`default resource types not served by the source cluster, skipped: ${resolved.missingDefaults.join(', ')}`);
@@ -197,27 +208,56 @@ async function readSource(client: KubeClient, spec: SyncSpec, log: Logger): Prom
   const targets = resolvedNamespaces.filter((t) => !t.terminating);
   const frozen = resolvedNamespaces.filter((t) => t.terminating).map((t) => t.destination);
   for (const t of resolvedNamespaces.filter((x) => x.terminating)) warnings.push(`namespace ${t.source} is being deleted at the source; its DR folder is left as it was`);
-  const namespaces: SourceNamespace[] = [];
-  // Namespaces one after another, the types of one namespace in parallel: bounded concurrency.
-  for (const t of targets) {
+  const types = resolved.types.filter((rt) => readsType(spec.plan.secretsMode, rt));
+  const listNamespace = async (t: ResolvedNamespace): Promise<SourceNamespace> => {
     const failedTypes: ResourceType[] = [];
-    const lists = await Promise.all(
-      resolved.types.filter((rt) => readsType(spec.plan.secretsMode, rt)).map(async (rt) => {
-        try {
-          return (await client.list(resourcePath(rt, t.source))).items;
-        } catch (err) {
-          failedTypes.push(rt);
-          const msg = err instanceof Error ? err.message : String(err);
-          warnings.push(`listing ${rt.resource}${rt.group ? `.${rt.group}` : ''} in ${t.source} failed; its DR files are kept as they are: ${msg}`);
-          log.warn({ err, namespace: t.source, resource: rt.resource }, 'list failed');
-          return [];
-        }
-      }),
-    );
-    namespaces.push({ ...t, listed: lists.flat(), failedTypes });
-  }
+    const nsWarnings: (string | undefined)[] = [];
+    const lists = await Promise.all(types.map(async (rt, i) => {
+      try {
+        return (await client.list(resourcePath(rt, t.source))).items;
+      } catch (err) {
+        failedTypes.push(rt);
+        const msg = err instanceof Error ? err.message : String(err);
+        nsWarnings[i] = `listing ${rt.resource}${rt.group ? `.${rt.group}` : ''} in ${t.source} failed; its DR files are kept as they are: ${msg}`;
+        log.warn({ err, namespace: t.source, resource: rt.resource }, 'list failed');
+        return [];
+      }
+    }));
+    return { ...t, listed: lists.flat(), failedTypes, warnings: nsWarnings.filter((w) => w !== undefined) };
+  };
   const served = new Set(discovery.types.filter((t) => t.namespaced && !t.resource.includes('/')).map((t) => typeKeyOf(t)));
-  return { namespaces, frozen, served, warnings };
+  return { namespaces: listAhead(targets, listNamespace, LIST_AHEAD), frozen, served, warnings };
+}
+
+/**
+ * `read(item)` for each item, `ahead` at a time, yielded in the items' order. The first reads
+ * start at once, not at the first `next()`: the caller fetches the repository meanwhile.
+ */
+function listAhead<T, R>(items: readonly T[], read: (item: T) => Promise<R>, ahead: number): AsyncIterable<R> {
+  const inFlight: Promise<R>[] = [];
+  let next = 0;
+  const startOne = () => {
+    const p = read(items[next++]!);
+    p.catch(() => {}); // observed by the consumer; a consumer that stops early must not leave it unhandled
+    inFlight.push(p);
+  };
+  while (inFlight.length < ahead && next < items.length) startOne();
+  return {
+    async *[Symbol.asyncIterator]() {
+      while (inFlight.length) {
+        const done = await inFlight.shift()!;
+        if (next < items.length) startOne();
+        yield done;
+      }
+    },
+  };
+}
+
+async function readSource(client: KubeClient, spec: SyncSpec, log: Logger): Promise<SourceRead> {
+  const stream = await openSource(client, spec, log);
+  const namespaces: SourceNamespace[] = [];
+  for await (const ns of stream.namespaces) namespaces.push(ns);
+  return { ...stream, namespaces };
 }
 
 /**
@@ -244,34 +284,72 @@ export function readSyncSource(spec: SyncSpec, deps: Pick<SyncDeps, 'source' | '
   });
 }
 
+/** The same read, as a stream: a namespace can be rendered while the next ones are listed. */
+function openSyncSource(spec: SyncSpec, deps: Pick<SyncDeps, 'source' | 'log'>): Promise<SourceStream> {
+  return openSource(deps.source, spec, deps.log ?? silentLogger).catch((err: unknown) => {
+    throw sourceError(err, spec, deps.source);
+  });
+}
+
+/** Every object a sync of `spec` reads, in its order, with nothing else done: the baseline of bench/sync.bench.ts. */
+export async function listOnly(spec: SyncSpec, deps: Pick<SyncDeps, 'source' | 'log'>): Promise<number> {
+  let n = 0;
+  for await (const ns of (await openSyncSource(spec, deps)).namespaces) n += ns.listed.length;
+  return n;
+}
+
 export interface RepoState {
   snapshot: Snapshot;
   parent: string;
   /** Destination folder name → blob entries (file → oid) for folders this Replication owns. */
   owned: Map<string, Map<string, string>>;
+  /** Destination folder name → its tree, for the folders in `owned`. */
+  ownedTrees: Map<string, string>;
   /** Destination folder name → owning Replication ('' when dr-syncer did not write it), for folders that are not ours. */
   foreign: Map<string, string>;
+  /** The base path's kustomization.yaml lists exactly the folders that have one (as buildRepoTree writes it). */
+  kustomizationCurrent: boolean;
 }
 
-export async function readRepoState(repo: GitRepo, parent: string, replication: string): Promise<RepoState> {
-  const snapshot = await repo.fetch();
+/** The repository as fetched now, or at `at` (a commit this process holds: no fetch). */
+export async function readRepoState(repo: GitRepo, parent: string, replication: string, at?: Snapshot): Promise<RepoState> {
+  const snapshot = at ?? await repo.fetch();
   const owned = new Map<string, Map<string, string>>();
+  const ownedTrees = new Map<string, string>();
   const foreign = new Map<string, string>();
-  for (const e of (await repo.readDir(snapshot.tree, parent)) ?? []) {
+  const withKustomization: string[] = [];
+  const top = (await repo.readDir(snapshot.tree, parent)) ?? [];
+  for (const e of top) {
     if (e.type !== 'tree') continue;
     const entries = (await repo.readDir(snapshot.tree, joinPath(parent, e.path))) ?? [];
+    if (entries.some((x) => x.path === KUSTOMIZATION)) withKustomization.push(e.path);
     const nsFile = entries.find((x) => x.path === NAMESPACE_FILE && x.type === 'blob');
     // A folder without our namespace.yaml was written by someone else: never ours to replace.
     const ns = nsFile ? (parseYaml(await repo.readBlob(nsFile.oid)) as KubeObject | null) : undefined;
     const ownerOf = ns?.metadata?.annotations?.[REPLICATION_ANNOTATION];
-    if (ownerOf === replication) owned.set(e.path, new Map(entries.filter((x) => x.type === 'blob').map((x) => [x.path, x.oid])));
-    else foreign.set(e.path, ownerOf ?? '');
+    if (ownerOf === replication) {
+      owned.set(e.path, new Map(entries.filter((x) => x.type === 'blob').map((x) => [x.path, x.oid])));
+      ownedTrees.set(e.path, e.oid);
+    } else foreign.set(e.path, ownerOf ?? '');
   }
-  return { snapshot, parent, owned, foreign };
+  const listed = top.find((e) => e.path === KUSTOMIZATION && e.type === 'blob')?.oid;
+  const kustomizationCurrent = withKustomization.length ? listed === blobOid(kustomization(withKustomization)) : listed === undefined;
+  return { snapshot, parent, owned, ownedTrees, foreign, kustomizationCurrent };
+}
+
+/**
+ * Whether a sync onto `now` would write nothing, given that the source is as it was when the
+ * sync that left `then` read it: the Replication's folders are the same trees, and the base
+ * path's kustomization.yaml is as buildRepoTree writes it. Other folders may have changed.
+ */
+export function repoUnchangedSince(then: RepoState, now: RepoState): boolean {
+  if (!now.kustomizationCurrent || then.ownedTrees.size !== now.ownedTrees.size) return false;
+  for (const [dest, tree] of then.ownedTrees) if (now.ownedTrees.get(dest) !== tree) return false;
+  return true;
 }
 
 /** The new root tree; the kustomization at the base path lists every folder that has one. */
-export function buildRepoTree(repo: GitRepo, state: RepoState, folders: Map<string, Map<string, string> | null>, fileOids?: Map<string, string>): Promise<string> {
+export function buildRepoTree(repo: GitRepo, state: RepoState, folders: FolderChanges, fileOids?: Map<string, string>): Promise<string> {
   const { parent } = state;
   return repo.buildTree(state.snapshot.tree, parent, folders, async (entries) => {
     const withKustomization: string[] = [];
@@ -279,7 +357,7 @@ export function buildRepoTree(repo: GitRepo, state: RepoState, folders: Map<stri
       if (e.type !== 'tree') continue;
       const files = folders.get(joinPath(parent, e.path));
       const has = files !== undefined
-        ? files !== null && files.has(KUSTOMIZATION)
+        ? files !== null && (isPrepared(files) ? files.entries.some((f) => f.path === KUSTOMIZATION) : files.has(KUSTOMIZATION))
         : ((await repo.readDir(state.snapshot.tree, joinPath(parent, e.path))) ?? []).some((x) => x.path === KUSTOMIZATION);
       if (has) withKustomization.push(e.path);
     }
@@ -310,6 +388,10 @@ export async function treeChanges(repo: Pick<GitRepo, 'readDir' | 'readBlob'>, b
   };
   await walk(before, after, '');
   return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}
+
+async function* toAsync<T>(items: Iterable<T>): AsyncGenerator<T> {
+  yield* items;
 }
 
 export const backoff = (attempt: number) => new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** attempt) * (0.5 + Math.random())));
@@ -344,139 +426,179 @@ export async function removeReplication(
 }
 
 /**
- * The previously written files the transforms need, parsed: workloads the source has at 0
- * replicas (their remembered count) and, in mode SOPS, Secrets (their unchanged ciphertext).
+ * The previously written files of one namespace that the transforms need, parsed: workloads
+ * the source has at 0 replicas (their remembered count) and, in mode SOPS, Secrets (their
+ * unchanged ciphertext). Keyed by file name.
  */
-function neededPrevious(namespaces: SourceNamespace[], secretsMode: string): Set<string> {
-  const out = new Set<string>();
-  for (const ns of namespaces) {
-    for (const o of ns.listed) {
-      const scaledToZero = (o.kind === 'Deployment' || o.kind === 'StatefulSet') && isRecord(o.spec) && o.spec.replicas === 0;
-      const sealed = o.kind === 'Secret' && o.apiVersion === 'v1' && secretsMode === 'SOPS';
-      if (scaledToZero || sealed) out.add(`${ns.destination}/${objectFileName(o)}`);
-    }
+async function loadPrevious(repo: GitRepo, ns: SourceNamespace, prevFiles: Map<string, string> | undefined, secretsMode: string): Promise<Map<string, KubeObject>> {
+  const out = new Map<string, KubeObject>();
+  if (!prevFiles) return out;
+  for (const o of ns.listed) {
+    const scaledToZero = (o.kind === 'Deployment' || o.kind === 'StatefulSet') && isRecord(o.spec) && o.spec.replicas === 0;
+    const sealed = o.kind === 'Secret' && o.apiVersion === 'v1' && secretsMode === 'SOPS';
+    if (!scaledToZero && !sealed) continue;
+    const file = objectFileName(o);
+    const oid = prevFiles.get(file);
+    if (oid === undefined) continue;
+    const obj = parseYaml(await repo.readBlob(oid)) as KubeObject | null;
+    if (obj && isRecord(obj)) out.set(file, obj);
   }
   return out;
 }
 
-async function loadPrevious(repo: GitRepo, state: RepoState, needed: Set<string>): Promise<Map<string, KubeObject>> {
-  const out = new Map<string, KubeObject>();
-  for (const [folder, files] of state.owned) {
-    for (const [file, oid] of files) {
-      const key = `${folder}/${file}`;
-      if (!needed.has(key)) continue;
-      const obj = parseYaml(await repo.readBlob(oid)) as KubeObject | null;
-      if (obj && isRecord(obj)) out.set(key, obj);
-    }
+interface Rendered {
+  skipped: Skipped[];
+  errors: ObjectError[];
+  warnings: string[];
+  /** Objects written, by kind (the objects themselves are not kept: memory stays per namespace). */
+  counts: Record<string, number>;
+  notOwned: SyncResult['notOwned'];
+  /** The folder to write (hashed already), or undefined when it is not ours to write. */
+  folder?: { path: string; files: Awaited<ReturnType<GitRepo['prepareFolder']>> };
+}
+
+/** One namespace: its objects transformed and rendered, merged with what its folder keeps, and hashed. */
+async function renderSourceNamespace(ns: SourceNamespace, spec: SyncSpec, src: Pick<SourceRead, 'served'>, state: RepoState, deps: SyncDeps): Promise<Rendered> {
+  const parent = state.parent;
+  const out: Rendered = { skipped: [], errors: [], warnings: [...ns.warnings], counts: {}, notOwned: [] };
+  const foreignOwner = state.foreign.get(ns.destination);
+  if (foreignOwner !== undefined) {
+    const folder = joinPath(parent, ns.destination);
+    out.notOwned.push({ folder, owner: foreignOwner || undefined });
+    out.errors.push({
+      ref: `Namespace ${ns.destination}`, file: NAMESPACE_FILE,
+      message: foreignOwner
+        ? `the DR repository folder ${folder} belongs to Replication ${foreignOwner}; choose another destination namespace or git path`
+        : `the DR repository folder ${folder} was not written by dr-syncer (it has no namespace.yaml naming a Replication), so it is left as it is; choose another destination namespace or git path, or remove the folder`,
+    });
+    return out;
   }
+  const prevFiles = state.owned.get(ns.destination);
+  const previous = await loadPrevious(deps.repo, ns, prevFiles, spec.plan.secretsMode);
+  const prevOf = (o: KubeObject) => previous.get(objectFileName(o));
+  const plan: NamespacePlan = planNamespace(ns.listed, ns.source, ns.destination, spec.plan, prevOf);
+  out.skipped.push(...plan.skipped);
+  out.errors.push(...plan.errors);
+  let objects = plan.objects;
+  if (plan.secrets.length) {
+    if (!deps.sealSecrets) throw new SyncError('SecretsModeUnsupported', 'secrets.mode SOPS needs a sealer');
+    objects = [...objects, ...(await deps.sealSecrets(plan.secrets, prevOf))];
+  }
+  out.counts = countByKind(objects);
+  const owner: Owner = { replication: spec.replication, sourceCluster: spec.sourceCluster };
+  const folder = renderNamespace(parent, { sourceNamespace: ns.source, destinationNamespace: ns.destination, source: ns.object, objects }, owner);
+  if (prevFiles) {
+    // Files not rendered this time: pruned only when this sync knows their objects are gone (core/prune.ts).
+    const ctx: PruneContext = { prune: spec.git.prune, served: src.served, failed: new Set(ns.failedTypes.map((t) => typeKeyOf(t))) };
+    const failedFiles = new Set(plan.errors.map((e) => e.file));
+    const unserved: string[] = [];
+    for (const [file, oid] of prevFiles) {
+      if (folder.files.has(file) || file === KUSTOMIZATION) continue;
+      const content = await deps.repo.readBlob(oid);
+      const fate = previousFileFate(fileObjectType(content), failedFiles.has(file), ctx);
+      if (fate === 'prune') continue;
+      folder.files.set(file, content);
+      if (fate === 'keep-unserved') unserved.push(file);
+    }
+    if (unserved.length) out.warnings.push(`${joinPath(parent, ns.destination)}: kept ${unserved.length} file(s) of types the source cluster does not serve now: ${unserved.slice(0, 5).join(', ')}${unserved.length > 5 ? ', …' : ''}`);
+    folder.files.set(KUSTOMIZATION, kustomization([...folder.files.keys()].filter((f) => f !== KUSTOMIZATION)));
+  }
+  out.folder = { path: folder.folder, files: await deps.repo.prepareFolder(folder.files, state.ownedTrees.get(ns.destination)) };
   return out;
 }
+
+type Phases = SyncResult['phases'];
+
+/** A sync rendered onto one state of the repository: the new tree and what the result reports. */
+interface RenderedSync {
+  tree: string;
+  base: Omit<SyncResult, 'commit' | 'head' | 'durationMs' | 'changes'>;
+}
+
+/** Reads the namespaces as they stream in, renders each onto `state`, and builds the new root tree. */
+async function renderSync(spec: SyncSpec, deps: SyncDeps, src: SourceStream, state: RepoState, phases: Phases, attempt: number): Promise<RenderedSync> {
+  const parent = state.parent;
+  let mark = performance.now();
+  const errors: ObjectError[] = [];
+  const skipped: Skipped[] = [];
+  const warnings = [...src.warnings];
+  const folders: FolderChanges = new Map();
+  const written: Record<string, number> = {};
+  const notOwned: SyncResult['notOwned'] = [];
+  const namespaces: SyncResult['namespaces'] = [];
+
+  let renderMs = 0;
+  for await (const ns of src.namespaces) {
+    const t = performance.now();
+    namespaces.push({ source: ns.source, destination: ns.destination });
+    const r = await renderSourceNamespace(ns, spec, src, state, deps);
+    skipped.push(...r.skipped);
+    errors.push(...r.errors);
+    warnings.push(...r.warnings);
+    for (const [kind, n] of Object.entries(r.counts)) written[kind] = (written[kind] ?? 0) + n;
+    notOwned.push(...r.notOwned);
+    if (r.folder) folders.set(r.folder.path, r.folder.files);
+    renderMs += performance.now() - t;
+  }
+  // Reading and rendering overlap: `read` is the wall time of both less the time spent rendering.
+  phases.read += Math.round(performance.now() - mark - renderMs);
+  phases.render += Math.round(renderMs);
+  mark = performance.now();
+  // Folders this Replication wrote before but no longer selects (a namespace lost its label or
+  // is gone) go with prune on; folders of namespaces being deleted are left as they are.
+  const selected = new Set([...namespaces.map((n) => n.destination), ...src.frozen]);
+  for (const dest of state.owned.keys()) {
+    if (selected.has(dest)) continue;
+    if (spec.git.prune) folders.set(joinPath(parent, dest), null);
+    else warnings.push(`${joinPath(parent, dest)}: its namespace is no longer selected; kept because git.prune is false`);
+  }
+
+  const after = new Map<string, string>();
+  const tree = await buildRepoTree(deps.repo, state, folders, after);
+
+  const before = new Map<string, string>();
+  // Only folders this sync rewrote or removed: a folder left as it was (frozen, or kept with
+  // prune off) is not in `after`, and must not be reported as removed.
+  for (const [dest, files] of state.owned) {
+    if (!folders.has(joinPath(parent, dest))) continue;
+    for (const [f, oid] of files) before.set(`${joinPath(parent, dest)}/${f}`, oid);
+  }
+  const diff = tree === state.snapshot.tree ? { added: [], changed: [], removed: [] } : diffFiles(before, after);
+  const counts = Object.fromEntries(Object.entries(written).sort(([a], [b]) => a.localeCompare(b)));
+  phases.write += Math.round(performance.now() - mark);
+  return { tree, base: { diff, counts, skipped, errors, warnings, attempts: attempt, phases, notOwned, namespaces } };
+}
+
+const streamOf = (read: SourceRead): SourceStream => ({ ...read, namespaces: toAsync(read.namespaces) });
 
 export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResult> {
   const started = Date.now();
   const log = deps.log ?? silentLogger;
   const now = deps.now ?? (() => new Date());
   const parent = normalizeRepoPath(spec.git.path);
-  const owner: Owner = { replication: spec.replication, sourceCluster: spec.sourceCluster };
 
-  const phases = { read: 0, fetch: 0, render: 0, write: 0, push: 0 };
-  let mark = performance.now();
-  const lap = (phase: keyof typeof phases) => {
+  const phases: Phases = { read: 0, fetch: 0, render: 0, write: 0, push: 0 };
+  const timed = async <T>(phase: keyof Phases, p: Promise<T>): Promise<T> => {
     const t = performance.now();
-    phases[phase] += Math.round(t - mark);
-    mark = t;
+    try {
+      return await p;
+    } finally {
+      phases[phase] += Math.round(performance.now() - t);
+    }
   };
-  // The source and the repository are read at the same time: neither needs the other.
-  const readSrc = () => readSyncSource(spec, { source: deps.source, log });
-  let [src, state] = await Promise.all([deps.read ?? readSrc(), readRepoState(deps.repo, parent, spec.replication)]);
-  lap('read');
+  // The source and the repository are read at the same time: neither needs the other. The
+  // namespaces stream in: each is rendered and hashed while the next ones are listed.
+  const openSrc = () => openSyncSource(spec, { source: deps.source, log });
+  let [src, state] = await timed('fetch', Promise.all([deps.read ? streamOf(deps.read) : openSrc(), readRepoState(deps.repo, parent, spec.replication)]));
   const maxAttempts = deps.maxAttempts ?? 5;
   for (let attempt = 1; ; attempt++) {
     // The branch moved: someone may have written a newer read of the same source there, so
     // read the source again too; re-rendering the old read could roll that back.
-    if (attempt > 1) [src, state] = await Promise.all([readSrc(), readRepoState(deps.repo, parent, spec.replication)]);
-    const previous = await loadPrevious(deps.repo, state, neededPrevious(src.namespaces, spec.plan.secretsMode));
-    lap('fetch');
-    const errors: ObjectError[] = [];
-    const skipped: Skipped[] = [];
-    const warnings = [...src.warnings];
-    const folders = new Map<string, Map<string, string> | null>();
-    const written: KubeObject[] = [];
-    const notOwned: SyncResult['notOwned'] = [];
-
-    for (const ns of src.namespaces) {
-      const foreignOwner = state.foreign.get(ns.destination);
-      if (foreignOwner !== undefined) {
-        const folder = joinPath(parent, ns.destination);
-        notOwned.push({ folder, owner: foreignOwner || undefined });
-        errors.push({
-          ref: `Namespace ${ns.destination}`, file: NAMESPACE_FILE,
-          message: foreignOwner
-            ? `the DR repository folder ${folder} belongs to Replication ${foreignOwner}; choose another destination namespace or git path`
-            : `the DR repository folder ${folder} was not written by dr-syncer (it has no namespace.yaml naming a Replication), so it is left as it is; choose another destination namespace or git path, or remove the folder`,
-        });
-        continue;
-      }
-      const prevOf = (o: KubeObject) => previous.get(`${ns.destination}/${objectFileName(o)}`);
-      const plan: NamespacePlan = planNamespace(ns.listed, ns.source, ns.destination, spec.plan, prevOf);
-      skipped.push(...plan.skipped);
-      errors.push(...plan.errors);
-      let objects = plan.objects;
-      if (plan.secrets.length) {
-        if (!deps.sealSecrets) throw new SyncError('SecretsModeUnsupported', 'secrets.mode SOPS needs a sealer');
-        objects = [...objects, ...(await deps.sealSecrets(plan.secrets, prevOf))];
-      }
-      written.push(...objects);
-      const folder = renderNamespace(parent, { sourceNamespace: ns.source, destinationNamespace: ns.destination, source: ns.object, objects }, owner);
-      const prevFiles = state.owned.get(ns.destination);
-      if (prevFiles) {
-        // Files not rendered this time: pruned only when this sync knows their objects are gone (core/prune.ts).
-        const ctx: PruneContext = { prune: spec.git.prune, served: src.served, failed: new Set(ns.failedTypes.map((t) => typeKeyOf(t))) };
-        const failedFiles = new Set(plan.errors.map((e) => e.file));
-        const unserved: string[] = [];
-        for (const [file, oid] of prevFiles) {
-          if (folder.files.has(file) || file === KUSTOMIZATION) continue;
-          const content = await deps.repo.readBlob(oid);
-          const fate = previousFileFate(fileObjectType(content), failedFiles.has(file), ctx);
-          if (fate === 'prune') continue;
-          folder.files.set(file, content);
-          if (fate === 'keep-unserved') unserved.push(file);
-        }
-        if (unserved.length) warnings.push(`${joinPath(parent, ns.destination)}: kept ${unserved.length} file(s) of types the source cluster does not serve now: ${unserved.slice(0, 5).join(', ')}${unserved.length > 5 ? ', …' : ''}`);
-        folder.files.set(KUSTOMIZATION, kustomization([...folder.files.keys()].filter((f) => f !== KUSTOMIZATION)));
-      }
-      folders.set(folder.folder, folder.files);
-    }
-    // Folders this Replication wrote before but no longer selects (a namespace lost its label or
-    // is gone) go with prune on; folders of namespaces being deleted are left as they are.
-    const selected = new Set([...src.namespaces.map((n) => n.destination), ...src.frozen]);
-    for (const dest of state.owned.keys()) {
-      if (selected.has(dest)) continue;
-      if (spec.git.prune) folders.set(joinPath(parent, dest), null);
-      else warnings.push(`${joinPath(parent, dest)}: its namespace is no longer selected; kept because git.prune is false`);
-    }
-    lap('render');
-
-    const after = new Map<string, string>();
-    const tree = await buildRepoTree(deps.repo, state, folders, after);
-
-    const before = new Map<string, string>();
-    // Only folders this sync rewrote or removed: a folder left as it was (frozen, or kept with
-    // prune off) is not in `after`, and must not be reported as removed.
-    for (const [dest, files] of state.owned) {
-      if (!folders.has(joinPath(parent, dest))) continue;
-      for (const [f, oid] of files) before.set(`${joinPath(parent, dest)}/${f}`, oid);
-    }
-    const diff = diffFiles(before, after);
-    const counts = countByKind(written);
-    lap('write');
-    const base = {
-      diff, counts, skipped, errors, warnings, attempts: attempt, phases, notOwned,
-      namespaces: src.namespaces.map((n) => ({ source: n.source, destination: n.destination })),
-    };
+    if (attempt > 1) [src, state] = await timed('fetch', Promise.all([openSrc(), readRepoState(deps.repo, parent, spec.replication)]));
+    const { tree, base } = await renderSync(spec, deps, src, state, phases, attempt);
 
     if (tree === state.snapshot.tree) {
-      return { ...base, head: state.snapshot.commit, diff: { added: [], changed: [], removed: [] }, durationMs: Date.now() - started, ...(deps.dryRun ? { changes: [] } : {}) };
+      return { ...base, head: state.snapshot.commit, durationMs: Date.now() - started, ...(deps.dryRun ? { changes: [] } : {}) };
     }
     if (deps.dryRun) {
       // Read from the two trees, so the changes are exactly the commit's: every folder, the base
@@ -484,19 +606,96 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
       const changes = await treeChanges(deps.repo, state.snapshot.tree, tree);
       return { ...base, head: state.snapshot.commit, changes, durationMs: Date.now() - started };
     }
-    const message = commitMessage({ replication: spec.replication, sourceCluster: spec.sourceCluster, diff, counts, notes: warnings });
-    const commit = await deps.repo.commit(tree, state.snapshot.commit, message, spec.git.author, now());
+    const commit = await commitSync(spec, deps, base, tree, state.snapshot.commit, now());
     deps.signal?.throwIfAborted();
     try {
-      await deps.repo.push(commit, state.snapshot.commit);
-      lap('push');
-      log.info({ commit, added: diff.added.length, changed: diff.changed.length, removed: diff.removed.length }, 'committed');
+      await timed('push', deps.repo.push(commit, state.snapshot.commit));
+      log.info({ commit, added: base.diff.added.length, changed: base.diff.changed.length, removed: base.diff.removed.length }, 'committed');
       return { ...base, commit, head: commit, durationMs: Date.now() - started };
     } catch (err) {
-      lap('push');
       if (!(err instanceof PushConflictError) || attempt >= maxAttempts) throw err;
       log.info({ attempt, err: err.message }, 'branch moved; re-rendering onto the new head');
       await backoff(attempt);
     }
   }
+}
+
+function commitSync(spec: SyncSpec, deps: SyncDeps, r: RenderedSync['base'], tree: string, parent: string | undefined, at: Date): Promise<string> {
+  const message = commitMessage({ replication: spec.replication, sourceCluster: spec.sourceCluster, diff: r.diff, counts: r.counts, notes: r.warnings });
+  return deps.repo.commit(tree, parent, message, spec.git.author, at);
+}
+
+/** One Replication's sync in a group: its source read already (outside the repository lock). */
+export interface GroupSync {
+  spec: SyncSpec;
+  deps: SyncDeps & { read: SourceRead };
+}
+
+/**
+ * Group commit: the syncs of several Replications writing to one repository branch (the same
+ * GitRepo), each rendered onto the one before, each its own commit, and one push for all of
+ * them. Every sync stays exactly what it would be alone, one after the other: each sees the
+ * folders the ones before it wrote. One push instead of one per Replication is what makes 50
+ * Replications sharing a repository cost little more than one. When the push is rejected
+ * because the branch moved, every sync of the group runs again on its own (runSync, with its
+ * fresh read and retries), so nothing is lost to the compare-and-swap. Results in `jobs` order.
+ */
+export async function runSyncGroup(jobs: readonly GroupSync[], repo: GitRepo): Promise<PromiseSettledResult<SyncResult>[]> {
+  if (jobs.length === 1) return Promise.allSettled([runSync(jobs[0]!.spec, jobs[0]!.deps)]);
+  const started = Date.now();
+  const out: (PromiseSettledResult<SyncResult> | undefined)[] = [];
+  let start: Snapshot;
+  try {
+    start = await repo.fetch();
+  } catch (err) {
+    return jobs.map(() => ({ status: 'rejected', reason: err }));
+  }
+  let tip = start;
+  const committed: number[] = [];
+  for (const [i, job] of jobs.entries()) {
+    const phases: Phases = { read: 0, fetch: 0, render: 0, write: 0, push: 0 };
+    try {
+      const deps = { ...job.deps, repo };
+      const state = await readRepoState(repo, normalizeRepoPath(job.spec.git.path), job.spec.replication, tip);
+      const { tree, base } = await renderSync(job.spec, deps, streamOf(job.deps.read), state, phases, 1);
+      if (tree === tip.tree) {
+        out[i] = { status: 'fulfilled', value: { ...base, head: tip.commit, durationMs: Date.now() - started } };
+        continue;
+      }
+      const commit = await commitSync(job.spec, deps, base, tree, tip.commit, (job.deps.now ?? (() => new Date()))());
+      tip = { commit, tree };
+      committed.push(i);
+      out[i] = { status: 'fulfilled', value: { ...base, commit, head: commit, durationMs: 0 } };
+    } catch (err) {
+      out[i] = { status: 'rejected', reason: err };
+    }
+  }
+  if (committed.length) {
+    try {
+      for (const i of committed) jobs[i]!.deps.signal?.throwIfAborted();
+      const t = performance.now();
+      await repo.push(tip.commit!, start.commit);
+      const pushMs = Math.round(performance.now() - t);
+      for (const r of out) {
+        if (r?.status !== 'fulfilled') continue;
+        // Every sync of the group left the branch at the pushed tip.
+        r.value.head = tip.commit;
+        if (!r.value.commit) continue;
+        r.value.phases.push = pushMs;
+        r.value.durationMs = Date.now() - started;
+        jobs[out.indexOf(r)]!.deps.log?.info({ commit: r.value.commit, group: committed.length }, 'committed');
+      }
+    } catch (err) {
+      if (!(err instanceof PushConflictError)) {
+        for (const i of committed) out[i] = { status: 'rejected', reason: err };
+      } else {
+        // The branch moved under the group: each sync on its own, as if there were no group.
+        for (const i of committed) {
+          const { read: _stale, ...deps } = jobs[i]!.deps;
+          out[i] = await runSync(jobs[i]!.spec, { ...deps, repo }).then((value) => ({ status: 'fulfilled' as const, value }), (reason: unknown) => ({ status: 'rejected' as const, reason }));
+        }
+      }
+    }
+  }
+  return out.map((r) => r!);
 }

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { CacheBound, FolderChanges } from '../../src/adapters/git/repo.ts';
+import type { CacheBound } from '../../src/adapters/git/repo.ts';
 import { GitRepo } from '../../src/adapters/git/repo.ts';
 import type { GitServer } from '../env/git-server.ts';
 import { startGitServer } from '../env/git-server.ts';
@@ -29,7 +29,7 @@ const open = (url: string, cacheDir: string, branch = 'main', cacheBound?: Parti
 
 async function commitFile(repo: GitRepo, file: string, content: string): Promise<string> {
   const snap = await repo.fetch();
-  const folders: FolderChanges = new Map([['dr/ns', new Map([[file, content], ['namespace.yaml', 'kind: Namespace\n']])]]);
+  const folders: Map<string, Map<string, string> | null> = new Map([['dr/ns', new Map([[file, content], ['namespace.yaml', 'kind: Namespace\n']])]]);
   const tree = await repo.buildTree(snap.tree, 'dr', folders, async () => new Map());
   const commit = await repo.commit(tree, snap.commit, `${file}=${content}`, author, new Date(1_700_000_000_000 + ++n * 1000));
   await repo.push(commit, snap.commit);

@@ -8,7 +8,6 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { advertisement, receivePack } from '../../src/adapters/git/http.ts';
 import { encodePack } from '../../src/adapters/git/objects.ts';
-import type { FolderChanges } from '../../src/adapters/git/repo.ts';
 import { GitRepo, PushConflictError } from '../../src/adapters/git/repo.ts';
 import type { GitServer } from '../env/git-server.ts';
 import { startGitServer } from '../env/git-server.ts';
@@ -34,8 +33,8 @@ function open(url: string, opts: { cache?: string; password?: string; branch?: s
 }
 
 /** `count` files in `folders` namespaces under clusters/dr, with `tag` in every content. */
-function changes(folders: number, count: number, tag: string): FolderChanges {
-  const out: FolderChanges = new Map();
+function changes(folders: number, count: number, tag: string): Map<string, Map<string, string> | null> {
+  const out: Map<string, Map<string, string> | null> = new Map();
   for (let f = 0; f < folders; f++) {
     const files = new Map<string, string>();
     for (let i = 0; i < count; i++) files.set(`configmap-obj-${i}.yaml`, `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: obj-${i}, namespace: ns-${f}}\ndata: {tag: "${tag}", i: "${i}"}\n`);
@@ -45,7 +44,7 @@ function changes(folders: number, count: number, tag: string): FolderChanges {
   return out;
 }
 
-async function syncOnce(repo: GitRepo, folders: FolderChanges, message: string): Promise<string> {
+async function syncOnce(repo: GitRepo, folders: Map<string, Map<string, string> | null>, message: string): Promise<string> {
   const snap = await repo.fetch();
   const tree = await repo.buildTree(snap.tree, 'clusters/dr', folders, async (entries) => new Map([['kustomization.yaml', `resources: [${entries.filter((e) => e.type === 'tree').map((e) => e.path).sort().join(', ')}]\n`]]));
   const commit = await repo.commit(tree, snap.commit, message, author, new Date(1_700_000_000_000 + ++n * 1000));

@@ -19,7 +19,7 @@ import { isNetworkError } from '../../util/errors.ts';
 import type { Credentials } from './http.ts';
 import { advertisement, GitAuthError, receivePack, splitUrl } from './http.ts';
 import type { TreeEntry } from './objects.ts';
-import { EMPTY_TREE, encodeCommit, encodePack, encodeTree, hashObject, reachableCommits, ZERO_OID } from './objects.ts';
+import { EMPTY_TREE, encodeCommit, encodePack, encodeTree, hashObject, packObject, reachableCommits, ZERO_OID } from './objects.ts';
 import type { NewObject } from './store.ts';
 import { ObjectNotFoundError, ObjectStore } from './store.ts';
 
@@ -62,8 +62,19 @@ export interface Author {
   email: string;
 }
 
-/** Folder path → file name → content; `null` removes the folder. Folders are flat. */
-export type FolderChanges = Map<string, Map<string, string> | null>;
+/** A folder's files hashed (and new blobs deflated) ahead of buildTree: see GitRepo.prepareFolder. */
+export interface PreparedFolder {
+  readonly prepared: true;
+  tree: string;
+  entries: TreeEntry[];
+  /** The folder's tree and blobs that the store did not hold (`old` had them not). */
+  objects: NewObject[];
+}
+
+/** Folder path → file name → content (or the folder prepared already); `null` removes the folder. Folders are flat. */
+export type FolderChanges = Map<string, Map<string, string> | PreparedFolder | null>;
+
+export const isPrepared = (f: Map<string, string> | PreparedFolder): f is PreparedFolder => 'prepared' in f;
 
 export interface Snapshot {
   /** Tip of the branch, undefined for a branch (or repository) that does not exist yet. */
@@ -385,6 +396,12 @@ export class GitRepo {
     return /^[0-9a-f]{40}$/.test(oid) && (await this.store.has(oid));
   }
 
+  /** The commit and its tree, when this cache holds it. */
+  async snapshotAt(commit: string): Promise<Snapshot | undefined> {
+    if (!(await this.hasCommit(commit))) return undefined;
+    return { commit, tree: (await this.store.readCommit(commit)).tree };
+  }
+
   /**
    * Which of `candidates` are `tip` or its ancestors, within `maxCommits` commits of it, from the
    * cache alone (fetch() first for a tip that may be newer). One walk for all candidates.
@@ -431,11 +448,6 @@ export class GitRepo {
       }
       return oid;
     };
-    const blob = (content: string, known: (oid: string) => boolean): string => {
-      const oid = blobOid(content);
-      if (!known(oid)) created.push({ oid, type: 'blob', data: Buffer.from(content) });
-      return oid;
-    };
 
     const parentEntries = new Map((await this.readDir(base, parent) ?? []).map((e) => [e.path, e]));
     const oldParent = await this.dirOid(base, parent);
@@ -447,16 +459,10 @@ export class GitRepo {
         continue;
       }
       const old = parentEntries.get(name);
-      const oldTree = old?.type === 'tree' ? old.oid : undefined;
-      // Files that did not change are in the store already: no deflate, no write.
-      const known = new Set(oldTree ? (await store.readTree(oldTree)).filter((e) => e.type === 'blob').map((e) => e.oid) : []);
-      const entries: TreeEntry[] = [];
-      for (const [file, content] of files) {
-        const oid = blob(content, (o) => known.has(o));
-        fileOids?.set(`${folder}/${file}`, oid);
-        entries.push({ mode: '100644', path: file, oid, type: 'blob' });
-      }
-      parentEntries.set(name, { mode: '040000', path: name, oid: tree(entries, oldTree), type: 'tree' });
+      const ready = isPrepared(files) ? files : await this.prepareFolder(files, old?.type === 'tree' ? old.oid : undefined);
+      for (const e of ready.entries) fileOids?.set(`${folder}/${e.path}`, e.oid);
+      created.push(...ready.objects);
+      parentEntries.set(name, { mode: '040000', path: name, oid: ready.tree, type: 'tree' });
     }
     for (const [name, content] of await extraFiles([...parentEntries.values()])) {
       if (content === null) {
@@ -464,7 +470,9 @@ export class GitRepo {
         continue;
       }
       const old = parentEntries.get(name)?.oid;
-      parentEntries.set(name, { mode: '100644', path: name, oid: blob(content, (o) => o === old), type: 'blob' });
+      const oid = blobOid(content);
+      if (oid !== old) created.push({ oid, type: 'blob', data: Buffer.from(content) });
+      parentEntries.set(name, { mode: '100644', path: name, oid, type: 'blob' });
     }
     let oid = parentEntries.size ? tree([...parentEntries.values()], oldParent) : undefined;
     // Walk back up to the root, replacing one entry per level.
@@ -477,6 +485,33 @@ export class GitRepo {
     }
     await store.write(created);
     return oid ?? EMPTY_TREE;
+  }
+
+  /**
+   * Hashes a folder's files into its tree, and deflates the blobs `oldTree` (the folder as it
+   * was) does not have, ready for the store and the push pack. A sync calls this for each
+   * namespace as soon as it is rendered, so the hashing overlaps the LISTs of the next ones.
+   */
+  async prepareFolder(files: Map<string, string>, oldTree: string | undefined): Promise<PreparedFolder> {
+    // Files that did not change are in the store already: no deflate, no write.
+    const known = new Set(oldTree ? (await this.store.readTree(oldTree)).filter((e) => e.type === 'blob').map((e) => e.oid) : []);
+    const objects: NewObject[] = [];
+    const entries: TreeEntry[] = [];
+    for (const [file, content] of files) {
+      const oid = blobOid(content);
+      if (!known.has(oid)) {
+        const data = Buffer.from(content);
+        objects.push({ oid, type: 'blob', data, packed: packObject('blob', data, oid) });
+      }
+      entries.push({ mode: '100644', path: file, oid, type: 'blob' });
+    }
+    const data = encodeTree(entries);
+    const tree = hashObject('tree', data);
+    if (tree !== oldTree) {
+      objects.push({ oid: tree, type: 'tree', data });
+      this.store.remember(tree, { entries, size: data.length });
+    }
+    return { prepared: true, tree, entries, objects };
   }
 
   /** The oid of the tree at `dir` in `tree`. */

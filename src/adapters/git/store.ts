@@ -55,6 +55,8 @@ export interface NewObject {
   oid: string;
   type: ObjectType;
   data: Buffer;
+  /** Deflated already (GitRepo.prepareFolder), so a pack need not deflate it again. */
+  packed?: PackObject;
 }
 
 /** isomorphic-git's order for tree entries (callers may rely on it): by name. */
@@ -242,7 +244,7 @@ export class ObjectStore {
       for (const o of batch.values()) this.addPending({ type: o.type, data: o.data }, o.oid);
       return;
     }
-    const packed = [...batch.values()].map((o) => packObject(o.type, o.data, o.oid));
+    const packed = [...batch.values()].map((o) => o.packed ?? packObject(o.type, o.data, o.oid));
     const pack = encodePack(packed);
     const idx = encodePackIndex(pack);
     const packDir = path.join(dir, 'pack');

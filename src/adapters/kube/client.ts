@@ -108,6 +108,8 @@ export class KubeClient {
   private readonly agent: https.Agent | http.Agent;
   private readonly opts: Required<KubeClientOptions>;
   private readonly bucket?: TokenBucket;
+  /** Requests sent (each retry counts), and how many of them were LIST pages: for benchmarks and tests. */
+  readonly sent = { requests: 0, lists: 0 };
 
   private constructor(
     readonly kc: KubeConfig,
@@ -181,6 +183,7 @@ export class KubeClient {
       signal?.throwIfAborted();
       // Our own queue first: time spent waiting for a token is not the server's to answer for.
       await this.takeToken(signal);
+      this.sent.requests++;
       const timeout = AbortSignal.timeout(this.opts.timeoutMs);
       const both = signal ? AbortSignal.any([signal, timeout]) : timeout;
       let res: http.IncomingMessage;
@@ -253,20 +256,32 @@ export class KubeClient {
   /** LIST with pagination, so 10,000 objects never arrive as one huge response. */
   async list(path: string, query: Record<string, string> = {}, pageSize = 500, signal?: AbortSignal): Promise<ListResult> {
     const items: KubeObject[] = [];
+    let resourceVersion = '';
+    for await (const page of this.listPages(path, query, pageSize, signal)) {
+      for (const it of page.items) items.push(it);
+      resourceVersion = page.resourceVersion;
+    }
+    return { items, resourceVersion };
+  }
+
+  /** The pages of a LIST as they arrive: a caller can work on one page while the next is read. */
+  async *listPages(path: string, query: Record<string, string> = {}, pageSize = 500, signal?: AbortSignal): AsyncGenerator<ListResult> {
     let cont = '';
-    let resourceVersion: string;
     do {
       const q = new URLSearchParams({ ...query, limit: String(pageSize) });
       if (cont) q.set('continue', cont);
+      this.sent.lists++;
       const page = await this.get<{ items: KubeObject[]; metadata: { continue?: string; resourceVersion: string }; apiVersion: string; kind: string }>(`${path}?${q}`, signal);
       // List items carry no apiVersion/kind; restore them from the list's own.
       const apiVersion = page.apiVersion;
       const kind = page.kind.replace(/List$/, '');
-      for (const it of page.items) items.push({ ...it, apiVersion: it.apiVersion ?? apiVersion, kind: it.kind ?? kind });
+      for (const it of page.items) {
+        it.apiVersion ??= apiVersion;
+        it.kind ??= kind;
+      }
       cont = page.metadata.continue ?? '';
-      resourceVersion = page.metadata.resourceVersion;
+      yield { items: page.items, resourceVersion: page.metadata.resourceVersion };
     } while (cont);
-    return { items, resourceVersion };
   }
 
   async version(signal?: AbortSignal): Promise<{ gitVersion: string; major: string; minor: string }> {

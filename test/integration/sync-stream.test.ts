@@ -1,0 +1,161 @@
+// The streamed sync (each namespace rendered and hashed while the next ones are listed) writes
+// exactly what a sync of the whole read, collected first, writes; it makes one LIST request per
+// type and namespace and page, no more; and a resync with nothing changed commits nothing.
+// The small version of bench/sync.bench.ts, as a correctness test (nothing here is timed).
+// Real API server, real Git server.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, it } from 'node:test';
+import { GitRepo } from '../../src/adapters/git/repo.ts';
+import { KubeClient, ONE_SHOT_KUBE_API } from '../../src/adapters/kube/client.ts';
+import type { SyncSpec } from '../../src/sync/engine.ts';
+import { listOnly, readSyncSource, runSync, runSyncGroup } from '../../src/sync/engine.ts';
+import { SyncGroups } from '../../src/sync/group.ts';
+import type { TestCluster } from '../env/cluster.ts';
+import { startCluster } from '../env/cluster.ts';
+import type { GitServer } from '../env/git-server.ts';
+import { startGitServer } from '../env/git-server.ts';
+import { benchNamespace, seedObjects } from '../../bench/seed.ts';
+
+let cluster: TestCluster;
+let git: GitServer;
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'drs-stream-'));
+const NAMESPACES = 9; // more than the reader keeps in flight at once
+const PER_NAMESPACE = 40;
+const TYPES = 3;
+
+const spec: SyncSpec = {
+  replication: 'bench/bench', sourceCluster: 'bench',
+  namespaceSelector: { labelSelector: { matchLabels: { bench: 'true' } } },
+  resourceTypes: ['configmaps', 'services', 'deployments'],
+  plan: { scaleToZero: true, pvc: {}, secretsMode: 'Omit' },
+  git: { path: 'clusters/dr', author: { name: 'bench', email: 'b@x' }, prune: true },
+};
+
+before(async () => {
+  [cluster, git] = await Promise.all([startCluster({ controllerManager: false }), startGitServer()]);
+  const client = await KubeClient.fromFile(cluster.kubeconfigPath, undefined, { qps: 0 });
+  await seedObjects(client, NAMESPACES, PER_NAMESPACE);
+  // One namespace with more ConfigMaps than a LIST page holds (500): read in two pages.
+  await seedObjects(client, 1, 720, undefined, NAMESPACES);
+  // Not selected: never read, never written.
+  await client.request('POST', '/api/v1/namespaces', { metadata: { name: 'other' } });
+  await client.request('POST', '/api/v1/namespaces/other/configmaps', { metadata: { name: 'x' }, data: { a: 'b' } });
+});
+after(async () => {
+  await Promise.all([cluster?.stop(), git?.stop()]);
+  await fs.promises.rm(tmp, { recursive: true, force: true });
+});
+
+const gitOut = (dir: string, ...args: string[]) => execFileSync('git', ['-C', dir, ...args], { encoding: 'utf8' }).trim();
+
+it('streamed and collect-then-render syncs write the same tree; one LIST per type, namespace and page; a no-op resync commits nothing', async () => {
+  const auth = { username: git.user, password: git.password };
+  const streamedUrl = await git.createRepo('streamed');
+  const collectedUrl = await git.createRepo('collected');
+  const streamedRepo = new GitRepo({ url: streamedUrl, branch: 'main', auth, cacheDir: path.join(tmp, 's') });
+  const collectedRepo = new GitRepo({ url: collectedUrl, branch: 'main', auth, cacheDir: path.join(tmp, 'c') });
+
+  const source = await KubeClient.fromFile(cluster.kubeconfigPath, undefined, ONE_SHOT_KUBE_API);
+  const before = { ...source.sent };
+  const streamed = await runSync(spec, { source, repo: streamedRepo });
+  const lists = source.sent.lists - before.lists;
+  const selected = NAMESPACES + 1;
+  // Every type of every selected namespace once, the big namespace's ConfigMaps twice (two pages), and the namespaces themselves once.
+  assert.equal(lists, selected * TYPES + 1 + 1, `LIST requests of the sync (${lists})`);
+  assert.ok(streamed.commit, 'the first sync commits');
+
+  const read = await readSyncSource(spec, { source });
+  const collected = await runSync(spec, { source, repo: collectedRepo, read });
+  assert.ok(collected.commit);
+
+  const sClone = await git.clone('streamed');
+  const cClone = await git.clone('collected');
+  assert.equal(gitOut(sClone, 'rev-parse', 'HEAD^{tree}'), gitOut(cClone, 'rev-parse', 'HEAD^{tree}'), 'the same tree either way');
+  const files = gitOut(sClone, 'ls-tree', '-r', '--name-only', 'HEAD').split('\n');
+  const objects = NAMESPACES * PER_NAMESPACE + 720;
+  // Per folder: namespace.yaml and kustomization.yaml; at the base path: kustomization.yaml.
+  assert.equal(files.length, objects + 2 * selected + 1, 'one file per object, plus the namespace and kustomization files');
+  assert.ok(files.includes(`clusters/dr/${benchNamespace(NAMESPACES)}/configmap-obj-716.yaml`), 'the second page of a LIST is written (ConfigMap 504 of 504)');
+  assert.ok(!files.some((f) => f.startsWith('clusters/dr/other/')), 'an unselected namespace is not written');
+  assert.deepEqual(streamed.counts, collected.counts);
+  assert.equal(Object.values(streamed.counts).reduce((a, b) => a + b, 0), objects);
+  assert.deepEqual(streamed.namespaces.map((n) => n.source), Array.from({ length: selected }, (_, i) => benchNamespace(i)), 'namespaces in order');
+
+  // The bare LIST (the benchmark's baseline) reads the same objects with the same requests.
+  const b2 = source.sent.lists;
+  assert.equal(await listOnly(spec, { source }), objects);
+  assert.equal(source.sent.lists - b2, lists);
+
+  // Nothing changed: no commit, the branch where it was, and again one LIST per type, namespace and page.
+  const b3 = source.sent.lists;
+  const noop = await runSync(spec, { source, repo: streamedRepo });
+  assert.equal(noop.commit, undefined);
+  assert.equal(noop.head, streamed.commit);
+  assert.equal(source.sent.lists - b3, lists);
+
+  // One object changed: a commit with exactly that file.
+  await source.request('PATCH', `/api/v1/namespaces/${benchNamespace(3)}/configmaps/obj-0`, { data: { other: 'changed' } }, 'application/merge-patch+json');
+  const one = await runSync(spec, { source, repo: streamedRepo });
+  assert.ok(one.commit);
+  assert.deepEqual(one.diff, { added: [], changed: [`clusters/dr/${benchNamespace(3)}/configmap-obj-0.yaml`], removed: [] });
+});
+
+/** A GitRepo that counts its pushes and can run `beforePush` once, right before the next one. */
+class CountingRepo extends GitRepo {
+  pushes = 0;
+  beforePush?: () => Promise<void>;
+  override async push(commit: string, expected: string | undefined): Promise<void> {
+    const f = this.beforePush;
+    this.beforePush = undefined;
+    await f?.();
+    this.pushes++;
+    return super.push(commit, expected);
+  }
+}
+
+it('group commit: Replications sharing a repository get a commit each and one push; a push lost to the compare-and-swap is redone, nothing lost', async () => {
+  const auth = { username: git.user, password: git.password };
+  const url = await git.createRepo('group');
+  const repo = new CountingRepo({ url, branch: 'main', auth, cacheDir: path.join(tmp, 'g') });
+  const source = await KubeClient.fromFile(cluster.kubeconfigPath, undefined, ONE_SHOT_KUBE_API);
+  const specFor = (i: number): SyncSpec => ({ ...spec, replication: `dr/rep-${i}`, namespaceSelector: undefined, sourceNamespace: benchNamespace(i) });
+  const jobsFor = async (ids: number[]) => Promise.all(ids.map(async (i) => ({ spec: specFor(i), deps: { source, repo, read: await readSyncSource(specFor(i), { source }) } })));
+  const groups = new SyncGroups();
+
+  // Four syncs queue at once (the repository's lock is taken a turn later): one group, one push.
+  const results = await Promise.all((await jobsFor([0, 1, 2, 3])).map((j) => groups.sync(repo, j)));
+  assert.equal(repo.pushes, 1, 'one push for four syncs');
+  const clone = await git.clone('group');
+  const log = gitOut(clone, 'log', '--format=%H %s').split('\n').reverse();
+  assert.equal(log.length, 4, 'one commit per Replication');
+  for (const [i, r] of results.entries()) {
+    assert.ok(r.commit, `rep-${i} committed`);
+    const line = log.find((l) => l.startsWith(r.commit!));
+    assert.ok(line?.includes(`dr/rep-${i}`), `rep-${i}'s commit names it: ${line}`);
+    const touched = gitOut(clone, 'show', '--name-only', '--format=', r.commit!).split('\n');
+    assert.ok(touched.every((f) => f === 'clusters/dr/kustomization.yaml' || f.startsWith(`clusters/dr/${benchNamespace(i)}/`)), `rep-${i}'s commit touches its folder only`);
+    assert.equal(r.head, results.at(-1)!.head, 'every result reports the pushed tip');
+  }
+
+  // The group's push is rejected (another writer moved the branch): each sync is redone alone, all land.
+  await source.request('PATCH', `/api/v1/namespaces/${benchNamespace(1)}/configmaps/obj-0`, { data: { other: 'g1' } }, 'application/merge-patch+json');
+  await source.request('PATCH', `/api/v1/namespaces/${benchNamespace(2)}/configmaps/obj-0`, { data: { other: 'g2' } }, 'application/merge-patch+json');
+  const other = new GitRepo({ url, branch: 'main', auth, cacheDir: path.join(tmp, 'other') });
+  repo.beforePush = async () => {
+    await source.request('PATCH', `/api/v1/namespaces/${benchNamespace(4)}/configmaps/obj-0`, { data: { other: 'g4' } }, 'application/merge-patch+json');
+    assert.ok((await runSync(specFor(4), { source, repo: other })).commit);
+  };
+  const before = repo.pushes;
+  const second = await runSyncGroup(await jobsFor([1, 2]), repo);
+  assert.deepEqual(second.map((r) => r.status), ['fulfilled', 'fulfilled']);
+  assert.equal(repo.pushes - before, 3, 'the rejected group push, then one push per sync');
+  const clone2 = await git.clone('group');
+  for (const [i, v] of [[1, 'g1'], [2, 'g2'], [4, 'g4']] as const) {
+    const file = fs.readFileSync(path.join(clone2, `clusters/dr/${benchNamespace(i)}/configmap-obj-0.yaml`), 'utf8');
+    assert.match(file, new RegExp(`other: ${v}`), `${benchNamespace(i)} has its change`);
+  }
+});
