@@ -1,5 +1,6 @@
 // Runs one sync (or one LIST pass) in its own process, so its peak RSS is its own; prints JSON.
-// Used by bench/sync.bench.ts; not meant to be run by hand.
+// Used by bench/sync.bench.ts and bench/continuous.bench.ts (which passes its own namespace
+// label and types); not meant to be run by hand.
 import os from 'node:os';
 import { GitRepo } from '../src/adapters/git/repo.ts';
 import { KubeClient, ONE_SHOT_KUBE_API, resourcePath } from '../src/adapters/kube/client.ts';
@@ -7,12 +8,13 @@ import { resolveResourceTypes } from '../src/core/select.ts';
 import { listOnly, resolveNamespaces, runSync } from '../src/sync/engine.ts';
 import type { SyncSpec } from '../src/sync/engine.ts';
 
-const [mode, kubeconfig, url, user, password, cacheDir] = process.argv.slice(2) as [string, string, string, string, string, string];
+const [mode, kubeconfig, url, user, password, cacheDir, label = 'bench=true', types = 'configmaps,services,deployments'] = process.argv.slice(2) as [string, string, string, string, string, string, string?, string?];
+const [labelKey, labelValue] = label.split('=') as [string, string];
 const source = await KubeClient.fromFile(kubeconfig, undefined, ONE_SHOT_KUBE_API); // as `dr-syncer sync`
 const spec: SyncSpec = {
   replication: 'bench/bench', sourceCluster: 'bench',
-  namespaceSelector: { labelSelector: { matchLabels: { bench: 'true' } } },
-  resourceTypes: ['configmaps', 'services', 'deployments'],
+  namespaceSelector: { labelSelector: { matchLabels: { [labelKey]: labelValue } } },
+  resourceTypes: types.split(','),
   plan: { scaleToZero: true, pvc: {}, secretsMode: 'Omit' },
   git: { path: 'clusters/dr', author: { name: 'bench', email: 'b@x' }, prune: true },
 };

@@ -7,7 +7,7 @@
 //
 // The watch predicates live here too: replicationChanged for the Replications themselves, and
 // the source watches (source-watches.ts) count only content changes, not status updates.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { KubeClient } from '../adapters/kube/client.ts';
 import { KubeApiError, resourcePath } from '../adapters/kube/client.ts';
 import type { GitAuth } from '../adapters/git/repo.ts';
@@ -147,6 +147,23 @@ export interface Due {
 }
 
 /**
+ * Marks a recorded status.sourceDigest whose sync was not exact (it had warnings: a failed
+ * LIST, files kept for an unserved type...): the source counts as synced, but the periodic
+ * resync reads it again instead of answering from the watch caches.
+ */
+const INEXACT = '~';
+export const recordedDigest = (d: string | undefined): { digest?: string; exact: boolean } =>
+  d?.endsWith(INEXACT) ? { digest: d.slice(0, -INEXACT.length), exact: false } : { digest: d, exact: d !== undefined };
+
+/**
+ * What a Continuous sync reads, as one digest: the watched source objects (watches.digest) and
+ * the inputs that are not in the Replication's generation (the Git target may come from the
+ * destination RemoteCluster; the source cluster's name is in the files).
+ */
+const syncInputsDigest = (watched: string, p: Pick<Prepared, 'target' | 'sourceName'>): string =>
+  `v2:${createHash('sha256').update(JSON.stringify([watched, canonicalRepoUrl(p.target.url), p.target.branch, normalizeRepoPath(p.target.path), p.sourceName])).digest('base64url')}`;
+
+/**
  * Whether a sync is due, from observed state only. `sourceDigest` is what the source looks
  * like now (Continuous mode), compared with status.sourceDigest from the last successful sync.
  */
@@ -173,7 +190,7 @@ export function syncDue(rep: Replication, now: Date, sourceDigest?: string): Due
     reasons.push([next !== undefined && next <= now, 'scheduled']);
   } else if (mode === 'Continuous') {
     next = new Date((lastSync ?? now).getTime() + parseDuration(spec.continuous?.resyncInterval, 3_600_000));
-    reasons.push([next <= now, 'periodic resync'], [sourceDigest !== undefined && sourceDigest !== status.sourceDigest, 'source changed']);
+    reasons.push([next <= now, 'periodic resync'], [sourceDigest !== undefined && sourceDigest !== recordedDigest(status.sourceDigest).digest, 'source changed']);
   }
   const why = reasons.filter(([v]) => v).map(([, w]) => w);
   return { due: why.length > 0, why: why.join(', ') || undefined, next, manual, syncNow };
@@ -284,7 +301,8 @@ export class ReplicationController {
     let sourceDigest: string | undefined;
     if (mode === 'Continuous') {
       await this.ensureWatches(key, valid.value, p.source);
-      sourceDigest = this.d.watches.digest(key);
+      const watched = this.d.watches.digest(key);
+      sourceDigest = watched === undefined ? undefined : syncInputsDigest(watched, p);
       if (sourceDigest === undefined) {
         // The watches call back once they have listed; until then nothing can be compared.
         const waited = this.d.watches.pendingMs(key);
@@ -683,22 +701,34 @@ export class ReplicationController {
    * sync's commit is not in the cache).
    */
   private async resyncFromCaches(key: string, rep: Replication, p: Prepared): Promise<TimedSyncResult | undefined> {
-    const last = rep.status?.lastCommit;
-    if (!last || !rep.status?.sourceDigest) return undefined;
+    const status = rep.status ?? {};
+    const last = status.lastCommit;
+    // Only after an exact sync, into this target alone (a move to another target is a real
+    // sync), and while every watch follows the source.
+    const targets = status.gitTargets ?? [];
+    const here = { url: p.target.url, branch: p.target.branch, path: p.target.path };
+    if (!last || !recordedDigest(status.sourceDigest).exact || targets.length !== 1 || !sameTarget(targets[0]!, here) || !this.d.watches.healthy(key)) return undefined;
     const startedAt = this.now();
     const t0 = performance.now();
     const parent = normalizeRepoPath(p.syncSpec.git.path);
-    const head = await p.repo.exclusive(async () => {
-      const now = await readRepoState(p.repo, parent, key);
-      const at = await p.repo.snapshotAt(last);
-      if (!at) return undefined;
-      return repoUnchangedSince(await readRepoState(p.repo, parent, key, at), now) ? now.snapshot.commit : undefined;
-    });
+    let head: string | undefined;
+    try {
+      head = await p.repo.exclusive(async () => {
+        const now = await readRepoState(p.repo, parent, key);
+        const at = await p.repo.snapshotAt(last);
+        if (!at) return undefined;
+        return repoUnchangedSince(await readRepoState(p.repo, parent, key, at), now) ? now.snapshot.commit : undefined;
+      });
+    } catch (err) {
+      // A full sync reports what is wrong with the repository, with its reason and Event.
+      this.d.log.debug({ err, replication: key }, 'periodic resync: reading the repository failed; running a full sync');
+      return undefined;
+    }
     if (head === undefined) return undefined;
     const ms = Math.round(performance.now() - t0);
     this.d.log.debug({ replication: key, ms }, 'periodic resync: the watch caches and the repository are as the last sync left them');
     return {
-      head, startedAt, fromCaches: true, durationMs: ms, attempts: 1, phases: { read: 0, fetch: ms, render: 0, write: 0, push: 0 },
+      head, startedAt, fromCaches: true, exact: true, durationMs: ms, attempts: 1, phases: { read: 0, fetch: ms, render: 0, write: 0, push: 0 },
       diff: { added: [], changed: [], removed: [] }, counts: {}, skipped: [], errors: [], warnings: [], notOwned: [], namespaces: [],
     };
   }
@@ -753,7 +783,7 @@ export class ReplicationController {
       lastError: partial ? { message: errorText, reason: failReason, time: rfc3339(now) } : undefined,
       // Only a complete sync covers the source as it was: a partial one is retried.
       ...(partial ? {} : {
-        sourceDigest: o.sourceDigest,
+        sourceDigest: o.sourceDigest === undefined ? undefined : `${o.sourceDigest}${r.exact ? '' : INEXACT}`,
         ...(o.manual !== undefined ? { lastManualSync: o.manual } : {}),
         lastSyncStartTime: rfc3339(r.startedAt),
         syncHistory: r.head ? recordHistory(rep.status?.syncHistory, r.head, r.startedAt) : rep.status?.syncHistory,

@@ -174,6 +174,12 @@ export class SourceWatches {
     return !r || r.keys.every((k) => this.shared.get(k)?.informer.hasSynced() ?? false);
   }
 
+  /** Every watch of the Replication listed, and none failing since: the caches follow the source. */
+  healthy(replication: string): boolean {
+    const r = this.regs.get(replication);
+    return !!r && r.keys.every((k) => this.shared.get(k)?.informer.healthy() ?? false);
+  }
+
   /** The namespaces the Replication's namespace watch holds now (not being deleted). */
   selectedNamespaces(replication: string): Set<string> {
     const r = this.regs.get(replication);

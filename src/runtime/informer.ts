@@ -97,6 +97,8 @@ export class Informer<T extends KubeObject = KubeObject> {
   private failures = 0;
   private readonly stopCtl = new AbortController();
   private loop: Promise<void> | undefined;
+  /** A LIST or watch failed (or stalled) and none has succeeded since. */
+  private failing = false;
   private resyncTimer: NodeJS.Timeout | undefined;
   private syncWaiters = new Set<{ resolve: () => void; reject: (err: unknown) => void }>();
 
@@ -162,6 +164,11 @@ export class Informer<T extends KubeObject = KubeObject> {
   }
 
   /** True once the first LIST has been applied to the cache. */
+  /** Listed, and nothing has failed since its last good LIST or watch: the cache follows the server. */
+  healthy(): boolean {
+    return this.hasSynced() && !this.failing;
+  }
+
   hasSynced(): boolean {
     return this.synced;
   }
@@ -228,6 +235,7 @@ export class Informer<T extends KubeObject = KubeObject> {
       if (needList) {
         try {
           await this.relist();
+          this.failing = false;
           needList = false;
           justListed = true;
         } catch (err) {
@@ -252,6 +260,7 @@ export class Informer<T extends KubeObject = KubeObject> {
           break;
         case 'stalled':
           this.stats.stalls++;
+          this.failing = true;
           this.log.warn({ stallTimeoutMs: this.stallTimeoutMs, resourceVersion: this.resourceVersion }, 'watch stalled; restarting it');
           break;
         case 'gone':
@@ -274,6 +283,7 @@ export class Informer<T extends KubeObject = KubeObject> {
 
   private async backoff(err: unknown, msg: string): Promise<void> {
     this.failures++;
+    this.failing = true;
     const d = Math.min(this.backoffMaxMs, this.backoffInitialMs * 2 ** (this.failures - 1));
     const delayMs = Math.round(d / 2 + (Math.random() * d) / 2);
     this.log.warn({ err, failures: this.failures, delayMs }, `${msg}; retrying`);
@@ -357,6 +367,8 @@ export class Informer<T extends KubeObject = KubeObject> {
         const err = statusError(status, body, url);
         return failed(err, !(status === 429 || status >= 500));
       }
+      // The watch is open again, from the resourceVersion the cache is at: it follows the server.
+      this.failing = false;
       res.setEncoding('utf8'); // a string decoder: multi-byte characters split across chunks stay intact
       let pending = '';
       const handle = (line: string): boolean => {

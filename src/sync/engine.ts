@@ -83,6 +83,10 @@ export interface SyncResult {
    * render (transform, render and hash each namespace, as it arrives), write (the trees and the
    * objects), push. */
   phases: Record<'read' | 'fetch' | 'render' | 'write' | 'push', number>;
+  /** No warning and no error: nothing was kept as it was for want of a read (a failed LIST, a
+   * group that did not answer discovery, files of an unserved type, a folder not owned), so
+   * the repository holds exactly the source as read. */
+  exact: boolean;
   /** With dryRun: every file the commit would add, change or remove (the base path's
    * kustomization.yaml too), with its content before and after; empty when nothing would change. */
   changes?: FileChange[];
@@ -158,6 +162,8 @@ export interface SourceRead {
 /** A read in progress: the namespaces come out in order, each once all its types are listed. */
 interface SourceStream extends Omit<SourceRead, 'namespaces'> {
   namespaces: AsyncIterable<SourceNamespace>;
+  /** Stops the LISTs still in flight (the sync stopped early); nothing else. */
+  cancel(): void;
 }
 
 /** Namespaces whose LISTs are in flight at once, ahead of the one being rendered. */
@@ -209,12 +215,13 @@ async function openSource(client: KubeClient, spec: SyncSpec, log: Logger): Prom
   const frozen = resolvedNamespaces.filter((t) => t.terminating).map((t) => t.destination);
   for (const t of resolvedNamespaces.filter((x) => x.terminating)) warnings.push(`namespace ${t.source} is being deleted at the source; its DR folder is left as it was`);
   const types = resolved.types.filter((rt) => readsType(spec.plan.secretsMode, rt));
+  const stop = new AbortController();
   const listNamespace = async (t: ResolvedNamespace): Promise<SourceNamespace> => {
     const failedTypes: ResourceType[] = [];
     const nsWarnings: (string | undefined)[] = [];
     const lists = await Promise.all(types.map(async (rt, i) => {
       try {
-        return (await client.list(resourcePath(rt, t.source))).items;
+        return (await client.list(resourcePath(rt, t.source), {}, undefined, stop.signal)).items;
       } catch (err) {
         failedTypes.push(rt);
         const msg = err instanceof Error ? err.message : String(err);
@@ -226,7 +233,7 @@ async function openSource(client: KubeClient, spec: SyncSpec, log: Logger): Prom
     return { ...t, listed: lists.flat(), failedTypes, warnings: nsWarnings.filter((w) => w !== undefined) };
   };
   const served = new Set(discovery.types.filter((t) => t.namespaced && !t.resource.includes('/')).map((t) => typeKeyOf(t)));
-  return { namespaces: listAhead(targets, listNamespace, LIST_AHEAD), frozen, served, warnings };
+  return { namespaces: listAhead(targets, listNamespace, LIST_AHEAD), frozen, served, warnings, cancel: () => stop.abort() };
 }
 
 /**
@@ -254,7 +261,7 @@ function listAhead<T, R>(items: readonly T[], read: (item: T) => Promise<R>, ahe
 }
 
 async function readSource(client: KubeClient, spec: SyncSpec, log: Logger): Promise<SourceRead> {
-  const stream = await openSource(client, spec, log);
+  const { cancel: _, ...stream } = await openSource(client, spec, log);
   const namespaces: SourceNamespace[] = [];
   for await (const ns of stream.namespaces) namespaces.push(ns);
   return { ...stream, namespaces };
@@ -566,10 +573,10 @@ async function renderSync(spec: SyncSpec, deps: SyncDeps, src: SourceStream, sta
   const diff = tree === state.snapshot.tree ? { added: [], changed: [], removed: [] } : diffFiles(before, after);
   const counts = Object.fromEntries(Object.entries(written).sort(([a], [b]) => a.localeCompare(b)));
   phases.write += Math.round(performance.now() - mark);
-  return { tree, base: { diff, counts, skipped, errors, warnings, attempts: attempt, phases, notOwned, namespaces } };
+  return { tree, base: { diff, counts, skipped, errors, warnings, attempts: attempt, phases, notOwned, namespaces, exact: warnings.length === 0 && errors.length === 0 } };
 }
 
-const streamOf = (read: SourceRead): SourceStream => ({ ...read, namespaces: toAsync(read.namespaces) });
+const streamOf = (read: SourceRead): SourceStream => ({ ...read, namespaces: toAsync(read.namespaces), cancel: () => {} });
 
 export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResult> {
   const started = Date.now();
@@ -589,13 +596,29 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
   // The source and the repository are read at the same time: neither needs the other. The
   // namespaces stream in: each is rendered and hashed while the next ones are listed.
   const openSrc = () => openSyncSource(spec, { source: deps.source, log });
-  let [src, state] = await timed('fetch', Promise.all([deps.read ? streamOf(deps.read) : openSrc(), readRepoState(deps.repo, parent, spec.replication)]));
+  const readBoth = async (read?: SourceRead): Promise<[SourceStream, RepoState]> => {
+    const opening = read ? Promise.resolve(streamOf(read)) : openSrc();
+    try {
+      return await timed('fetch', Promise.all([opening, readRepoState(deps.repo, parent, spec.replication)]));
+    } catch (err) {
+      // The repository could not be read: the LISTs already started stop.
+      void opening.then((s) => s.cancel(), () => {});
+      throw err;
+    }
+  };
+  let [src, state] = await readBoth(deps.read);
   const maxAttempts = deps.maxAttempts ?? 5;
   for (let attempt = 1; ; attempt++) {
     // The branch moved: someone may have written a newer read of the same source there, so
     // read the source again too; re-rendering the old read could roll that back.
-    if (attempt > 1) [src, state] = await timed('fetch', Promise.all([openSrc(), readRepoState(deps.repo, parent, spec.replication)]));
-    const { tree, base } = await renderSync(spec, deps, src, state, phases, attempt);
+    if (attempt > 1) [src, state] = await readBoth();
+    let rendered: RenderedSync;
+    try {
+      rendered = await renderSync(spec, deps, src, state, phases, attempt);
+    } finally {
+      src.cancel();
+    }
+    const { tree, base } = rendered;
 
     if (tree === state.snapshot.tree) {
       return { ...base, head: state.snapshot.commit, durationMs: Date.now() - started, ...(deps.dryRun ? { changes: [] } : {}) };
@@ -686,13 +709,19 @@ export async function runSyncGroup(jobs: readonly GroupSync[], repo: GitRepo): P
         jobs[out.indexOf(r)]!.deps.log?.info({ commit: r.value.commit, group: committed.length }, 'committed');
       }
     } catch (err) {
+      // Every sync from the first commit on was judged on top of commits that did not land
+      // (a sync with nothing to change too: its head would name one).
+      const affected = out.map((r, i) => (r?.status === 'fulfilled' && i >= committed[0]! ? i : -1)).filter((i) => i >= 0);
       if (!(err instanceof PushConflictError)) {
-        for (const i of committed) out[i] = { status: 'rejected', reason: err };
+        for (const i of affected) out[i] = { status: 'rejected', reason: err };
       } else {
         // The branch moved under the group: each sync on its own, as if there were no group.
-        for (const i of committed) {
+        for (const i of affected) {
           const { read: _stale, ...deps } = jobs[i]!.deps;
-          out[i] = await runSync(jobs[i]!.spec, { ...deps, repo }).then((value) => ({ status: 'fulfilled' as const, value }), (reason: unknown) => ({ status: 'rejected' as const, reason }));
+          out[i] = await runSync(jobs[i]!.spec, { ...deps, repo }).then(
+            (value) => ({ status: 'fulfilled' as const, value: { ...value, attempts: value.attempts + 1 } }),
+            (reason: unknown) => ({ status: 'rejected' as const, reason }),
+          );
         }
       }
     }

@@ -167,6 +167,41 @@ describe('the operator', () => {
     assert.ok(commits.length <= 2, `a burst of 15 changes made ${commits.length} commits`);
   });
 
+  it('Continuous: the periodic resync is answered from the watch caches (no LIST) while the repository is as the last sync left it; a repository edited behind its back is repaired', async () => {
+    // LimitRanges: no other Replication here reads them, so the API server's LIST count is this one's.
+    const lists = async () => {
+      const text = (await kubectl(src.kubeconfigPath, ['get', '--raw', '/metrics'])).stdout;
+      return [...text.matchAll(/^apiserver_request_total\{([^}]*)\} (\d+)/gm)]
+        .filter(([, labels]) => labels!.includes('verb="LIST"') && labels!.includes('resource="limitranges"'))
+        .reduce((a, [, , n]) => a + Number(n), 0);
+    };
+    await srcApply('{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"resync"}}');
+    await srcApply('{"apiVersion":"v1","kind":"LimitRange","metadata":{"name":"lr","namespace":"resync"},"spec":{"limits":[{"type":"Container","max":{"cpu":"2"}}]}}');
+    await ctlApply(replication('resync', { sourceNamespace: 'resync', resourceTypes: ['limitranges'], mode: 'Continuous', continuous: { debounce: '200ms', resyncInterval: '2s' } }));
+    const first = await until('first sync', async () => {
+      const s = (await getRep('resync')).status;
+      return s?.phase === 'Synced' && s.lastCommit ? s : undefined;
+    });
+    const listsBefore = await lists();
+    const resynced = await until('two periodic resyncs', async () => {
+      const s = (await getRep('resync')).status;
+      return s?.lastSyncTime && Date.parse(s.lastSyncTime) >= Date.parse(first.lastSyncTime!) + 4000 ? s : undefined;
+    }, 20_000);
+    assert.equal(await lists(), listsBefore, 'no LIST of the source during the resyncs');
+    assert.equal(resynced.phase, 'Synced');
+    assert.deepEqual(resynced.resources?.map((r) => [r.kind, r.count]), [['LimitRange', 1]], 'the counts of the last full sync are kept');
+    assert.equal(resynced.conditions?.find((c) => c.type === 'Synced')?.reason, 'UpToDate');
+
+    // Someone deletes the file in the DR repository: the next periodic resync reads the source and restores it.
+    const clone = await git.clone('dr');
+    await fs.promises.rm(path.join(clone, 'ctl/resync/resync/limitrange-lr.yaml'));
+    await git.git(['-c', 'user.name=t', '-c', 'user.email=t@x', 'commit', '-qam', 'someone edits the DR repository by hand'], clone);
+    await git.git(['push', '-q', 'origin', 'HEAD:main'], clone);
+    await until('the file restored by a periodic resync', async () => (await repoFiles('ctl/resync/resync')).includes('limitrange-lr.yaml'), 20_000);
+    assert.ok(await lists() > listsBefore, 'that resync read the source');
+    await kubectl(ctl.kubeconfigPath, ['-n', 'dr-syncer', 'patch', 'replication', 'resync', '--type=merge', '-p', '{"spec":{"paused":true}}']);
+  });
+
   it('Scheduled: syncs at creation, not before its tick, and shows nextSyncTime', async () => {
     await srcApply('{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"sched"}}');
     await srcApply('{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"sched"},"data":{"v":"1"}}');

@@ -284,6 +284,7 @@ void describe('Informer watch stream parsing (fake client)', { timeout: 20_000 }
     const lists = [[cm('a', '1')], [cm('a', '1'), cm('b', '2')], [cm('b', '3')]];
     let listCalls = 0;
     let rawCalls = 0;
+    let healthyAfterRefusal: boolean | undefined;
     const stream = (status: number, body?: string): http.IncomingMessage => {
       const s = new Readable({ read() {} });
       if (body !== undefined) {
@@ -303,6 +304,7 @@ void describe('Informer watch stream parsing (fake client)', { timeout: 20_000 }
         if (rawCalls === 1) return Promise.resolve(stream(410, JSON.stringify({ kind: 'Status', code: 410, reason: 'Gone' })));
         if (rawCalls === 2) return Promise.resolve(stream(200, JSON.stringify({ type: 'ERROR', object: { kind: 'Status', code: 500, message: 'etcd down' } }) + '\n'));
         if (rawCalls === 3) return Promise.reject(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }));
+        healthyAfterRefusal ??= inf.healthy(); // the fourth watch, before it is open
         return Promise.resolve(stream(200)); // open and silent
       },
     };
@@ -313,6 +315,8 @@ void describe('Informer watch stream parsing (fake client)', { timeout: 20_000 }
     await assert.rejects(inf.waitForSync(ac.signal), /gave up/, 'waitForSync honours its signal');
     inf.start();
     await until('the fourth watch', () => rawCalls >= 4, 3_000);
+    await until('healthy again once a watch is open', () => inf.healthy(), 3_000);
+    assert.equal(healthyAfterRefusal, false, 'not healthy while its watch cannot connect');
     assert.deepEqual(inf.stats, { lists: 3, watches: 4, gone: 1, stalls: 0, errors: 2 });
     assert.deepEqual(summary(events), ['add a *', 'add b', 'update b', 'delete a *']);
     assert.equal(inf.lastResourceVersion(), '30', 'after ECONNREFUSED the watch resumes from the last list');

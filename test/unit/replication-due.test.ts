@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Replication } from '../../src/api/v1alpha1/index.ts';
-import { replicationChanged, syncDue } from '../../src/controllers/replication.ts';
+import { recordedDigest, replicationChanged, syncDue } from '../../src/controllers/replication.ts';
 import { contentDigest } from '../../src/controllers/source-watches.ts';
 
 const now = new Date('2026-03-01T12:00:30Z');
@@ -26,6 +26,15 @@ describe('syncDue', () => {
     assert.deepEqual([syncDue(r, now, 'v1:b').due, syncDue(r, now, 'v1:b').why], [true, 'source changed']);
     // A restart: the caches list again and the digest is the same: nothing to do.
     assert.equal(syncDue(structuredClone(r), now, 'v1:a').due, false);
+  });
+
+  it('a digest recorded by a sync with warnings (not exact) still counts as synced, but marks the sync not exact', () => {
+    const r = rep({ mode: 'Continuous' }, { ...synced, sourceDigest: 'v1:a~' });
+    assert.equal(syncDue(r, now, 'v1:a').due, false, 'no sync loop after a sync with warnings');
+    assert.equal(syncDue(r, now, 'v1:b').why, 'source changed');
+    assert.deepEqual(recordedDigest('v1:a~'), { digest: 'v1:a', exact: false });
+    assert.deepEqual(recordedDigest('v1:a'), { digest: 'v1:a', exact: true });
+    assert.deepEqual(recordedDigest(undefined), { digest: undefined, exact: false });
   });
 
   it('a failed last sync stays due until one succeeds (in every mode but Manual, whose trigger stays pending)', () => {

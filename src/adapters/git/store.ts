@@ -241,7 +241,7 @@ export class ObjectStore {
         await fs.promises.writeFile(tmp, encodeLoose(o.type, o.data));
         await fs.promises.rename(tmp, file);
       }));
-      for (const o of batch.values()) this.addPending({ type: o.type, data: o.data }, o.oid);
+      for (const o of batch.values()) this.addPending({ type: o.type, data: o.data }, o.oid, o.packed);
       return;
     }
     const packed = [...batch.values()].map((o) => o.packed ?? packObject(o.type, o.data, o.oid));
