@@ -2,7 +2,11 @@
 // repository on a real git http-backend, then a no-op pass and a one-file change, each in its
 // own process with a warm cache directory, as the controller's syncs would be.
 //
-//   npx tsx bench/git.bench.ts [--namespaces 100] [--per-namespace 100]
+//   npx tsx bench/git.bench.ts [--namespaces 100] [--per-namespace 100] [--commits 1000]
+//
+// --commits K then makes K more commits of the same size (one file changed in one folder), as
+// a controller does with its warm cache (one GitRepo, one process), and compares the last ones
+// with the first ones; a one-shot process (as `dr-syncer sync`) is timed before and after too.
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -14,7 +18,7 @@ import { startGitServer } from '../test/env/git-server.ts';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { namespaces: { type: 'string', default: '100' }, 'per-namespace': { type: 'string', default: '100' } },
+  options: { namespaces: { type: 'string', default: '100' }, 'per-namespace': { type: 'string', default: '100' }, commits: { type: 'string', default: '0' } },
 });
 const N = Number(values.namespaces);
 const M = Number(values['per-namespace']);
@@ -71,6 +75,32 @@ async function child(url: string, user: string, password: string, cacheDir: stri
   console.log(JSON.stringify({ ms: Math.round(performance.now() - t0), phases, commit: commit ?? null, maxRssMB: Math.round(process.resourceUsage().maxRSS / 1024) }));
 }
 
+/** K commits of one changed file each, in one process with a warm cache; times each from fetch to push. */
+async function manyCommits(url: string, user: string, password: string, cacheDir: string, k: number, step: (name: string, tag: string) => Promise<void>): Promise<void> {
+  await step('one-shot', ' before');
+  const repo = new GitRepo({ url, branch: 'main', auth: { username: user, password }, cacheDir });
+  const base = folders('');
+  const folder = 'clusters/dr/bench-000';
+  const files = base.get(folder)!;
+  const ms: number[] = [];
+  for (let i = 1; i <= k; i++) {
+    const t0 = performance.now();
+    const snap = await repo.fetch();
+    const changed = new Map(files);
+    changed.set('configmap-obj-0.yaml', `${files.get('configmap-obj-0.yaml')}# commit ${i}\n`);
+    const tree = await repo.buildTree(snap.tree, 'clusters/dr', new Map([[folder, changed]]), async (entries) => new Map([['kustomization.yaml', entries.filter((e) => e.type === 'tree').map((e) => e.path).sort().join('\n')]]));
+    const commit = await repo.commit(tree, snap.commit, `commit ${i}`, { name: 'b', email: 'b@x' }, new Date());
+    await repo.push(commit, snap.commit);
+    ms.push(performance.now() - t0);
+    if (i % 100 === 0) console.error(`[bench] ${i} commits`);
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const first = median(ms.slice(0, 20));
+  const last = median(ms.slice(-20));
+  console.log(`commit #1: ${ms[0]!.toFixed(1)} ms, #${k}: ${ms[k - 1]!.toFixed(1)} ms; median of the first 20 ${first.toFixed(1)} ms, of the last 20 ${last.toFixed(1)} ms = ${(last / first).toFixed(2)}x (goal <= 1.5x)`);
+  await step('one-shot', ' after');
+}
+
 if (positionals[0] === 'child') {
   const [, url, user, password, cacheDir, tag] = positionals as [string, string, string, string, string, string];
   await child(url, user, password, cacheDir, tag);
@@ -90,6 +120,8 @@ if (positionals[0] === 'child') {
     await step('no-op', '');
     await step('one-file', ' changed');
     await step('no-op', ' changed');
+    const K = Number(values.commits);
+    if (K > 0) await manyCommits(url, git.user, git.password, cacheDir, K, step);
   } finally {
     await git.stop();
     await fs.promises.rm(cacheDir, { recursive: true, force: true });

@@ -4,7 +4,9 @@
 // from creating the Replications until every one reports its sync in status, the pushes (the
 // branch's reflog on the server) and the commits, and that every status is right.
 //
-//   npx tsx bench/replications.bench.ts [--replications 50] [--per-replication 200] [--workers 4]
+//   npx tsx bench/replications.bench.ts [--replications 50] [--per-replication 200] [--workers 4] [--qps N --burst M]
+//
+// --qps/--burst set the controller's client-side rate limit (default: the controller's, 20/s burst 30).
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -19,11 +21,11 @@ const run = promisify(execFile);
 const { values } = parseArgs({
   options: {
     replications: { type: 'string', default: '50' }, 'per-replication': { type: 'string', default: '200' },
-    workers: { type: 'string', default: '4' }, help: { type: 'boolean', default: false },
+    workers: { type: 'string', default: '4' }, qps: { type: 'string' }, burst: { type: 'string' }, help: { type: 'boolean', default: false },
   },
 });
 if (values.help) {
-  console.log('usage: npx tsx bench/replications.bench.ts [--replications N] [--per-replication M] [--workers W]');
+  console.log('usage: npx tsx bench/replications.bench.ts [--replications N] [--per-replication M] [--workers W] [--qps N --burst M]');
   process.exit(0);
 }
 const R = Number(values.replications);
@@ -53,6 +55,7 @@ try {
   log('compiling (tsc -> dist/)');
   await run(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', path.join(root, 'tsconfig.json')]);
   ctl = spawn(process.execPath, [path.join(root, 'dist/src/cli/main.js'), 'controller', '--kubeconfig', cluster.kubeconfigPath, '--workers', values.workers!,
+    ...(values.qps ? ['--kube-api-qps', values.qps] : []), ...(values.burst ? ['--kube-api-burst', values.burst] : []),
     '--metrics-bind-address', '127.0.0.1:0', '--health-probe-bind-address', '127.0.0.1:0', '--cache-dir', tmp, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] });
 
   const create = (ns: 'one' | 'many', name: string, select: Record<string, unknown>) => client.request('POST', `/apis/dr-syncer.io/v1alpha1/namespaces/${ns}/replications`, {
@@ -108,7 +111,7 @@ try {
   const rows = [
     ['one Replication, all objects', `${(oneMs / 1000).toFixed(2)} s (${(await reflog('one')).length - pushesBefore} push)`],
     [`${R} Replications at once`, `${(manyMs / 1000).toFixed(2)} s = ${(manyMs / oneMs).toFixed(2)}x one (goal <= 1.5x)`],
-    ['commits / pushes', `${commits.length} commits in ${pushes} pushes (workers ${values.workers})`],
+    ['commits / pushes', `${commits.length} commits in ${pushes} pushes (workers ${values.workers}, client-side limit ${values.qps ?? 'default'}/s burst ${values.burst ?? 'default'})`],
     ['files on the branch', `${finalFiles} (expected ${R * (M + 2) + 1})`],
     ['statuses', wrong.length ? `WRONG: ${wrong.slice(0, 5).join('; ')}` : `all ${R} Synced, each commit on the branch with its ${M} objects`],
   ];

@@ -604,10 +604,18 @@ export class ReplicationController {
    */
   private async holdCredentials(namespace: string, secretName: string): Promise<void> {
     const p = `/api/v1/namespaces/${encodeURIComponent(namespace)}/secrets/${encodeURIComponent(secretName)}`;
-    const secret = await this.d.client.get<SecretObject>(p);
-    const finalizers = secret.metadata.finalizers ?? [];
-    if (!secret.metadata.deletionTimestamp && !finalizers.includes(CREDENTIALS_FINALIZER)) {
-      await this.d.client.request('PATCH', p, { metadata: { finalizers: [...finalizers, CREDENTIALS_FINALIZER], resourceVersion: secret.metadata.resourceVersion } }, 'application/merge-patch+json');
+    // Replications sharing the Secret add the finalizer at the same time: a conflict is read again
+    // (the other one has usually added it), not a failed sync.
+    for (let attempt = 1; ; attempt++) {
+      const secret = await this.d.client.get<SecretObject>(p);
+      const finalizers = secret.metadata.finalizers ?? [];
+      if (secret.metadata.deletionTimestamp || finalizers.includes(CREDENTIALS_FINALIZER)) return;
+      try {
+        await this.d.client.request('PATCH', p, { metadata: { finalizers: [...finalizers, CREDENTIALS_FINALIZER], resourceVersion: secret.metadata.resourceVersion } }, 'application/merge-patch+json');
+        return;
+      } catch (err) {
+        if (!(err instanceof KubeApiError && err.status === 409) || attempt >= 5) throw err;
+      }
     }
   }
 
@@ -770,7 +778,8 @@ export class ReplicationController {
       lastSyncTime: rfc3339(now),
       lastSyncDuration: seconds(r.durationMs),
       nextSyncTime: o.next ? rfc3339(o.next) : undefined,
-      lastCommit: r.head ?? rep.status?.lastCommit,
+      // Its own commit (in a group commit the branch tip is another Replication's), else the tip.
+      lastCommit: r.commit ?? r.head ?? rep.status?.lastCommit,
       // A resync from the caches read nothing: what the last sync counted still holds.
       ...(r.fromCaches ? {} : {
         resources: Object.entries(r.counts).map(([gk, count]) => {
@@ -786,7 +795,7 @@ export class ReplicationController {
         sourceDigest: o.sourceDigest === undefined ? undefined : `${o.sourceDigest}${r.exact ? '' : INEXACT}`,
         ...(o.manual !== undefined ? { lastManualSync: o.manual } : {}),
         lastSyncStartTime: rfc3339(r.startedAt),
-        syncHistory: r.head ? recordHistory(rep.status?.syncHistory, r.head, r.startedAt) : rep.status?.syncHistory,
+        syncHistory: (r.commit ?? r.head) ? recordHistory(rep.status?.syncHistory, (r.commit ?? r.head)!, r.startedAt) : rep.status?.syncHistory,
       }),
     }, [
       partial ? { type: 'Synced', status: 'False', reason: failReason, message: errorText } : { type: 'Synced', status: 'True', reason: r.commit ? 'Committed' : 'UpToDate', message: message + warn },
