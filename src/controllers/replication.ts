@@ -223,7 +223,14 @@ export class ReplicationController {
     const rep = structuredClone(cached); // the informer's copy is shared and read-only
     if (rep.metadata.deletionTimestamp) return this.finalize(key, rep, signal);
     if (!(rep.metadata.finalizers ?? []).includes(FINALIZER)) {
-      await this.patch(rep, { metadata: { finalizers: [...(rep.metadata.finalizers ?? []), FINALIZER], resourceVersion: rep.metadata.resourceVersion } });
+      try {
+        await this.patch(rep, { metadata: { finalizers: [...(rep.metadata.finalizers ?? []), FINALIZER], resourceVersion: rep.metadata.resourceVersion } });
+      } catch (err) {
+        // The cache is behind the object (our own write a moment ago): once it has caught up,
+        // the reconcile starts again from it. Not a failure to back off from or to log.
+        if (!(err instanceof KubeApiError && err.status === 409)) throw err;
+        return { requeueAfterMs: 250 };
+      }
     }
     const update: StatusUpdate = { fields: {}, conditions: [] };
     let failed = false;
