@@ -760,10 +760,11 @@ async function importImage(socket: string, img: BuiltImage): Promise<void> {
     const res = await run('ctr', args);
     if (res.code === 0) return;
     // Seen here about once in ten starts, on a containerd that just started: "content digest
-    // sha256:…: not found" (the same import then works): retry that one.
-    if (attempt < 4 && /content digest .* not found/.test(res.stderr)) {
-      if (process.env.TESTENV_VERBOSE === '1') process.stderr.write(`[testenv] retrying ctr import (${res.stderr.trim()})\n`);
-      await sleep(500 * attempt);
+    // sha256:…: not found" (the same import then works); once it lasted through 4 tries over 3 s
+    // (a CI run of 2026-12-02): retried for ~20 s, each retry said on stderr.
+    if (attempt < 9 && /content digest .* not found/.test(res.stderr)) {
+      process.stderr.write(`[testenv] ctr import into ${socket} failed (${res.stderr.trim()}); retry ${attempt}\n`);
+      await sleep(Math.min(3000, 500 * attempt));
       continue;
     }
     throw new Error(`ctr images import ${img.archive} failed (exit ${res.code}): ${res.stderr.trim()}`);
