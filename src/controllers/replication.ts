@@ -476,7 +476,7 @@ export class ReplicationController {
       'syncs are paused until spec.failover.active is false (dr-syncer failback)';
     set({
       phase: 'FailedOver', nextSyncTime: undefined, lastError: undefined,
-      failover: { ...base, state: 'FailedOver', failoverTime: at, failoverCommit: commit, workloads: r.commit ? r.workloads.length : st.workloads ?? r.workloads.length, sourceScaledDown, message },
+      failover: { ...base, state: 'FailedOver', failoverTime: at, failoverCommit: commit, workloads: r.commit ? r.workloads.length : st.workloads ?? r.inRole, sourceScaledDown, message },
     }, [{ type: 'Ready', status: 'True', reason: 'FailedOver', message }]);
     return;
   }

@@ -51,6 +51,8 @@ export interface RoleCommitResult {
   /** The branch tip afterwards. */
   head?: string;
   workloads: WorkloadChange[];
+  /** Workloads that have the role afterwards (a retry that finds the commit made counts them from the repository). */
+  inRole: number;
   diff: FileDiff;
   /** Old and new content of each changed file (for a dry run's patch). */
   changes: FileChange[];
@@ -90,7 +92,8 @@ export async function commitRole(spec: RoleCommitSpec, deps: RoleCommitDeps): Pr
     }
     const change = changeRole(contents, spec.role, spec.scaleToZero);
     const changes: FileChange[] = [...change.files].map(([p, after]) => ({ path: p, before: contents.get(p), after }));
-    const base = { workloads: change.workloads, all, changes, diff: { added: [], changed: [...change.files.keys()].sort(), removed: [] }, attempts: attempt };
+    const inRole = changeRole(new Map([...contents, ...change.files]), spec.role === 'active' ? 'standby' : 'active', spec.scaleToZero).workloads.length;
+    const base = { workloads: change.workloads, inRole, all, changes, diff: { added: [], changed: [...change.files.keys()].sort(), removed: [] }, attempts: attempt };
     if (change.files.size === 0 || deps.dryRun) return { ...base, head: state.snapshot.commit };
 
     // Whole folders go to buildTree: unchanged files keep their blobs.
