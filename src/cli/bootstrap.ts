@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { RemoteCluster, Replication } from '../api/v1alpha1/index.ts';
+import { errorMessage as message } from '../util/errors.ts';
 
 export const BOOTSTRAP_HELP = `Usage: dr-syncer bootstrap flux|argocd <remotecluster> [options]
 
@@ -46,7 +47,6 @@ function defaultKubeconfig(): string {
   return process.env.KUBECONFIG?.split(path.delimiter)[0] || path.join(os.homedir(), '.kube', 'config');
 }
 
-const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 export async function runBootstrapCommand(argv: string[]): Promise<number> {
   let parsed;

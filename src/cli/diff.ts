@@ -16,6 +16,7 @@ import { syncSpecFor } from '../sync/spec.ts';
 import { DIFF_HELP } from './diff-help.ts';
 import type { ReplicationContext } from './replication-context.ts';
 import { CLUSTER_OPTIONS, CommandError, ControllerCluster } from './replication-context.ts';
+import { errorMessage as message } from '../util/errors.ts';
 
 /** Exit codes, as kubectl diff's: differences are 1, failures above 1. */
 export const EXIT = { same: 0, differ: 1, badInput: 2, failed: 3 } as const;
@@ -23,7 +24,6 @@ export const EXIT = { same: 0, differ: 1, badInput: 2, failed: 3 } as const;
 /** Sync failures that the Replication or its Secrets must fix, not a cluster or the repository. */
 const BAD_INPUT_REASONS = new Set(['UnknownResourceTypes', 'InvalidSpec', 'SourceNamespaceNotFound', 'DigestKeyInvalid', 'SecretsModeUnsupported']);
 
-const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 export function exitCodeFor(err: unknown): number {
   if (err instanceof CommandError) return err.exitCode === 2 ? EXIT.badInput : EXIT.failed;

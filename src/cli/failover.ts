@@ -9,9 +9,9 @@ import type { Replication } from '../api/v1alpha1/index.ts';
 import { FAILBACK_HELP, FAILOVER_HELP } from './failover-help.ts';
 import type { ReplicationContext } from './replication-context.ts';
 import { CLUSTER_OPTIONS, CommandError, ControllerCluster } from './replication-context.ts';
+import { errorMessage as message } from '../util/errors.ts';
 
 type Action = 'failover' | 'failback';
-const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 export const runFailoverCommand = (argv: string[]): Promise<number> => run('failover', argv);
 export const runFailbackCommand = (argv: string[]): Promise<number> => run('failback', argv);

@@ -9,6 +9,7 @@ import type { KubeClient } from '../adapters/kube/client.ts';
 import type { GitRepo } from '../adapters/git/repo.ts';
 import type { RemoteCluster, Replication } from '../api/v1alpha1/index.ts';
 import type { GitTarget } from '../sync/spec.ts';
+import { errorMessage as message } from '../util/errors.ts';
 
 /** A failure with the exit code the command returns: 2 for input the user must fix, 1 otherwise. */
 export class CommandError extends Error {
@@ -42,7 +43,6 @@ export function defaultKubeconfig(): string {
 }
 
 const API = '/apis/dr-syncer.io/v1alpha1';
-const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 export class ControllerCluster {
   private constructor(

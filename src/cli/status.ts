@@ -14,8 +14,8 @@ import type { Measured } from '../controllers/readiness.ts';
 import type { GitTarget } from '../sync/spec.ts';
 import { STATUS_HELP } from './status-help.ts';
 import { CLUSTER_OPTIONS, CommandError, ControllerCluster, ReplicationContext } from './replication-context.ts';
+import { errorMessage as message } from '../util/errors.ts';
 
-const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 const DURATION = /^(\d+(\.\d+)?(ms|s|m|h))+$/;
 
 export interface StatusRow {

@@ -29,6 +29,7 @@ import type { ClusterClients } from './clusters.ts';
 import { rfc3339 } from './conditions.ts';
 import type { SyncMetrics } from './metrics.ts';
 import { parseDuration } from './schedule.ts';
+import { errorMessage as message } from '../util/errors.ts';
 
 export const DEFAULT_OBJECTIVE_MS = 3_600_000;
 const DEFAULT_INTERVAL_MS = 30_000;
@@ -40,7 +41,6 @@ const MAX_WALK = 2000;
 const API = '/apis/dr-syncer.io/v1alpha1';
 
 type RecoveryPointStatus = NonNullable<ReplicationStatus['recoveryPoint']>;
-const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 /** spec.recoveryPointObjective in ms (default 1h). */
 export const objectiveOf = (rep: Replication): number => parseDuration(rep.spec.recoveryPointObjective, DEFAULT_OBJECTIVE_MS);

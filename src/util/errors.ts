@@ -1,5 +1,8 @@
 // Error classification shared by the adapters.
 
+/** An error's message, for whatever was thrown. */
+export const errorMessage = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
 /** A connection-level failure (nothing answered, or the connection broke), by Node's error code. */
 export function isNetworkError(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
