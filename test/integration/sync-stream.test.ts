@@ -158,4 +158,26 @@ it('group commit: Replications sharing a repository get a commit each and one pu
     const file = fs.readFileSync(path.join(clone2, `clusters/dr/${benchNamespace(i)}/configmap-obj-0.yaml`), 'utf8');
     assert.match(file, new RegExp(`other: ${v}`), `${benchNamespace(i)} has its change`);
   }
+
+  // The push fails outright (the server answers 503): every sync of the group fails and says
+  // which repository, nothing moves, and the next group writes both changes.
+  await source.request('PATCH', `/api/v1/namespaces/${benchNamespace(1)}/configmaps/obj-0`, { data: { other: 'h1' } }, 'application/merge-patch+json');
+  await source.request('PATCH', `/api/v1/namespaces/${benchNamespace(2)}/configmaps/obj-0`, { data: { other: 'h2' } }, 'application/merge-patch+json');
+  const tipBefore = gitOut(await git.clone('group'), 'rev-parse', 'HEAD');
+  await git.fault({ status: 503, match: 'git-receive-pack' });
+  let failed: PromiseSettledResult<unknown>[];
+  try {
+    failed = await runSyncGroup(await jobsFor([1, 2]), repo);
+  } finally {
+    await git.fault(undefined);
+  }
+  assert.deepEqual(failed.map((r) => r.status), ['rejected', 'rejected']);
+  for (const r of failed) assert.match(String((r as PromiseRejectedResult).reason), /push to the DR repository .*group\.git failed/);
+  assert.equal(gitOut(await git.clone('group'), 'rev-parse', 'HEAD'), tipBefore, 'nothing pushed');
+  const again = await runSyncGroup(await jobsFor([1, 2]), repo);
+  assert.deepEqual(again.map((r) => r.status), ['fulfilled', 'fulfilled']);
+  const clone3 = await git.clone('group');
+  for (const [i, v] of [[1, 'h1'], [2, 'h2']] as const) {
+    assert.match(fs.readFileSync(path.join(clone3, `clusters/dr/${benchNamespace(i)}/configmap-obj-0.yaml`), 'utf8'), new RegExp(`other: ${v}`));
+  }
 });
