@@ -7,6 +7,7 @@ import { KubeClient, ONE_SHOT_KUBE_API, resourcePath } from '../src/adapters/kub
 import { resolveResourceTypes } from '../src/core/select.ts';
 import { listOnly, resolveNamespaces, runSync } from '../src/sync/engine.ts';
 import type { SyncSpec } from '../src/sync/engine.ts';
+import { withKeptRenderCache } from '../src/sync/render-cache.ts';
 
 const [mode, kubeconfig, url, user, password, cacheDir, label = 'bench=true', types = 'configmaps,services,deployments'] = process.argv.slice(2) as [string, string, string, string, string, string, string?, string?];
 const [labelKey, labelValue] = label.split('=') as [string, string];
@@ -35,7 +36,8 @@ if (mode === 'list') {
   extra = { objects: n };
 } else {
   const repo = new GitRepo({ url, branch: 'main', auth: { username: user, password }, cacheDir });
-  const r = await runSync(spec, { source, repo });
+  // As `dr-syncer sync` runs it: the render cache kept in the repository's cache folder.
+  const r = await withKeptRenderCache(repo, spec, console, (renderCache) => runSync(spec, { source, repo, renderCache }));
   extra = { phases: r.phases, commit: r.commit ?? null, files: r.diff.added.length + r.diff.changed.length, objects: Object.values(r.counts).reduce((a, b) => a + b, 0) };
 }
 const ms = performance.now() - t0;

@@ -11,6 +11,7 @@ import { KubeClient, ONE_SHOT_KUBE_API } from '../adapters/kube/client.ts';
 import { runSync, SyncError } from '../sync/engine.ts';
 import type { SyncResult } from '../sync/engine.ts';
 import { gitTarget, syncSpecFor } from '../sync/spec.ts';
+import { withKeptRenderCache } from '../sync/render-cache.ts';
 import { cliDigestKey, sopsSealer } from '../sync/secrets.ts';
 import { createLogger } from '../util/log.ts';
 import { SYNC_HELP } from './sync-help.ts';
@@ -115,7 +116,7 @@ export async function runSyncCommand(argv: string[]): Promise<number> {
   let result: SyncResult;
   try {
     const sealSecrets = spec.plan.secretsMode === 'SOPS' ? sopsSealer(rep.spec.secrets?.sops?.ageRecipients ?? [], await cliDigestKey()) : undefined;
-    result = await runSync(spec, { source, repo, log, sealSecrets });
+    result = await withKeptRenderCache(repo, spec, log, (renderCache) => runSync(spec, { source, repo, log, sealSecrets, renderCache }));
   } catch (err) {
     const reason = err instanceof SyncError ? `${err.reason}: ` : '';
     console.error(`sync failed: ${reason}${err instanceof Error ? err.message : String(err)}`);

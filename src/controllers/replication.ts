@@ -27,6 +27,7 @@ import type { ReconcileResult } from '../runtime/controller.ts';
 import { splitKey } from '../runtime/controller.ts';
 import { destinationNamespaceOf, readRepoState, readSyncSource, removeReplication, repoUnchangedSince, SyncError } from '../sync/engine.ts';
 import { SyncGroups } from '../sync/group.ts';
+import { RenderCache } from '../sync/render-cache.ts';
 import { commitRole, NothingToFailOver } from '../sync/failover.ts';
 import { activeDrWorkloads, restoreSource, scaleSourceDown, SPLIT_BRAIN } from './failover.ts';
 import { failbackDataStep, withoutCopyBack } from './pvc-data.ts';
@@ -205,6 +206,8 @@ export class ReplicationController {
   private readonly watchedFor = new Map<string, { client: KubeClient; generation?: number; at: number }>();
   private readonly now: () => Date;
   private readonly groups = new SyncGroups();
+  /** Per Replication: the files of objects unchanged since its last sync are not rendered again. */
+  private readonly renderCaches = new Map<string, RenderCache>();
 
   constructor(private readonly d: ReplicationControllerDeps) {
     this.now = d.now ?? (() => new Date());
@@ -217,6 +220,7 @@ export class ReplicationController {
       this.d.watches.remove(key);
       this.watchedFor.delete(key);
       this.kindsByReplication.delete(key);
+      this.renderCaches.delete(key);
       await this.d.metrics.forget(key);
       return;
     }
@@ -685,7 +689,9 @@ export class ReplicationController {
       const read = await readSyncSource(p.syncSpec, { source: p.source, log });
       signal?.throwIfAborted();
       // Syncs into the same repository that wait meanwhile go in one push (sync/group.ts).
-      const result = await this.groups.sync(p.repo, { spec: p.syncSpec, deps: { source: p.source, repo: p.repo, sealSecrets, log, read, signal } });
+      let renderCache = this.renderCaches.get(key);
+      if (!renderCache) this.renderCaches.set(key, (renderCache = new RenderCache()));
+      const result = await this.groups.sync(p.repo, { spec: p.syncSpec, deps: { source: p.source, repo: p.repo, sealSecrets, log, read, signal, renderCache } });
       this.d.metrics.syncDuration.observe({ replication: key, result: 'success' }, (performance.now() - t0) / 1000);
       if (result.attempts > 1) this.d.metrics.pushFailures.inc({ replication: key }, result.attempts - 1);
       return { ...result, startedAt };
@@ -728,11 +734,12 @@ export class ReplicationController {
     const parent = normalizeRepoPath(p.syncSpec.git.path);
     let head: string | undefined;
     try {
+      const memo = this.renderCaches.get(key);
       head = await p.repo.exclusive(async () => {
-        const now = await readRepoState(p.repo, parent, key);
+        const now = await readRepoState(p.repo, parent, key, undefined, memo);
         const at = await p.repo.snapshotAt(last);
         if (!at) return undefined;
-        return repoUnchangedSince(await readRepoState(p.repo, parent, key, at), now) ? now.snapshot.commit : undefined;
+        return repoUnchangedSince(await readRepoState(p.repo, parent, key, at, memo), now) ? now.snapshot.commit : undefined;
       });
     } catch (err) {
       // A full sync reports what is wrong with the repository, with its reason and Event.
@@ -744,7 +751,7 @@ export class ReplicationController {
     this.d.log.debug({ replication: key, ms }, 'periodic resync: the watch caches and the repository are as the last sync left them');
     return {
       head, startedAt, fromCaches: true, exact: true, durationMs: ms, attempts: 1, phases: { read: 0, fetch: ms, render: 0, write: 0, push: 0 },
-      diff: { added: [], changed: [], removed: [] }, counts: {}, skipped: [], errors: [], warnings: [], notOwned: [], namespaces: [],
+      diff: { added: [], changed: [], removed: [] }, counts: {}, skipped: [], errors: [], warnings: [], notOwned: [], namespaces: [], reused: 0,
     };
   }
 

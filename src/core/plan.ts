@@ -22,10 +22,22 @@ export interface ObjectError {
   message: string;
 }
 
+/** A file kept as the last sync rendered it: its object has not changed since (sync/render-cache.ts). */
+export interface ReusedFile {
+  file: string;
+  oid: string;
+}
+
 export interface NamespacePlan {
   sourceNamespace: string;
   destinationNamespace: string;
   objects: KubeObject[];
+  /** The listed object each of `objects` was transformed from. */
+  sourceOf: Map<KubeObject, KubeObject>;
+  /** Files of selected objects that `reuse` said are unchanged: file → blob id (not transformed again). */
+  reused: Map<string, string>;
+  /** Objects to be written per kind, `objects`, `secrets` and `reused` together ("Deployment.apps": 3), sorted. */
+  counts: Record<string, number>;
   /** Secrets to seal (mode SOPS) before rendering; already transformed. */
   secrets: KubeObject[];
   skipped: Skipped[];
@@ -46,15 +58,25 @@ export function planNamespace(
   destinationNamespace: string,
   opts: PlanOptions,
   previous: (obj: KubeObject) => KubeObject | undefined = () => undefined,
+  reuse: (obj: KubeObject) => ReusedFile | undefined = () => undefined,
 ): NamespacePlan {
   const { selected, skipped } = selectObjects(listed, opts);
   const objects: KubeObject[] = [];
+  const sourceOf = new Map<KubeObject, KubeObject>();
+  const reused = new Map<string, string>();
+  const reusedKinds: string[] = [];
   const secrets: KubeObject[] = [];
   const errors: ObjectError[] = [];
   const tOpts: TransformOptions = { ...opts, sourceNamespace, destinationNamespace };
   for (const obj of selected) {
     if (isSecret(obj) && opts.secretsMode === 'Omit') {
       skipped.push({ kind: 'Secret', namespace: sourceNamespace, name: obj.metadata.name, reason: 'secrets.mode is Omit' });
+      continue;
+    }
+    const kept = reuse(obj);
+    if (kept) {
+      reused.set(kept.file, kept.oid);
+      reusedKinds.push(groupKind(obj));
       continue;
     }
     const dest = { ...obj, metadata: { ...obj.metadata, namespace: destinationNamespace } };
@@ -72,14 +94,23 @@ export function planNamespace(
       continue;
     }
     if (isSecret(res.object) && opts.secretsMode === 'SOPS') secrets.push(res.object);
-    else objects.push(res.object);
+    else {
+      objects.push(res.object);
+      sourceOf.set(res.object, obj);
+    }
   }
-  return { sourceNamespace, destinationNamespace, objects, secrets, skipped, errors };
+  // Secrets to seal are written too, one file each.
+  const counts = countKinds([...objects, ...secrets].map(groupKind).concat(reusedKinds));
+  return { sourceNamespace, destinationNamespace, objects, sourceOf, reused, counts, secrets, skipped, errors };
 }
 
 /** Objects per kind ("Deployment.apps": 3), sorted, for status and summaries. */
 export function countByKind(objects: Iterable<KubeObject>): Record<string, number> {
+  return countKinds([...objects].map(groupKind));
+}
+
+export function countKinds(kinds: Iterable<string>): Record<string, number> {
   const counts: Record<string, number> = {};
-  for (const o of objects) counts[groupKind(o)] = (counts[groupKind(o)] ?? 0) + 1;
+  for (const k of kinds) counts[k] = (counts[k] ?? 0) + 1;
   return Object.fromEntries(Object.entries(counts).sort(([a], [b]) => a.localeCompare(b)));
 }

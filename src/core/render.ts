@@ -51,6 +51,8 @@ export interface NamespaceInput {
   source?: KubeObject;
   /** Already transformed objects, all in destinationNamespace. */
   objects: KubeObject[];
+  /** Files written before and kept as they are, by blob id: file → oid (core/plan.ts ReusedFile). */
+  reused?: ReadonlyMap<string, string>;
 }
 
 export function normalizeRepoPath(p: string | undefined): string {
@@ -95,6 +97,8 @@ export interface RenderedFolder {
   folder: string;
   /** File name → content. */
   files: Map<string, string>;
+  /** File name → blob id, for files not rendered again (NamespaceInput.reused). */
+  reused: Map<string, string>;
 }
 
 export class RenderError extends Error {}
@@ -102,15 +106,16 @@ export class RenderError extends Error {}
 /** Renders one destination namespace folder. Throws RenderError on two objects mapping to one file. */
 export function renderNamespace(basePath: string, ns: NamespaceInput, owner: Owner): RenderedFolder {
   const files = new Map<string, string>();
+  const reused = new Map(ns.reused);
   files.set(NAMESPACE_FILE, toYaml(namespaceObject(ns, owner)));
   const sorted = [...ns.objects].sort((a, b) => objectFileName(a).localeCompare(objectFileName(b)));
   for (const obj of sorted) {
     const name = objectFileName(obj);
-    if (files.has(name)) throw new RenderError(`two objects render to ${ns.destinationNamespace}/${name}; rename one or exclude its type`);
+    if (files.has(name) || reused.has(name)) throw new RenderError(`two objects render to ${ns.destinationNamespace}/${name}; rename one or exclude its type`);
     files.set(name, toYaml(gitopsAnnotations(obj)));
   }
-  files.set(KUSTOMIZATION, kustomization([...files.keys()]));
-  return { folder: joinPath(basePath, ns.destinationNamespace), files };
+  files.set(KUSTOMIZATION, kustomization([...files.keys(), ...reused.keys()]));
+  return { folder: joinPath(basePath, ns.destinationNamespace), files, reused };
 }
 
 /** The kustomization at the base path lists every namespace folder that has one. */

@@ -10,8 +10,8 @@ import { commitMessage, diffFiles } from '../core/commit.ts';
 import type { FileDiff } from '../core/commit.ts';
 import type { FileChange } from '../core/patch.ts';
 import { selectorToQuery } from '../core/labels.ts';
-import type { NamespacePlan, ObjectError, PlanOptions } from '../core/plan.ts';
-import { countByKind, planNamespace, readsType } from '../core/plan.ts';
+import type { NamespacePlan, ObjectError, PlanOptions, ReusedFile } from '../core/plan.ts';
+import { planNamespace, readsType } from '../core/plan.ts';
 import type { Owner } from '../core/render.ts';
 import {
   joinPath, KUSTOMIZATION, kustomization, NAMESPACE_FILE, normalizeRepoPath, objectFileName, REPLICATION_ANNOTATION, renderNamespace,
@@ -25,6 +25,7 @@ import { isRecord } from '../core/types.ts';
 import type { Logger } from '../util/log.ts';
 import { silentLogger } from '../util/log.ts';
 import { isNetworkError } from '../util/errors.ts';
+import { RenderCache } from './render-cache.ts';
 
 export interface NamespaceSource {
   sourceNamespace?: string;
@@ -61,6 +62,8 @@ export interface SyncDeps {
   /** Everything a sync does except commit and push (`dr-syncer diff`): the result's `changes` are
    * the files the commit would change. Only new objects go into the local cache; no ref moves. */
   dryRun?: boolean;
+  /** Files of objects unchanged since the last sync, not rendered again (render-cache.ts). */
+  renderCache?: RenderCache;
 }
 
 export interface SyncResult {
@@ -87,6 +90,8 @@ export interface SyncResult {
    * group that did not answer discovery, files of an unserved type, a folder not owned), so
    * the repository holds exactly the source as read. */
   exact: boolean;
+  /** Files of objects unchanged since the last sync taken as it wrote them, not rendered again (SyncDeps.renderCache). */
+  reused: number;
   /** With dryRun: every file the commit would add, change or remove (the base path's
    * kustomization.yaml too), with its content before and after; empty when nothing would change. */
   changes?: FileChange[];
@@ -318,8 +323,12 @@ export interface RepoState {
   kustomizationCurrent: boolean;
 }
 
-/** The repository as fetched now, or at `at` (a commit this process holds: no fetch). */
-export async function readRepoState(repo: GitRepo, parent: string, replication: string, at?: Snapshot): Promise<RepoState> {
+/**
+ * The repository as fetched now, or at `at` (a commit this process holds: no fetch). `memo`
+ * remembers each namespace.yaml's owner by blob id (parsing 100 of them cost a one-shot
+ * process ~130 ms).
+ */
+export async function readRepoState(repo: GitRepo, parent: string, replication: string, at?: Snapshot, memo?: RenderCache): Promise<RepoState> {
   const snapshot = at ?? await repo.fetch();
   const owned = new Map<string, Map<string, string>>();
   const ownedTrees = new Map<string, string>();
@@ -332,8 +341,7 @@ export async function readRepoState(repo: GitRepo, parent: string, replication: 
     if (entries.some((x) => x.path === KUSTOMIZATION)) withKustomization.push(e.path);
     const nsFile = entries.find((x) => x.path === NAMESPACE_FILE && x.type === 'blob');
     // A folder without our namespace.yaml was written by someone else: never ours to replace.
-    const ns = nsFile ? (parseYaml(await repo.readBlob(nsFile.oid)) as KubeObject | null) : undefined;
-    const ownerOf = ns?.metadata?.annotations?.[REPLICATION_ANNOTATION];
+    const ownerOf = nsFile ? await namespaceOwner(repo, nsFile.oid, memo) : undefined;
     if (ownerOf === replication) {
       owned.set(e.path, new Map(entries.filter((x) => x.type === 'blob').map((x) => [x.path, x.oid])));
       ownedTrees.set(e.path, e.oid);
@@ -342,6 +350,17 @@ export async function readRepoState(repo: GitRepo, parent: string, replication: 
   const listed = top.find((e) => e.path === KUSTOMIZATION && e.type === 'blob')?.oid;
   const kustomizationCurrent = withKustomization.length ? listed === blobOid(kustomization(withKustomization)) : listed === undefined;
   return { snapshot, parent, owned, ownedTrees, foreign, kustomizationCurrent };
+}
+
+/** The Replication a namespace.yaml names as its owner ('' for none). */
+async function namespaceOwner(repo: GitRepo, oid: string, memo: RenderCache | undefined): Promise<string> {
+  const known = memo?.owners.get(oid);
+  if (known !== undefined) return known;
+  const ns = parseYaml(await repo.readBlob(oid)) as KubeObject | null;
+  const owner = ns?.metadata?.annotations?.[REPLICATION_ANNOTATION];
+  const found = typeof owner === 'string' ? owner : '';
+  memo?.rememberOwner(oid, found);
+  return found;
 }
 
 /**
@@ -433,17 +452,20 @@ export async function removeReplication(
 }
 
 /**
- * The previously written files of one namespace that the transforms need, parsed: workloads
- * the source has at 0 replicas (their remembered count) and, in mode SOPS, Secrets (their
- * unchanged ciphertext). Keyed by file name.
+ * Whether an object's transform reads the file last written for it: a workload the source has
+ * at 0 replicas (its remembered count) and, in mode SOPS, a Secret (its unchanged ciphertext).
  */
+function readsPrevious(o: KubeObject, secretsMode: string): boolean {
+  const scaledToZero = (o.kind === 'Deployment' || o.kind === 'StatefulSet') && isRecord(o.spec) && o.spec.replicas === 0;
+  return scaledToZero || (o.kind === 'Secret' && o.apiVersion === 'v1' && secretsMode === 'SOPS');
+}
+
+/** The previously written files of one namespace that the transforms need (readsPrevious), parsed, by file name. */
 async function loadPrevious(repo: GitRepo, ns: SourceNamespace, prevFiles: Map<string, string> | undefined, secretsMode: string): Promise<Map<string, KubeObject>> {
   const out = new Map<string, KubeObject>();
   if (!prevFiles) return out;
   for (const o of ns.listed) {
-    const scaledToZero = (o.kind === 'Deployment' || o.kind === 'StatefulSet') && isRecord(o.spec) && o.spec.replicas === 0;
-    const sealed = o.kind === 'Secret' && o.apiVersion === 'v1' && secretsMode === 'SOPS';
-    if (!scaledToZero && !sealed) continue;
+    if (!readsPrevious(o, secretsMode)) continue;
     const file = objectFileName(o);
     const oid = prevFiles.get(file);
     if (oid === undefined) continue;
@@ -459,6 +481,7 @@ interface Rendered {
   warnings: string[];
   /** Objects written, by kind (the objects themselves are not kept: memory stays per namespace). */
   counts: Record<string, number>;
+  reused: number;
   notOwned: SyncResult['notOwned'];
   /** The folder to write (hashed already), or undefined when it is not ours to write. */
   folder?: { path: string; files: Awaited<ReturnType<GitRepo['prepareFolder']>> };
@@ -467,7 +490,7 @@ interface Rendered {
 /** One namespace: its objects transformed and rendered, merged with what its folder keeps, and hashed. */
 async function renderSourceNamespace(ns: SourceNamespace, spec: SyncSpec, src: Pick<SourceRead, 'served'>, state: RepoState, deps: SyncDeps): Promise<Rendered> {
   const parent = state.parent;
-  const out: Rendered = { skipped: [], errors: [], warnings: [...ns.warnings], counts: {}, notOwned: [] };
+  const out: Rendered = { skipped: [], errors: [], warnings: [...ns.warnings], counts: {}, reused: 0, notOwned: [] };
   const foreignOwner = state.foreign.get(ns.destination);
   if (foreignOwner !== undefined) {
     const folder = joinPath(parent, ns.destination);
@@ -483,7 +506,16 @@ async function renderSourceNamespace(ns: SourceNamespace, spec: SyncSpec, src: P
   const prevFiles = state.owned.get(ns.destination);
   const previous = await loadPrevious(deps.repo, ns, prevFiles, spec.plan.secretsMode);
   const prevOf = (o: KubeObject) => previous.get(objectFileName(o));
-  const plan: NamespacePlan = planNamespace(ns.listed, ns.source, ns.destination, spec.plan, prevOf);
+  const cache = deps.renderCache;
+  // An unchanged object keeps its file when the folder still holds exactly that blob.
+  const reuse = (o: KubeObject): ReusedFile | undefined => {
+    const key = cache && !readsPrevious(o, spec.plan.secretsMode) ? RenderCache.keyOf(o, ns.destination) : undefined;
+    const hit = key === undefined ? undefined : cache!.get(key);
+    if (!hit || prevFiles?.get(hit.file) !== hit.oid) return undefined;
+    cache!.keep(key!, hit);
+    return hit;
+  };
+  const plan: NamespacePlan = planNamespace(ns.listed, ns.source, ns.destination, spec.plan, prevOf, reuse);
   out.skipped.push(...plan.skipped);
   out.errors.push(...plan.errors);
   let objects = plan.objects;
@@ -491,26 +523,40 @@ async function renderSourceNamespace(ns: SourceNamespace, spec: SyncSpec, src: P
     if (!deps.sealSecrets) throw new SyncError('SecretsModeUnsupported', 'secrets.mode SOPS needs a sealer');
     objects = [...objects, ...(await deps.sealSecrets(plan.secrets, prevOf))];
   }
-  out.counts = countByKind(objects);
+  out.counts = plan.counts;
+  out.reused = plan.reused.size;
   const owner: Owner = { replication: spec.replication, sourceCluster: spec.sourceCluster };
-  const folder = renderNamespace(parent, { sourceNamespace: ns.source, destinationNamespace: ns.destination, source: ns.object, objects }, owner);
+  const folder = renderNamespace(parent, { sourceNamespace: ns.source, destinationNamespace: ns.destination, source: ns.object, objects, reused: plan.reused }, owner);
   if (prevFiles) {
     // Files not rendered this time: pruned only when this sync knows their objects are gone (core/prune.ts).
     const ctx: PruneContext = { prune: spec.git.prune, served: src.served, failed: new Set(ns.failedTypes.map((t) => typeKeyOf(t))) };
     const failedFiles = new Set(plan.errors.map((e) => e.file));
     const unserved: string[] = [];
     for (const [file, oid] of prevFiles) {
-      if (folder.files.has(file) || file === KUSTOMIZATION) continue;
-      const content = await deps.repo.readBlob(oid);
-      const fate = previousFileFate(fileObjectType(content), failedFiles.has(file), ctx);
+      if (folder.files.has(file) || folder.reused.has(file) || file === KUSTOMIZATION) continue;
+      const fate = previousFileFate(fileObjectType(await deps.repo.readBlob(oid)), failedFiles.has(file), ctx);
       if (fate === 'prune') continue;
-      folder.files.set(file, content);
+      folder.reused.set(file, oid);
       if (fate === 'keep-unserved') unserved.push(file);
     }
     if (unserved.length) out.warnings.push(`${joinPath(parent, ns.destination)}: kept ${unserved.length} file(s) of types the source cluster does not serve now: ${unserved.slice(0, 5).join(', ')}${unserved.length > 5 ? ', …' : ''}`);
-    folder.files.set(KUSTOMIZATION, kustomization([...folder.files.keys()].filter((f) => f !== KUSTOMIZATION)));
+    folder.files.set(KUSTOMIZATION, kustomization([...folder.files.keys(), ...folder.reused.keys()].filter((f) => f !== KUSTOMIZATION)));
   }
-  out.folder = { path: folder.folder, files: await deps.repo.prepareFolder(folder.files, state.ownedTrees.get(ns.destination)) };
+  const prepared = await deps.repo.prepareFolder(folder.files, state.ownedTrees.get(ns.destination), folder.reused);
+  if (cache) {
+    const nsFile = prepared.entries.find((e) => e.path === NAMESPACE_FILE);
+    if (nsFile) cache.rememberOwner(nsFile.oid, spec.replication);
+    // What was rendered now is what the next sync can reuse while its object stays the same.
+    const oids = new Map(prepared.entries.map((e) => [e.path, e.oid]));
+    for (const obj of plan.objects) {
+      const source = plan.sourceOf.get(obj)!;
+      const key = readsPrevious(source, spec.plan.secretsMode) ? undefined : RenderCache.keyOf(source, ns.destination);
+      const file = objectFileName(obj);
+      const oid = oids.get(file);
+      if (key !== undefined && oid !== undefined) cache.keep(key, { file, oid });
+    }
+  }
+  out.folder = { path: folder.folder, files: prepared };
   return out;
 }
 
@@ -531,10 +577,12 @@ async function renderSync(spec: SyncSpec, deps: SyncDeps, src: SourceStream, sta
   const warnings = [...src.warnings];
   const folders: FolderChanges = new Map();
   const written: Record<string, number> = {};
+  let reused = 0;
   const notOwned: SyncResult['notOwned'] = [];
   const namespaces: SyncResult['namespaces'] = [];
 
   let renderMs = 0;
+  deps.renderCache?.begin({ plan: spec.plan, replication: spec.replication, sourceCluster: spec.sourceCluster });
   for await (const ns of src.namespaces) {
     const t = performance.now();
     namespaces.push({ source: ns.source, destination: ns.destination });
@@ -543,10 +591,12 @@ async function renderSync(spec: SyncSpec, deps: SyncDeps, src: SourceStream, sta
     errors.push(...r.errors);
     warnings.push(...r.warnings);
     for (const [kind, n] of Object.entries(r.counts)) written[kind] = (written[kind] ?? 0) + n;
+    reused += r.reused;
     notOwned.push(...r.notOwned);
     if (r.folder) folders.set(r.folder.path, r.folder.files);
     renderMs += performance.now() - t;
   }
+  deps.renderCache?.end();
   // Reading and rendering overlap: `read` is the wall time of both less the time spent rendering.
   phases.read += Math.round(performance.now() - mark - renderMs);
   phases.render += Math.round(renderMs);
@@ -573,7 +623,7 @@ async function renderSync(spec: SyncSpec, deps: SyncDeps, src: SourceStream, sta
   const diff = tree === state.snapshot.tree ? { added: [], changed: [], removed: [] } : diffFiles(before, after);
   const counts = Object.fromEntries(Object.entries(written).sort(([a], [b]) => a.localeCompare(b)));
   phases.write += Math.round(performance.now() - mark);
-  return { tree, base: { diff, counts, skipped, errors, warnings, attempts: attempt, phases, notOwned, namespaces, exact: warnings.length === 0 && errors.length === 0 } };
+  return { tree, base: { diff, counts, skipped, errors, warnings, attempts: attempt, phases, notOwned, namespaces, reused, exact: warnings.length === 0 && errors.length === 0 } };
 }
 
 const streamOf = (read: SourceRead): SourceStream => ({ ...read, namespaces: toAsync(read.namespaces), cancel: () => {} });
@@ -599,7 +649,7 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
   const readBoth = async (read?: SourceRead): Promise<[SourceStream, RepoState]> => {
     const opening = read ? Promise.resolve(streamOf(read)) : openSrc();
     try {
-      return await timed('fetch', Promise.all([opening, readRepoState(deps.repo, parent, spec.replication)]));
+      return await timed('fetch', Promise.all([opening, readRepoState(deps.repo, parent, spec.replication, undefined, deps.renderCache)]));
     } catch (err) {
       // The repository could not be read: the LISTs already started stop.
       void opening.then((s) => s.cancel(), () => {});
@@ -679,7 +729,7 @@ export async function runSyncGroup(jobs: readonly GroupSync[], repo: GitRepo): P
     const phases: Phases = { read: 0, fetch: 0, render: 0, write: 0, push: 0 };
     try {
       const deps = { ...job.deps, repo };
-      const state = await readRepoState(repo, normalizeRepoPath(job.spec.git.path), job.spec.replication, tip);
+      const state = await readRepoState(repo, normalizeRepoPath(job.spec.git.path), job.spec.replication, tip, job.deps.renderCache);
       const { tree, base } = await renderSync(job.spec, deps, streamOf(job.deps.read), state, phases, 1);
       if (tree === tip.tree) {
         out[i] = { status: 'fulfilled', value: { ...base, head: tip.commit, durationMs: Date.now() - started } };

@@ -14,6 +14,7 @@ import { KubeClient, ONE_SHOT_KUBE_API } from '../../src/adapters/kube/client.ts
 import type { SyncSpec } from '../../src/sync/engine.ts';
 import { listOnly, readSyncSource, runSync, runSyncGroup } from '../../src/sync/engine.ts';
 import { SyncGroups } from '../../src/sync/group.ts';
+import { RenderCache, withKeptRenderCache } from '../../src/sync/render-cache.ts';
 import type { TestCluster } from '../env/cluster.ts';
 import { startCluster } from '../env/cluster.ts';
 import type { GitServer } from '../env/git-server.ts';
@@ -180,4 +181,68 @@ it('group commit: Replications sharing a repository get a commit each and one pu
   for (const [i, v] of [[1, 'h1'], [2, 'h2']] as const) {
     assert.match(fs.readFileSync(path.join(clone3, `clusters/dr/${benchNamespace(i)}/configmap-obj-0.yaml`), 'utf8'), new RegExp(`other: ${v}`));
   }
+});
+
+it('render cache: a resync renders only changed objects, kept between processes; it writes what a sync without it writes; a file edited by hand or new options render again', async () => {
+  const auth = { username: git.user, password: git.password };
+  const cachedRepo = new GitRepo({ url: await git.createRepo('cached'), branch: 'main', auth, cacheDir: path.join(tmp, 'rc') });
+  const plainRepo = new GitRepo({ url: await git.createRepo('plain'), branch: 'main', auth, cacheDir: path.join(tmp, 'rp') });
+  const source = await KubeClient.fromFile(cluster.kubeconfigPath, undefined, ONE_SHOT_KUBE_API);
+  const objects = NAMESPACES * PER_NAMESPACE + 720;
+  // Each call loads the cache from the repository's cache folder and saves it, as `dr-syncer sync` does.
+  const cached = (s: SyncSpec = spec) => withKeptRenderCache(cachedRepo, s, console, (renderCache) => runSync(s, { source, repo: cachedRepo, renderCache }));
+  const sameTree = async (s: SyncSpec = spec) => {
+    await runSync(s, { source, repo: plainRepo });
+    assert.equal(gitOut(await git.clone('cached'), 'rev-parse', 'HEAD^{tree}'), gitOut(await git.clone('plain'), 'rev-parse', 'HEAD^{tree}'), 'the same tree as a sync without the cache');
+  };
+
+  const first = await cached();
+  assert.ok(first.commit);
+  assert.equal(first.reused, 0, 'nothing to reuse in a fresh cache');
+  const file = RenderCache.fileFor(cachedRepo, spec.replication, spec.sourceCluster);
+  assert.ok(file && fs.existsSync(file), 'the cache is kept in the repository cache folder');
+
+  const noop = await cached();
+  assert.equal(noop.commit, undefined, 'no commit');
+  assert.equal(noop.reused, objects, 'every object reused by a new process');
+  assert.equal(Object.values(noop.counts).reduce((a, b) => a + b, 0), objects, 'reused objects are counted as written');
+
+  // One object changed: only it is rendered, and the commit has only its file.
+  await source.request('PATCH', `/api/v1/namespaces/${benchNamespace(5)}/configmaps/obj-0`, { data: { other: 'cache' } }, 'application/merge-patch+json');
+  const one = await cached();
+  assert.deepEqual(one.diff, { added: [], changed: [`clusters/dr/${benchNamespace(5)}/configmap-obj-0.yaml`], removed: [] });
+  assert.equal(one.reused, objects - 1);
+  await sameTree();
+
+  // A Deployment scaled to 0 at the source reads its last file (the remembered count): never from the cache.
+  await source.request('PATCH', `/apis/apps/v1/namespaces/${benchNamespace(2)}/deployments/obj-9`, { spec: { replicas: 0 } }, 'application/merge-patch+json');
+  const scaled = await cached();
+  assert.equal(scaled.commit, undefined, 'a source at 0 replicas changes nothing in DR (scale to zero)');
+  assert.equal((await cached()).reused, objects - 1, 'the workload at 0 is rendered every time');
+
+  // Files edited and deleted in the repository by hand, objects unchanged: rendered again and restored.
+  const clone = await git.clone('cached');
+  const folder = path.join(clone, 'clusters/dr', benchNamespace(0));
+  fs.writeFileSync(path.join(folder, 'configmap-obj-1.yaml'), fs.readFileSync(path.join(folder, 'configmap-obj-1.yaml'), 'utf8').replace('other: "1"', 'other: "hand"'));
+  fs.rmSync(path.join(folder, 'configmap-obj-2.yaml'));
+  gitOut(clone, 'commit', '-qam', 'by hand');
+  gitOut(clone, 'push', '-q', 'origin', 'HEAD:main');
+  const restored = await cached();
+  assert.deepEqual(restored.diff, { added: [`clusters/dr/${benchNamespace(0)}/configmap-obj-2.yaml`], changed: [`clusters/dr/${benchNamespace(0)}/configmap-obj-1.yaml`], removed: [] });
+  assert.equal(restored.reused, objects - 3);
+  await sameTree();
+
+  // Other options (scale to zero off): every object is rendered again.
+  const unscaled: SyncSpec = { ...spec, plan: { ...spec.plan, scaleToZero: false } };
+  const changed = await cached(unscaled);
+  assert.equal(changed.reused, 0, 'new options: nothing reused');
+  assert.ok(changed.commit);
+  await sameTree(unscaled);
+
+  // An unreadable cache file is only a lost cache.
+  fs.writeFileSync(file!, '{"scope": tru');
+  const afterLoss = await cached(unscaled);
+  assert.equal(afterLoss.commit, undefined);
+  assert.equal(afterLoss.reused, 0);
+  assert.equal((await cached(unscaled)).reused, objects - 1);
 });

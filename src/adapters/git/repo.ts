@@ -223,6 +223,14 @@ export class GitRepo {
     this.bound = { ...CACHE_BOUND, ...opts.cacheBound };
   }
 
+  /**
+   * A file of ours kept with a remote's cache (removed with it), or undefined for a local
+   * repository: its .git folder is the user's.
+   */
+  cacheFile(name: string): string | undefined {
+    return this.remote ? path.join(this.gitdir, 'dr-syncer', name) : undefined;
+  }
+
   private get store(): ObjectStore {
     return this.cache.store;
   }
@@ -499,12 +507,18 @@ export class GitRepo {
    * Hashes a folder's files into its tree, and deflates the blobs `oldTree` (the folder as it
    * was) does not have, ready for the store and the push pack. A sync calls this for each
    * namespace as soon as it is rendered, so the hashing overlaps the LISTs of the next ones.
+   * `reused` are files given by blob id (file → oid), each of which `oldTree` must hold.
    */
-  async prepareFolder(files: Map<string, string>, oldTree: string | undefined): Promise<PreparedFolder> {
+  async prepareFolder(files: Map<string, string>, oldTree: string | undefined, reused: ReadonlyMap<string, string> = new Map()): Promise<PreparedFolder> {
     // Files that did not change are in the store already: no deflate, no write.
     const known = new Set(oldTree ? (await this.store.readTree(oldTree)).filter((e) => e.type === 'blob').map((e) => e.oid) : []);
     const objects: NewObject[] = [];
     const entries: TreeEntry[] = [];
+    for (const [file, oid] of reused) {
+      // A tree must never name a blob the store lacks: the push would send a broken history.
+      if (!known.has(oid)) throw new Error(`${file}: blob ${oid} is not in the folder's last tree, so it cannot be reused`);
+      entries.push({ mode: '100644', path: file, oid, type: 'blob' });
+    }
     for (const [file, content] of files) {
       const oid = blobOid(content);
       if (!known.has(oid)) {
