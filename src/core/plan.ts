@@ -26,6 +26,8 @@ export interface ObjectError {
 export interface ReusedFile {
   file: string;
   oid: string;
+  /** The rendered object's group and kind ("Deployment.apps"), for the counts. */
+  kind: string;
 }
 
 export interface NamespacePlan {
@@ -76,7 +78,7 @@ export function planNamespace(
     const kept = reuse(obj);
     if (kept) {
       reused.set(kept.file, kept.oid);
-      reusedKinds.push(groupKind(obj));
+      reusedKinds.push(kept.kind);
       continue;
     }
     const dest = { ...obj, metadata: { ...obj.metadata, namespace: destinationNamespace } };
@@ -105,11 +107,7 @@ export function planNamespace(
 }
 
 /** Objects per kind ("Deployment.apps": 3), sorted, for status and summaries. */
-export function countByKind(objects: Iterable<KubeObject>): Record<string, number> {
-  return countKinds([...objects].map(groupKind));
-}
-
-export function countKinds(kinds: Iterable<string>): Record<string, number> {
+function countKinds(kinds: Iterable<string>): Record<string, number> {
   const counts: Record<string, number> = {};
   for (const k of kinds) counts[k] = (counts[k] ?? 0) + 1;
   return Object.fromEntries(Object.entries(counts).sort(([a], [b]) => a.localeCompare(b)));

@@ -97,8 +97,9 @@ export interface RenderedFolder {
   folder: string;
   /** File name → content. */
   files: Map<string, string>;
-  /** File name → blob id, for files not rendered again (NamespaceInput.reused). */
-  reused: Map<string, string>;
+  /** File name → blob id, for files taken as they are rather than rendered (NamespaceInput.reused;
+   * a sync adds the previous files it keeps). */
+  unchanged: Map<string, string>;
 }
 
 export class RenderError extends Error {}
@@ -106,16 +107,16 @@ export class RenderError extends Error {}
 /** Renders one destination namespace folder. Throws RenderError on two objects mapping to one file. */
 export function renderNamespace(basePath: string, ns: NamespaceInput, owner: Owner): RenderedFolder {
   const files = new Map<string, string>();
-  const reused = new Map(ns.reused);
+  const unchanged = new Map(ns.reused);
   files.set(NAMESPACE_FILE, toYaml(namespaceObject(ns, owner)));
   const sorted = [...ns.objects].sort((a, b) => objectFileName(a).localeCompare(objectFileName(b)));
   for (const obj of sorted) {
     const name = objectFileName(obj);
-    if (files.has(name) || reused.has(name)) throw new RenderError(`two objects render to ${ns.destinationNamespace}/${name}; rename one or exclude its type`);
+    if (files.has(name) || unchanged.has(name)) throw new RenderError(`two objects render to ${ns.destinationNamespace}/${name}; rename one or exclude its type`);
     files.set(name, toYaml(gitopsAnnotations(obj)));
   }
-  files.set(KUSTOMIZATION, kustomization([...files.keys(), ...reused.keys()]));
-  return { folder: joinPath(basePath, ns.destinationNamespace), files, reused };
+  files.set(KUSTOMIZATION, kustomization([...files.keys(), ...unchanged.keys()]));
+  return { folder: joinPath(basePath, ns.destinationNamespace), files, unchanged };
 }
 
 /** The kustomization at the base path lists every namespace folder that has one. */

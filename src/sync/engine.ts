@@ -21,7 +21,7 @@ import { resolveResourceTypes, suggestType } from '../core/select.ts';
 import type { PruneContext } from '../core/prune.ts';
 import { fileObjectType, previousFileFate, typeKeyOf } from '../core/prune.ts';
 import type { KubeObject, LabelSelector, ResourceType, Skipped } from '../core/types.ts';
-import { isRecord } from '../core/types.ts';
+import { groupKind, isRecord } from '../core/types.ts';
 import type { Logger } from '../util/log.ts';
 import { silentLogger } from '../util/log.ts';
 import { isNetworkError } from '../util/errors.ts';
@@ -162,6 +162,8 @@ export interface SourceRead {
   /** Type keys of every namespaced type the source serves now: a DR file of another type is never pruned. */
   served: Set<string>;
   warnings: string[];
+  /** The source API server's version: after an upgrade, unchanged objects may read differently (render cache scope). */
+  serverVersion: string;
 }
 
 /** A read in progress: the namespaces come out in order, each once all its types are listed. */
@@ -238,7 +240,7 @@ async function openSource(client: KubeClient, spec: SyncSpec, log: Logger): Prom
     return { ...t, listed: lists.flat(), failedTypes, warnings: nsWarnings.filter((w) => w !== undefined) };
   };
   const served = new Set(discovery.types.filter((t) => t.namespaced && !t.resource.includes('/')).map((t) => typeKeyOf(t)));
-  return { namespaces: listAhead(targets, listNamespace, LIST_AHEAD), frozen, served, warnings, cancel: () => stop.abort() };
+  return { namespaces: listAhead(targets, listNamespace, LIST_AHEAD), frozen, served, warnings, serverVersion: discovery.serverVersion, cancel: () => stop.abort() };
 }
 
 /**
@@ -479,7 +481,8 @@ interface Rendered {
   skipped: Skipped[];
   errors: ObjectError[];
   warnings: string[];
-  /** Objects written, by kind (the objects themselves are not kept: memory stays per namespace). */
+  /** Objects written, by kind (the objects themselves are not kept: memory stays per namespace;
+   * the render cache keeps ~150 bytes per object). */
   counts: Record<string, number>;
   reused: number;
   notOwned: SyncResult['notOwned'];
@@ -507,9 +510,11 @@ async function renderSourceNamespace(ns: SourceNamespace, spec: SyncSpec, src: P
   const previous = await loadPrevious(deps.repo, ns, prevFiles, spec.plan.secretsMode);
   const prevOf = (o: KubeObject) => previous.get(objectFileName(o));
   const cache = deps.renderCache;
+  // Objects whose transform reads their last file are rendered every time.
+  const cacheKey = (o: KubeObject) => (cache && !readsPrevious(o, spec.plan.secretsMode) ? RenderCache.keyOf(o, ns.destination) : undefined);
   // An unchanged object keeps its file when the folder still holds exactly that blob.
   const reuse = (o: KubeObject): ReusedFile | undefined => {
-    const key = cache && !readsPrevious(o, spec.plan.secretsMode) ? RenderCache.keyOf(o, ns.destination) : undefined;
+    const key = cacheKey(o);
     const hit = key === undefined ? undefined : cache!.get(key);
     if (!hit || prevFiles?.get(hit.file) !== hit.oid) return undefined;
     cache!.keep(key!, hit);
@@ -533,27 +538,27 @@ async function renderSourceNamespace(ns: SourceNamespace, spec: SyncSpec, src: P
     const failedFiles = new Set(plan.errors.map((e) => e.file));
     const unserved: string[] = [];
     for (const [file, oid] of prevFiles) {
-      if (folder.files.has(file) || folder.reused.has(file) || file === KUSTOMIZATION) continue;
+      if (folder.files.has(file) || folder.unchanged.has(file) || file === KUSTOMIZATION) continue;
       const fate = previousFileFate(fileObjectType(await deps.repo.readBlob(oid)), failedFiles.has(file), ctx);
       if (fate === 'prune') continue;
-      folder.reused.set(file, oid);
+      folder.unchanged.set(file, oid);
       if (fate === 'keep-unserved') unserved.push(file);
     }
     if (unserved.length) out.warnings.push(`${joinPath(parent, ns.destination)}: kept ${unserved.length} file(s) of types the source cluster does not serve now: ${unserved.slice(0, 5).join(', ')}${unserved.length > 5 ? ', …' : ''}`);
-    folder.files.set(KUSTOMIZATION, kustomization([...folder.files.keys(), ...folder.reused.keys()].filter((f) => f !== KUSTOMIZATION)));
+    folder.files.set(KUSTOMIZATION, kustomization([...folder.files.keys(), ...folder.unchanged.keys()].filter((f) => f !== KUSTOMIZATION)));
   }
-  const prepared = await deps.repo.prepareFolder(folder.files, state.ownedTrees.get(ns.destination), folder.reused);
+  const prepared = await deps.repo.prepareFolder(folder.files, state.ownedTrees.get(ns.destination), folder.unchanged);
   if (cache) {
     const nsFile = prepared.entries.find((e) => e.path === NAMESPACE_FILE);
     if (nsFile) cache.rememberOwner(nsFile.oid, spec.replication);
     // What was rendered now is what the next sync can reuse while its object stays the same.
     const oids = new Map(prepared.entries.map((e) => [e.path, e.oid]));
     for (const obj of plan.objects) {
-      const source = plan.sourceOf.get(obj)!;
-      const key = readsPrevious(source, spec.plan.secretsMode) ? undefined : RenderCache.keyOf(source, ns.destination);
+      const source = plan.sourceOf.get(obj);
+      const key = source && cacheKey(source);
       const file = objectFileName(obj);
       const oid = oids.get(file);
-      if (key !== undefined && oid !== undefined) cache.keep(key, { file, oid });
+      if (key !== undefined && oid !== undefined) cache.keep(key, { file, oid, kind: groupKind(obj) });
     }
   }
   out.folder = { path: folder.folder, files: prepared };
@@ -582,7 +587,7 @@ async function renderSync(spec: SyncSpec, deps: SyncDeps, src: SourceStream, sta
   const namespaces: SyncResult['namespaces'] = [];
 
   let renderMs = 0;
-  deps.renderCache?.begin({ plan: spec.plan, replication: spec.replication, sourceCluster: spec.sourceCluster });
+  deps.renderCache?.begin({ plan: spec.plan, replication: spec.replication, sourceCluster: spec.sourceCluster, serverVersion: src.serverVersion });
   for await (const ns of src.namespaces) {
     const t = performance.now();
     namespaces.push({ source: ns.source, destination: ns.destination });

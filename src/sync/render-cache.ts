@@ -1,40 +1,72 @@
-// Render cache: an object the source has not changed since the last sync (same uid and
-// resourceVersion), under the same options and dr-syncer version, renders to the same file, so
-// its blob id is taken from the last sync instead of transforming, emitting and hashing it again.
-// Why: a no-op resync of 10,000 objects spent ~0.45 s of its one thread rendering files that
-// were already in the repository (CPU profile in docs/benchmarks.md, issue 12).
+// Render cache: an object the source has not changed since the last sync renders to the same
+// file, so its blob id is taken from the last sync instead of transforming, emitting and hashing
+// it again. Why: a no-op resync of 10,000 objects spent ~0.45 s of its one thread rendering
+// files that were already in the repository (CPU profile in docs/benchmarks.md, issue 12).
 //
-// Safety: an entry is only used when the folder's last tree still holds that exact file with
-// that exact blob (the caller checks), so a file changed or deleted in the repository by hand is
-// rendered again, and a tree never names a blob the local store lacks. Objects whose transform
-// reads their previous file (a workload at 0 replicas, a SOPS Secret) are never cached.
-import { createHash } from 'node:crypto';
+// What a rendering depends on, and so what must be equal for an entry to be used:
+// - the object as read: its type as listed (apiVersion, kind), uid and resourceVersion, and the
+//   destination namespace (the key);
+// - the options, the Replication, the source server's version (an upgrade can change what an
+//   unchanged object reads as) and the rendering code itself (src/core, hashed) (the scope).
+// An entry is only used when the folder's last tree still holds that file with that blob (the
+// caller checks), so a file changed or deleted in the repository by hand is rendered again, and
+// a tree never names a blob the local store lacks. Objects whose transform reads their last file
+// (a workload at 0 replicas, a SOPS Secret) are never cached.
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ReusedFile } from '../core/plan.ts';
 import type { KubeObject } from '../core/types.ts';
 import { errorMessage } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
 import { VERSION } from '../version.ts';
 
-export interface CachedFile {
-  file: string;
-  oid: string;
-}
-
 interface Persisted {
   scope: string;
-  entries: [key: string, file: string, oid: string][];
+  entries: [key: string, file: string, oid: string, kind: string][];
   owners: [oid: string, owner: string][];
 }
+
+let codeDigest: string | undefined;
+/**
+ * A digest of the rendering code as this process runs it (src/core, .ts or compiled .js): a
+ * cache kept by another build of dr-syncer is not used. (VERSION alone does not change with
+ * every build.) When the code cannot be read, a value of this process alone: nothing kept
+ * by another process is used.
+ */
+function renderCodeDigest(): string {
+  if (codeDigest) return codeDigest;
+  const h = createHash('sha256');
+  const walk = (dir: string) => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else h.update(`${e.name}\0`).update(fs.readFileSync(p));
+    }
+  };
+  try {
+    walk(fileURLToPath(new URL('../core/', import.meta.url)));
+  } catch {
+    h.update(randomBytes(16));
+  }
+  return (codeDigest = h.digest('hex'));
+}
+
+const OID = /^[0-9a-f]{40}$/;
+const isEntry = (e: unknown): e is Persisted['entries'][number] =>
+  Array.isArray(e) && e.length === 4 && e.every((x) => typeof x === 'string') && OID.test(e[2] as string) && (e[1] as string).endsWith('.yaml');
+const isOwner = (e: unknown): e is Persisted['owners'][number] =>
+  Array.isArray(e) && e.length === 2 && typeof e[0] === 'string' && OID.test(e[0]) && typeof e[1] === 'string';
 
 /** At most this many namespace.yaml owners are remembered: they are content-addressed, so old ones just fall out. */
 const MAX_OWNERS = 10_000;
 
 export class RenderCache {
   private scope = '';
-  private entries = new Map<string, CachedFile>();
+  private entries = new Map<string, ReusedFile>();
   /** Entries used or added by the sync under way: what the next one can use (see begin()). */
-  private next = new Map<string, CachedFile>();
+  private next = new Map<string, ReusedFile>();
   private dirty = false;
   /** namespace.yaml blob id → the Replication its annotation names ('' for none). Always valid: content-addressed. */
   readonly owners = new Map<string, string>();
@@ -42,7 +74,9 @@ export class RenderCache {
   /** The cache key of an object in a destination namespace, or undefined when it cannot be cached. */
   static keyOf(obj: KubeObject, destination: string): string | undefined {
     const { uid, resourceVersion } = obj.metadata;
-    return uid && resourceVersion ? `${destination}\0${uid}\0${resourceVersion}` : undefined;
+    // The type too: one object can be listed through two types (ingresses.extensions and
+    // ingresses.networking.k8s.io), or read at another version once the server prefers it.
+    return uid && resourceVersion ? `${destination}\0${obj.apiVersion}\0${obj.kind}\0${uid}\0${resourceVersion}` : undefined;
   }
 
   /**
@@ -51,7 +85,7 @@ export class RenderCache {
    * use are dropped at its end(), so the cache holds what the source holds, no more.
    */
   begin(options: unknown): void {
-    const scope = createHash('sha256').update(JSON.stringify([VERSION, options])).digest('hex');
+    const scope = createHash('sha256').update(JSON.stringify([VERSION, renderCodeDigest(), options])).digest('hex');
     if (scope !== this.scope) {
       this.scope = scope;
       this.entries = new Map();
@@ -60,14 +94,14 @@ export class RenderCache {
     this.next = new Map();
   }
 
-  get(key: string): CachedFile | undefined {
+  get(key: string): ReusedFile | undefined {
     return this.entries.get(key);
   }
 
   /** Keeps an entry for the next sync (one that was used, or a file just rendered). */
-  keep(key: string, entry: CachedFile): void {
+  keep(key: string, entry: ReusedFile): void {
     const old = this.entries.get(key);
-    if (old?.file !== entry.file || old.oid !== entry.oid) this.dirty = true;
+    if (old?.file !== entry.file || old.oid !== entry.oid || old.kind !== entry.kind) this.dirty = true;
     this.next.set(key, entry);
   }
 
@@ -79,9 +113,10 @@ export class RenderCache {
   }
 
   rememberOwner(oid: string, owner: string): void {
+    if (this.owners.get(oid) === owner) return;
     if (this.owners.size >= MAX_OWNERS) this.owners.delete(this.owners.keys().next().value!);
-    if (!this.owners.has(oid)) this.dirty = true;
     this.owners.set(oid, owner);
+    this.dirty = true;
   }
 
   get size(): number {
@@ -94,33 +129,40 @@ export class RenderCache {
     return repo.cacheFile(`render-${id}.json`);
   }
 
-  /** A cache saved by save(); an empty one when the file is missing or unreadable (it is only a cache). */
+  /** A cache saved by save(); an empty one when the file is missing, unreadable or not of this shape (it is only a cache). */
   static async load(file: string | undefined): Promise<RenderCache> {
     const cache = new RenderCache();
     if (file === undefined) return cache;
     try {
-      const p = JSON.parse(await fs.promises.readFile(file, 'utf8')) as Persisted;
+      const p = JSON.parse(await fs.promises.readFile(file, 'utf8')) as Partial<Persisted>;
+      if (typeof p.scope !== 'string' || !Array.isArray(p.entries) || !Array.isArray(p.owners)) return cache;
+      if (!p.entries.every(isEntry) || !p.owners.every(isOwner)) return cache;
       cache.scope = p.scope;
-      for (const [key, f, oid] of p.entries) cache.entries.set(key, { file: f, oid });
+      for (const [key, f, oid, kind] of p.entries) cache.entries.set(key, { file: f, oid, kind });
       for (const [oid, owner] of p.owners) cache.owners.set(oid, owner);
+      return cache;
     } catch {
       return new RenderCache();
     }
-    return cache;
   }
 
-  /** Writes the cache when it changed (atomically: a crash leaves the old file or the new one). */
+  /** Writes the cache when it changed; by rename, so no reader (another process) sees half a file. */
   async save(file: string | undefined): Promise<void> {
     if (!this.dirty || file === undefined) return;
     const p: Persisted = {
       scope: this.scope,
-      entries: [...this.entries].map(([key, e]) => [key, e.file, e.oid]),
+      entries: [...this.entries].map(([key, e]) => [key, e.file, e.oid, e.kind]),
       owners: [...this.owners],
     };
     await fs.promises.mkdir(path.dirname(file), { recursive: true });
-    const tmp = `${file}.${process.pid}.tmp`;
-    await fs.promises.writeFile(tmp, JSON.stringify(p));
-    await fs.promises.rename(tmp, file);
+    const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
+    try {
+      await fs.promises.writeFile(tmp, JSON.stringify(p), { flag: 'wx' });
+      await fs.promises.rename(tmp, file);
+    } catch (err) {
+      await fs.promises.rm(tmp, { force: true });
+      throw err;
+    }
     this.dirty = false;
   }
 }

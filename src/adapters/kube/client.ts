@@ -20,6 +20,8 @@ export interface Discovery {
   types: ResourceType[];
   /** API groups whose discovery failed, with the error. */
   unavailable: { group: string; message: string }[];
+  /** The server's gitVersion (e.g. v1.34.1): an upgrade can change what objects read as. */
+  serverVersion: string;
 }
 
 export interface ListResult {
@@ -326,8 +328,12 @@ export class KubeClient {
         });
       }
     };
-    add(await this.get<ApiResourceList>('/api/v1'), '', 'v1');
-    const groups = await this.get<{ groups: { name: string; preferredVersion: { groupVersion: string; version: string } }[] }>('/apis');
+    const [core, groups, version] = await Promise.all([
+      this.get<ApiResourceList>('/api/v1'),
+      this.get<{ groups: { name: string; preferredVersion: { groupVersion: string; version: string } }[] }>('/apis'),
+      this.version(),
+    ]);
+    add(core, '', 'v1');
     const lists = await Promise.all(
       groups.groups.map(async (g) => {
         try {
@@ -341,7 +347,7 @@ export class KubeClient {
       }),
     );
     for (const x of lists) if (x) add(x.list, x.g.name, x.g.preferredVersion.version);
-    return { types: out, unavailable: unavailable.sort((a, b) => a.group.localeCompare(b.group)) };
+    return { types: out, unavailable: unavailable.sort((a, b) => a.group.localeCompare(b.group)), serverVersion: version.gitVersion };
   }
 }
 

@@ -1,0 +1,101 @@
+// The render cache's own rules: what its key and scope tell apart, what survives a sync, and
+// that a kept file of the wrong shape is only a lost cache. (That a sync with it writes what a
+// sync without it writes is in test/integration/sync-stream.test.ts.)
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { planNamespace } from '../../src/core/plan.ts';
+import type { KubeObject } from '../../src/core/types.ts';
+import { RenderCache } from '../../src/sync/render-cache.ts';
+import { configMap, deployment } from '../fixtures/objects.ts';
+
+const OID = 'a'.repeat(40);
+const withIds = (o: KubeObject, uid: string, rv: string): KubeObject => ({ ...o, metadata: { ...o.metadata, uid, resourceVersion: rv } });
+const scope = { plan: { scaleToZero: true }, replication: 'dr/app', sourceCluster: 'prod', serverVersion: 'v1.34.1' };
+
+describe('render cache', () => {
+  it('keys an object by destination, listed type, uid and resourceVersion; none without uid or resourceVersion', () => {
+    const ing = (apiVersion: string): KubeObject => ({ apiVersion, kind: 'Ingress', metadata: { name: 'web', uid: 'u1', resourceVersion: '7' } });
+    const keys = new Set([
+      RenderCache.keyOf(ing('networking.k8s.io/v1'), 'shop'),
+      RenderCache.keyOf(ing('extensions/v1beta1'), 'shop'), // the same object through another type
+      RenderCache.keyOf(ing('networking.k8s.io/v1'), 'shop-dr'),
+      RenderCache.keyOf({ ...ing('networking.k8s.io/v1'), metadata: { name: 'web', uid: 'u1', resourceVersion: '8' } }, 'shop'),
+    ]);
+    assert.equal(keys.size, 4);
+    assert.equal(RenderCache.keyOf({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'x', uid: 'u1' } }, 'shop'), undefined);
+    assert.equal(RenderCache.keyOf({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'x', resourceVersion: '1' } }, 'shop'), undefined);
+  });
+
+  it('keeps what a sync used or rendered; other options, another server version or a failed sync drop or keep as they should', () => {
+    const c = new RenderCache();
+    c.begin(scope);
+    c.keep('a', { file: 'configmap-a.yaml', oid: OID, kind: 'ConfigMap' });
+    c.keep('b', { file: 'configmap-b.yaml', oid: OID, kind: 'ConfigMap' });
+    c.end();
+    assert.equal(c.size, 2);
+    // The next sync uses only a: b (its object gone or changed) is dropped at the end.
+    c.begin(scope);
+    c.keep('a', c.get('a')!);
+    c.end();
+    assert.deepEqual([c.get('a')?.file, c.get('b')], ['configmap-a.yaml', undefined]);
+    // A sync that stops half way (no end()) leaves the cache as it was.
+    c.begin(scope);
+    c.keep('z', { file: 'configmap-z.yaml', oid: OID, kind: 'ConfigMap' });
+    c.begin(scope);
+    assert.equal(c.get('z'), undefined);
+    assert.ok(c.get('a'));
+    c.begin({ ...scope, serverVersion: 'v1.35.0' });
+    assert.equal(c.get('a'), undefined, 'an upgraded source server: nothing reused');
+    c.keep('a', { file: 'configmap-a.yaml', oid: OID, kind: 'ConfigMap' });
+    c.end();
+    c.begin({ ...scope, plan: { scaleToZero: false } });
+    assert.equal(c.get('a'), undefined, 'other options: nothing reused');
+  });
+
+  it('is kept in a file between processes; a file of another shape, or unreadable, loads as an empty cache', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'drs-rc-'));
+    try {
+      const file = path.join(dir, 'sub', 'render.json');
+      const c = new RenderCache();
+      c.begin(scope);
+      c.keep('a', { file: 'deployment.apps-web.yaml', oid: OID, kind: 'Deployment.apps' });
+      c.end();
+      c.rememberOwner('b'.repeat(40), 'dr/app');
+      await c.save(file);
+      const loaded = await RenderCache.load(file);
+      loaded.begin(scope);
+      assert.deepEqual(loaded.get('a'), { file: 'deployment.apps-web.yaml', oid: OID, kind: 'Deployment.apps' });
+      assert.equal(loaded.owners.get('b'.repeat(40)), 'dr/app');
+      assert.deepEqual(fs.readdirSync(path.dirname(file)), ['render.json'], 'no temporary file left');
+
+      const bad = [
+        '{"scope": tru',
+        JSON.stringify({ scope: 's', entries: [['a']], owners: [] }),
+        JSON.stringify({ scope: 's', entries: [['a', 'x.yaml', 'not-an-oid', 'ConfigMap']], owners: [] }),
+        JSON.stringify({ scope: 's', entries: [], owners: [['b'.repeat(40), 3]] }),
+        JSON.stringify([]),
+      ];
+      for (const content of bad) {
+        fs.writeFileSync(file, content);
+        const l = await RenderCache.load(file);
+        assert.equal(l.size + l.owners.size, 0, content);
+      }
+      assert.equal((await RenderCache.load(path.join(dir, 'missing.json'))).size, 0);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('planNamespace: a reused object is not transformed and is counted by the kind it was rendered as', () => {
+    const listed = [withIds(deployment('web'), 'u1', '1'), withIds(configMap('cfg', { a: '1' }), 'u2', '1')];
+    const reused = { file: 'deployment.apps-web.yaml', oid: OID, kind: 'Rollout.argoproj.io' };
+    const plan = planNamespace(listed, 'shop', 'shop', { scaleToZero: true, pvc: {}, secretsMode: 'Omit' }, undefined, (o) => (o.kind === 'Deployment' ? reused : undefined));
+    assert.deepEqual(plan.objects.map((o) => o.metadata.name), ['cfg']);
+    assert.deepEqual([...plan.reused], [['deployment.apps-web.yaml', OID]]);
+    assert.deepEqual(plan.counts, { ConfigMap: 1, 'Rollout.argoproj.io': 1 });
+    assert.equal(plan.sourceOf.get(plan.objects[0]!), listed[1]);
+  });
+});
