@@ -1,5 +1,6 @@
 // One sync of one Replication: read the source (kube adapter), run the pure core, write the DR
 // repository (git adapter). The CLI's `sync` command and the controller both call runSync.
+import { createHash } from 'node:crypto';
 import { parse as parseYaml } from 'yaml';
 import type { Author, FolderChanges, GitRepo, Snapshot, TreeEntry } from '../adapters/git/repo.ts';
 import { blobOid, isPrepared, PushConflictError } from '../adapters/git/repo.ts';
@@ -490,8 +491,25 @@ interface Rendered {
   folder?: { path: string; files: Awaited<ReturnType<GitRepo['prepareFolder']>> };
 }
 
+/**
+ * What a namespace's folder is rendered from besides the render cache's scope: each object as
+ * read (its cache key, in list order), the source Namespace, and `rules` (what the prune rules
+ * see). Undefined when an object cannot be keyed.
+ */
+function folderInputs(ns: SourceNamespace, rules: string): string | undefined {
+  const md = ns.object?.metadata;
+  if (md && !(md.uid && md.resourceVersion)) return undefined;
+  const h = createHash('sha1').update(rules).update(md ? `\0${md.uid}\0${md.resourceVersion}` : '\0-');
+  for (const o of ns.listed) {
+    const key = RenderCache.keyOf(o, ns.destination);
+    if (key === undefined) return undefined;
+    h.update('\n').update(key);
+  }
+  return h.digest('hex');
+}
+
 /** One namespace: its objects transformed and rendered, merged with what its folder keeps, and hashed. */
-async function renderSourceNamespace(ns: SourceNamespace, spec: SyncSpec, src: Pick<SourceRead, 'served'>, state: RepoState, deps: SyncDeps): Promise<Rendered> {
+async function renderSourceNamespace(ns: SourceNamespace, spec: SyncSpec, src: Pick<SourceRead, 'served'>, state: RepoState, deps: SyncDeps, rules: string): Promise<Rendered> {
   const parent = state.parent;
   const out: Rendered = { skipped: [], errors: [], warnings: [...ns.warnings], counts: {}, reused: 0, notOwned: [] };
   const foreignOwner = state.foreign.get(ns.destination);
@@ -506,10 +524,26 @@ async function renderSourceNamespace(ns: SourceNamespace, spec: SyncSpec, src: P
     });
     return out;
   }
+  const cache = deps.renderCache;
+  // (SOPS: the ciphertext also depends on the digest key, which is not an input here.)
+  const inputs = cache && spec.plan.secretsMode !== 'SOPS' && ns.warnings.length === 0 && ns.failedTypes.length === 0 ? folderInputs(ns, rules) : undefined;
+  const memo = inputs === undefined ? undefined : cache!.getFolder(ns.destination);
+  if (memo && memo.inputs === inputs && memo.tree === state.ownedTrees.get(ns.destination)) {
+    // Nothing the folder is rendered from changed, and it is as that sync left it: left as it is.
+    cache!.keepFolder(ns.destination, memo);
+    for (const o of ns.listed) {
+      const key = RenderCache.keyOf(o, ns.destination)!;
+      const entry = cache!.get(key);
+      if (entry) cache!.keep(key, entry);
+    }
+    out.counts = memo.counts;
+    out.skipped.push(...memo.skipped);
+    out.reused = Object.values(memo.counts).reduce((a, b) => a + b, 0);
+    return out;
+  }
   const prevFiles = state.owned.get(ns.destination);
   const previous = await loadPrevious(deps.repo, ns, prevFiles, spec.plan.secretsMode);
   const prevOf = (o: KubeObject) => previous.get(objectFileName(o));
-  const cache = deps.renderCache;
   // Objects whose transform reads their last file are rendered every time.
   const cacheKey = (o: KubeObject) => (cache && !readsPrevious(o, spec.plan.secretsMode) ? RenderCache.keyOf(o, ns.destination) : undefined);
   // An unchanged object keeps its file when the folder still holds exactly that blob.
@@ -560,6 +594,9 @@ async function renderSourceNamespace(ns: SourceNamespace, spec: SyncSpec, src: P
       const oid = oids.get(file);
       if (key !== undefined && oid !== undefined) cache.keep(key, { file, oid, kind: groupKind(obj) });
     }
+    if (inputs !== undefined && out.errors.length === 0 && out.warnings.length === 0) {
+      cache.keepFolder(ns.destination, { inputs, tree: prepared.tree, counts: out.counts, skipped: out.skipped });
+    }
   }
   out.folder = { path: folder.folder, files: prepared };
   return out;
@@ -588,10 +625,12 @@ async function renderSync(spec: SyncSpec, deps: SyncDeps, src: SourceStream, sta
 
   let renderMs = 0;
   deps.renderCache?.begin({ plan: spec.plan, replication: spec.replication, sourceCluster: spec.sourceCluster, serverVersion: src.serverVersion });
+  // What decides the fate of a folder's files that are not rendered (core/prune.ts), for folderInputs.
+  const rules = JSON.stringify([spec.git.prune, [...src.served].sort()]);
   for await (const ns of src.namespaces) {
     const t = performance.now();
     namespaces.push({ source: ns.source, destination: ns.destination });
-    const r = await renderSourceNamespace(ns, spec, src, state, deps);
+    const r = await renderSourceNamespace(ns, spec, src, state, deps, rules);
     skipped.push(...r.skipped);
     errors.push(...r.errors);
     warnings.push(...r.warnings);

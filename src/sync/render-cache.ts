@@ -17,15 +17,28 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ReusedFile } from '../core/plan.ts';
-import type { KubeObject } from '../core/types.ts';
+import type { KubeObject, Skipped } from '../core/types.ts';
 import { errorMessage } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
 import { VERSION } from '../version.ts';
+
+/**
+ * A whole destination folder as the last sync left it: when its inputs (every object's key in
+ * list order, the Namespace, what the prune rules see) are the same and the folder still is
+ * `tree`, nothing in it is rendered at all. What the sync reports for it is kept with it.
+ */
+export interface FolderMemo {
+  inputs: string;
+  tree: string;
+  counts: Record<string, number>;
+  skipped: Skipped[];
+}
 
 interface Persisted {
   scope: string;
   entries: [key: string, file: string, oid: string, kind: string][];
   owners: [oid: string, owner: string][];
+  folders: [destination: string, memo: FolderMemo][];
 }
 
 let codeDigest: string | undefined;
@@ -58,6 +71,15 @@ const isEntry = (e: unknown): e is Persisted['entries'][number] =>
   Array.isArray(e) && e.length === 4 && e.every((x) => typeof x === 'string') && OID.test(e[2] as string) && (e[1] as string).endsWith('.yaml');
 const isOwner = (e: unknown): e is Persisted['owners'][number] =>
   Array.isArray(e) && e.length === 2 && typeof e[0] === 'string' && OID.test(e[0]) && typeof e[1] === 'string';
+const isRecordOf = (v: unknown, item: (x: unknown) => boolean): boolean =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) && Object.values(v).every(item);
+const isSkipped = (s: unknown): boolean => isRecordOf(s, (x) => typeof x === 'string') && ['kind', 'namespace', 'name', 'reason'].every((k) => k in (s as object));
+const isFolder = (e: unknown): e is Persisted['folders'][number] => {
+  if (!Array.isArray(e) || e.length !== 2 || typeof e[0] !== 'string') return false;
+  const m = e[1] as Partial<FolderMemo> | null;
+  return typeof m === 'object' && m !== null && typeof m.inputs === 'string' && typeof m.tree === 'string' && OID.test(m.tree) &&
+    isRecordOf(m.counts, (n) => Number.isInteger(n)) && Array.isArray(m.skipped) && m.skipped.every(isSkipped);
+};
 
 /** At most this many namespace.yaml owners are remembered: they are content-addressed, so old ones just fall out. */
 const MAX_OWNERS = 10_000;
@@ -67,6 +89,8 @@ export class RenderCache {
   private entries = new Map<string, ReusedFile>();
   /** Entries used or added by the sync under way: what the next one can use (see begin()). */
   private next = new Map<string, ReusedFile>();
+  private folders = new Map<string, FolderMemo>();
+  private nextFolders = new Map<string, FolderMemo>();
   private dirty = false;
   /** namespace.yaml blob id → the Replication its annotation names ('' for none). Always valid: content-addressed. */
   readonly owners = new Map<string, string>();
@@ -89,9 +113,11 @@ export class RenderCache {
     if (scope !== this.scope) {
       this.scope = scope;
       this.entries = new Map();
+      this.folders = new Map();
       this.dirty = true;
     }
     this.next = new Map();
+    this.nextFolders = new Map();
   }
 
   get(key: string): ReusedFile | undefined {
@@ -105,11 +131,23 @@ export class RenderCache {
     this.next.set(key, entry);
   }
 
+  getFolder(destination: string): FolderMemo | undefined {
+    return this.folders.get(destination);
+  }
+
+  keepFolder(destination: string, memo: FolderMemo): void {
+    const old = this.folders.get(destination);
+    if (old?.inputs !== memo.inputs || old.tree !== memo.tree) this.dirty = true;
+    this.nextFolders.set(destination, memo);
+  }
+
   /** The sync rendered every namespace: the next one starts from what this one kept. */
   end(): void {
-    if (this.next.size !== this.entries.size) this.dirty = true;
+    if (this.next.size !== this.entries.size || this.nextFolders.size !== this.folders.size) this.dirty = true;
     this.entries = this.next;
+    this.folders = this.nextFolders;
     this.next = new Map();
+    this.nextFolders = new Map();
   }
 
   rememberOwner(oid: string, owner: string): void {
@@ -135,11 +173,12 @@ export class RenderCache {
     if (file === undefined) return cache;
     try {
       const p = JSON.parse(await fs.promises.readFile(file, 'utf8')) as Partial<Persisted>;
-      if (typeof p.scope !== 'string' || !Array.isArray(p.entries) || !Array.isArray(p.owners)) return cache;
-      if (!p.entries.every(isEntry) || !p.owners.every(isOwner)) return cache;
+      if (typeof p.scope !== 'string' || !Array.isArray(p.entries) || !Array.isArray(p.owners) || !Array.isArray(p.folders)) return cache;
+      if (!p.entries.every(isEntry) || !p.owners.every(isOwner) || !p.folders.every(isFolder)) return cache;
       cache.scope = p.scope;
       for (const [key, f, oid, kind] of p.entries) cache.entries.set(key, { file: f, oid, kind });
       for (const [oid, owner] of p.owners) cache.owners.set(oid, owner);
+      for (const [dest, memo] of p.folders) cache.folders.set(dest, memo);
       return cache;
     } catch {
       return new RenderCache();
@@ -153,6 +192,7 @@ export class RenderCache {
       scope: this.scope,
       entries: [...this.entries].map(([key, e]) => [key, e.file, e.oid, e.kind]),
       owners: [...this.owners],
+      folders: [...this.folders],
     };
     await fs.promises.mkdir(path.dirname(file), { recursive: true });
     const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;

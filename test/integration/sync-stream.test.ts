@@ -183,7 +183,7 @@ it('group commit: Replications sharing a repository get a commit each and one pu
   }
 });
 
-it('render cache: a resync renders only changed objects, kept between processes; it writes what a sync without it writes; a file edited by hand or new options render again', async () => {
+it('render cache: a resync renders only changed objects and leaves unchanged folders as they are, kept between processes; it writes what a sync without it writes; a file edited by hand or new options render again', async () => {
   const auth = { username: git.user, password: git.password };
   const cachedRepo = new GitRepo({ url: await git.createRepo('cached'), branch: 'main', auth, cacheDir: path.join(tmp, 'rc') });
   const plainRepo = new GitRepo({ url: await git.createRepo('plain'), branch: 'main', auth, cacheDir: path.join(tmp, 'rp') });
@@ -214,22 +214,39 @@ it('render cache: a resync renders only changed objects, kept between processes;
   assert.equal(one.reused, objects - 1);
   await sameTree();
 
-  // A Deployment scaled to 0 at the source reads its last file (the remembered count): never from the cache.
+  // A Deployment scaled to 0 at the source reads its last file (the remembered count): never
+  // from the cache, once anything else in its namespace changed.
   await source.request('PATCH', `/apis/apps/v1/namespaces/${benchNamespace(2)}/deployments/obj-9`, { spec: { replicas: 0 } }, 'application/merge-patch+json');
   const scaled = await cached();
   assert.equal(scaled.commit, undefined, 'a source at 0 replicas changes nothing in DR (scale to zero)');
-  assert.equal((await cached()).reused, objects - 1, 'the workload at 0 is rendered every time');
+  assert.equal((await cached()).reused, objects, 'nothing changed: the whole folder is left as it is');
+  await source.request('PATCH', `/api/v1/namespaces/${benchNamespace(2)}/configmaps/obj-0`, { data: { other: 'cache2' } }, 'application/merge-patch+json');
+  const next = await cached();
+  assert.deepEqual(next.diff.changed, [`clusters/dr/${benchNamespace(2)}/configmap-obj-0.yaml`]);
+  assert.equal(next.reused, objects - 2, 'the changed ConfigMap and the workload at 0 are rendered');
+  await sameTree();
+
+  // The source Namespace changed (a label): only its namespace.yaml.
+  await source.request('PATCH', `/api/v1/namespaces/${benchNamespace(4)}`, { metadata: { labels: { team: 'web' } } }, 'application/merge-patch+json');
+  const relabelled = await cached();
+  assert.deepEqual(relabelled.diff, { added: [], changed: [`clusters/dr/${benchNamespace(4)}/namespace.yaml`], removed: [] });
+  await sameTree();
 
   // Files edited and deleted in the repository by hand, objects unchanged: rendered again and restored.
   const clone = await git.clone('cached');
   const folder = path.join(clone, 'clusters/dr', benchNamespace(0));
   fs.writeFileSync(path.join(folder, 'configmap-obj-1.yaml'), fs.readFileSync(path.join(folder, 'configmap-obj-1.yaml'), 'utf8').replace('other: "1"', 'other: "hand"'));
   fs.rmSync(path.join(folder, 'configmap-obj-2.yaml'));
+  fs.appendFileSync(path.join(clone, 'clusters/dr', benchNamespace(1), 'kustomization.yaml'), '# by hand\n');
   gitOut(clone, 'commit', '-qam', 'by hand');
   gitOut(clone, 'push', '-q', 'origin', 'HEAD:main');
   const restored = await cached();
-  assert.deepEqual(restored.diff, { added: [`clusters/dr/${benchNamespace(0)}/configmap-obj-2.yaml`], changed: [`clusters/dr/${benchNamespace(0)}/configmap-obj-1.yaml`], removed: [] });
-  assert.equal(restored.reused, objects - 3);
+  assert.deepEqual(restored.diff, {
+    added: [`clusters/dr/${benchNamespace(0)}/configmap-obj-2.yaml`],
+    changed: [`clusters/dr/${benchNamespace(0)}/configmap-obj-1.yaml`, `clusters/dr/${benchNamespace(1)}/kustomization.yaml`],
+    removed: [],
+  });
+  assert.equal(restored.reused, objects - 2);
   await sameTree();
 
   // Other options (scale to zero off): every object is rendered again.
@@ -244,5 +261,5 @@ it('render cache: a resync renders only changed objects, kept between processes;
   const afterLoss = await cached(unscaled);
   assert.equal(afterLoss.commit, undefined);
   assert.equal(afterLoss.reused, 0);
-  assert.equal((await cached(unscaled)).reused, objects - 1);
+  assert.equal((await cached(unscaled)).reused, objects);
 });

@@ -64,24 +64,34 @@ describe('render cache', () => {
       c.keep('a', { file: 'deployment.apps-web.yaml', oid: OID, kind: 'Deployment.apps' });
       c.end();
       c.rememberOwner('b'.repeat(40), 'dr/app');
+      const memo = { inputs: 'i', tree: 'c'.repeat(40), counts: { 'Deployment.apps': 1 }, skipped: [{ kind: 'ServiceAccount', namespace: 'shop', name: 'default', reason: 'r' }] };
+      c.begin(scope);
+      c.keep('a', c.get('a')!);
+      c.keepFolder('shop', memo);
+      c.end();
       await c.save(file);
       const loaded = await RenderCache.load(file);
       loaded.begin(scope);
       assert.deepEqual(loaded.get('a'), { file: 'deployment.apps-web.yaml', oid: OID, kind: 'Deployment.apps' });
+      assert.deepEqual(loaded.getFolder('shop'), memo);
+      loaded.end();
+      assert.equal(loaded.getFolder('shop'), undefined, 'a folder no sync kept is dropped');
       assert.equal(loaded.owners.get('b'.repeat(40)), 'dr/app');
       assert.deepEqual(fs.readdirSync(path.dirname(file)), ['render.json'], 'no temporary file left');
 
       const bad = [
         '{"scope": tru',
-        JSON.stringify({ scope: 's', entries: [['a']], owners: [] }),
-        JSON.stringify({ scope: 's', entries: [['a', 'x.yaml', 'not-an-oid', 'ConfigMap']], owners: [] }),
-        JSON.stringify({ scope: 's', entries: [], owners: [['b'.repeat(40), 3]] }),
+        JSON.stringify({ scope: 's', entries: [['a']], owners: [], folders: [] }),
+        JSON.stringify({ scope: 's', entries: [['a', 'x.yaml', 'not-an-oid', 'ConfigMap']], owners: [], folders: [] }),
+        JSON.stringify({ scope: 's', entries: [], owners: [['b'.repeat(40), 3]], folders: [] }),
+        JSON.stringify({ scope: 's', entries: [], owners: [], folders: [['shop', { inputs: 'i', tree: 'x', counts: {}, skipped: [] }]] }),
+        JSON.stringify({ scope: 's', entries: [], owners: [], folders: [['shop', { inputs: 'i', tree: 'c'.repeat(40), counts: { a: 'x' }, skipped: [] }]] }),
         JSON.stringify([]),
       ];
       for (const content of bad) {
         fs.writeFileSync(file, content);
         const l = await RenderCache.load(file);
-        assert.equal(l.size + l.owners.size, 0, content);
+        assert.equal(l.size + l.owners.size + (l.getFolder('shop') ? 1 : 0), 0, content);
       }
       assert.equal((await RenderCache.load(path.join(dir, 'missing.json'))).size, 0);
     } finally {
