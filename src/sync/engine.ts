@@ -174,8 +174,14 @@ interface SourceStream extends Omit<SourceRead, 'namespaces'> {
   cancel(): void;
 }
 
-/** Namespaces whose LISTs are in flight at once, ahead of the one being rendered. */
+/** Namespaces whose LISTs are in flight at once. */
 const LIST_AHEAD = 4;
+/**
+ * Objects read but not rendered yet that the reader may hold, beyond LIST_AHEAD namespaces:
+ * while the sync waits for the repository (a Git round trip, often longer than discovery),
+ * the reader goes on. Bounded so that memory stays per namespace, not per cluster.
+ */
+const READ_AHEAD_OBJECTS = 5000;
 
 /**
  * Resolves the requested types, or refuses the whole sync: an unknown name (a typo, a CRD being
@@ -241,27 +247,42 @@ async function openSource(client: KubeClient, spec: SyncSpec, log: Logger): Prom
     return { ...t, listed: lists.flat(), failedTypes, warnings: nsWarnings.filter((w) => w !== undefined) };
   };
   const served = new Set(discovery.types.filter((t) => t.namespaced && !t.resource.includes('/')).map((t) => typeKeyOf(t)));
-  return { namespaces: listAhead(targets, listNamespace, LIST_AHEAD), frozen, served, warnings, serverVersion: discovery.serverVersion, cancel: () => stop.abort() };
+  const namespaces = listAhead(targets, listNamespace, LIST_AHEAD, (ns) => ns.listed.length, READ_AHEAD_OBJECTS);
+  return { namespaces, frozen, served, warnings, serverVersion: discovery.serverVersion, cancel: () => stop.abort() };
 }
 
 /**
  * `read(item)` for each item, `ahead` at a time, yielded in the items' order. The first reads
- * start at once, not at the first `next()`: the caller fetches the repository meanwhile.
+ * start at once, not at the first `next()`: the caller fetches the repository meanwhile. Reads
+ * go on ahead of the consumer while the results it has not taken yet hold fewer than
+ * `maxBuffered` (by `size`); after a failed read, only the consumer starts new ones.
  */
-function listAhead<T, R>(items: readonly T[], read: (item: T) => Promise<R>, ahead: number): AsyncIterable<R> {
-  const inFlight: Promise<R>[] = [];
-  let next = 0;
-  const startOne = () => {
-    const p = read(items[next++]!);
-    p.catch(() => {}); // observed by the consumer; a consumer that stops early must not leave it unhandled
-    inFlight.push(p);
+function listAhead<T, R>(items: readonly T[], read: (item: T) => Promise<R>, ahead: number, size: (r: R) => number, maxBuffered: number): AsyncIterable<R> {
+  const started: Promise<R>[] = [];
+  let consumed = 0;
+  let running = 0;
+  let buffered = 0;
+  const pump = () => {
+    while (started.length < items.length && running < ahead && (started.length - consumed < ahead || buffered < maxBuffered)) {
+      const p = read(items[started.length]!);
+      running++;
+      p.then((r) => {
+        running--;
+        buffered += size(r);
+        pump();
+      }, () => running--);
+      p.catch(() => {}); // observed by the consumer; a consumer that stops early must not leave it unhandled
+      started.push(p);
+    }
   };
-  while (inFlight.length < ahead && next < items.length) startOne();
+  pump();
   return {
     async *[Symbol.asyncIterator]() {
-      while (inFlight.length) {
-        const done = await inFlight.shift()!;
-        if (next < items.length) startOne();
+      while (consumed < items.length) {
+        const done = await started[consumed]!;
+        consumed++;
+        buffered -= size(done);
+        pump();
         yield done;
       }
     },
@@ -499,9 +520,9 @@ interface Rendered {
 function folderInputs(ns: SourceNamespace, rules: string): string | undefined {
   const md = ns.object?.metadata;
   if (md && !(md.uid && md.resourceVersion)) return undefined;
-  const h = createHash('sha1').update(rules).update(md ? `\0${md.uid}\0${md.resourceVersion}` : '\0-');
+  const h = createHash('sha1').update(rules).update(`\0${ns.destination}`).update(md ? `\0${md.uid}\0${md.resourceVersion}` : '\0-');
   for (const o of ns.listed) {
-    const key = RenderCache.keyOf(o, ns.destination);
+    const key = RenderCache.keyOf(o);
     if (key === undefined) return undefined;
     h.update('\n').update(key);
   }
@@ -530,12 +551,7 @@ async function renderSourceNamespace(ns: SourceNamespace, spec: SyncSpec, src: P
   const memo = inputs === undefined ? undefined : cache!.getFolder(ns.destination);
   if (memo && memo.inputs === inputs && memo.tree === state.ownedTrees.get(ns.destination)) {
     // Nothing the folder is rendered from changed, and it is as that sync left it: left as it is.
-    cache!.keepFolder(ns.destination, memo);
-    for (const o of ns.listed) {
-      const key = RenderCache.keyOf(o, ns.destination)!;
-      const entry = cache!.get(key);
-      if (entry) cache!.keep(key, entry);
-    }
+    cache!.keepFolder(ns.destination, memo, true);
     out.counts = memo.counts;
     out.skipped.push(...memo.skipped);
     out.reused = Object.values(memo.counts).reduce((a, b) => a + b, 0);
@@ -545,13 +561,13 @@ async function renderSourceNamespace(ns: SourceNamespace, spec: SyncSpec, src: P
   const previous = await loadPrevious(deps.repo, ns, prevFiles, spec.plan.secretsMode);
   const prevOf = (o: KubeObject) => previous.get(objectFileName(o));
   // Objects whose transform reads their last file are rendered every time.
-  const cacheKey = (o: KubeObject) => (cache && !readsPrevious(o, spec.plan.secretsMode) ? RenderCache.keyOf(o, ns.destination) : undefined);
+  const cacheKey = (o: KubeObject) => (cache && !readsPrevious(o, spec.plan.secretsMode) ? RenderCache.keyOf(o) : undefined);
   // An unchanged object keeps its file when the folder still holds exactly that blob.
   const reuse = (o: KubeObject): ReusedFile | undefined => {
     const key = cacheKey(o);
-    const hit = key === undefined ? undefined : cache!.get(key);
+    const hit = key === undefined ? undefined : cache!.get(ns.destination, key);
     if (!hit || prevFiles?.get(hit.file) !== hit.oid) return undefined;
-    cache!.keep(key!, hit);
+    cache!.keep(ns.destination, key!, hit);
     return hit;
   };
   const plan: NamespacePlan = planNamespace(ns.listed, ns.source, ns.destination, spec.plan, prevOf, reuse);
@@ -592,7 +608,7 @@ async function renderSourceNamespace(ns: SourceNamespace, spec: SyncSpec, src: P
       const key = source && cacheKey(source);
       const file = objectFileName(obj);
       const oid = oids.get(file);
-      if (key !== undefined && oid !== undefined) cache.keep(key, { file, oid, kind: groupKind(obj) });
+      if (key !== undefined && oid !== undefined) cache.keep(ns.destination, key, { file, oid, kind: groupKind(obj) });
     }
     if (inputs !== undefined && out.errors.length === 0 && out.warnings.length === 0) {
       cache.keepFolder(ns.destination, { inputs, tree: prepared.tree, counts: out.counts, skipped: out.skipped });

@@ -34,11 +34,38 @@ export interface FolderMemo {
   skipped: Skipped[];
 }
 
+/** One folder's entries, object key → file; persisted as one JSON string, parsed on first use. */
+class FolderEntries {
+  private map?: Map<string, ReusedFile>;
+  constructor(private raw?: string) {
+    if (raw === undefined) this.map = new Map();
+  }
+
+  /** The entries; a persisted string of another shape gives none (it is only a cache). */
+  get entries(): Map<string, ReusedFile> {
+    if (!this.map) {
+      this.map = new Map();
+      try {
+        const list: unknown = JSON.parse(this.raw!);
+        if (Array.isArray(list) && list.every(isEntry)) for (const [key, file, oid, kind] of list) this.map.set(key, { file, oid, kind });
+      } catch {
+        // an empty folder cache
+      }
+      this.raw = undefined;
+    }
+    return this.map;
+  }
+
+  serialize(): string {
+    return this.raw ?? JSON.stringify([...this.map!].map(([key, e]) => [key, e.file, e.oid, e.kind]));
+  }
+}
+
 interface Persisted {
   scope: string;
-  entries: [key: string, file: string, oid: string, kind: string][];
   owners: [oid: string, owner: string][];
-  folders: [destination: string, memo: FolderMemo][];
+  /** Per destination folder: its memo (or null) and its entries (FolderEntries, serialized). */
+  folders: [destination: string, memo: FolderMemo | null, entries: string][];
 }
 
 let codeDigest: string | undefined;
@@ -67,40 +94,42 @@ function renderCodeDigest(): string {
 }
 
 const OID = /^[0-9a-f]{40}$/;
-const isEntry = (e: unknown): e is Persisted['entries'][number] =>
+const isEntry = (e: unknown): e is [string, string, string, string] =>
   Array.isArray(e) && e.length === 4 && e.every((x) => typeof x === 'string') && OID.test(e[2] as string) && (e[1] as string).endsWith('.yaml');
 const isOwner = (e: unknown): e is Persisted['owners'][number] =>
   Array.isArray(e) && e.length === 2 && typeof e[0] === 'string' && OID.test(e[0]) && typeof e[1] === 'string';
 const isRecordOf = (v: unknown, item: (x: unknown) => boolean): boolean =>
   typeof v === 'object' && v !== null && !Array.isArray(v) && Object.values(v).every(item);
 const isSkipped = (s: unknown): boolean => isRecordOf(s, (x) => typeof x === 'string') && ['kind', 'namespace', 'name', 'reason'].every((k) => k in (s as object));
-const isFolder = (e: unknown): e is Persisted['folders'][number] => {
-  if (!Array.isArray(e) || e.length !== 2 || typeof e[0] !== 'string') return false;
-  const m = e[1] as Partial<FolderMemo> | null;
+const isMemo = (v: unknown): v is FolderMemo => {
+  const m = v as Partial<FolderMemo> | null;
   return typeof m === 'object' && m !== null && typeof m.inputs === 'string' && typeof m.tree === 'string' && OID.test(m.tree) &&
     isRecordOf(m.counts, (n) => Number.isInteger(n)) && Array.isArray(m.skipped) && m.skipped.every(isSkipped);
 };
+const isFolder = (e: unknown): e is Persisted['folders'][number] =>
+  Array.isArray(e) && e.length === 3 && typeof e[0] === 'string' && (e[1] === null || isMemo(e[1])) && typeof e[2] === 'string';
 
 /** At most this many namespace.yaml owners are remembered: they are content-addressed, so old ones just fall out. */
 const MAX_OWNERS = 10_000;
 
 export class RenderCache {
   private scope = '';
-  private entries = new Map<string, ReusedFile>();
+  /** Per destination folder. */
+  private entries = new Map<string, FolderEntries>();
   /** Entries used or added by the sync under way: what the next one can use (see begin()). */
-  private next = new Map<string, ReusedFile>();
+  private next = new Map<string, FolderEntries>();
   private folders = new Map<string, FolderMemo>();
   private nextFolders = new Map<string, FolderMemo>();
   private dirty = false;
   /** namespace.yaml blob id → the Replication its annotation names ('' for none). Always valid: content-addressed. */
   readonly owners = new Map<string, string>();
 
-  /** The cache key of an object in a destination namespace, or undefined when it cannot be cached. */
-  static keyOf(obj: KubeObject, destination: string): string | undefined {
+  /** The cache key of an object within its destination folder, or undefined when it cannot be cached. */
+  static keyOf(obj: KubeObject): string | undefined {
     const { uid, resourceVersion } = obj.metadata;
     // The type too: one object can be listed through two types (ingresses.extensions and
     // ingresses.networking.k8s.io), or read at another version once the server prefers it.
-    return uid && resourceVersion ? `${destination}\0${obj.apiVersion}\0${obj.kind}\0${uid}\0${resourceVersion}` : undefined;
+    return uid && resourceVersion ? `${obj.apiVersion}\0${obj.kind}\0${uid}\0${resourceVersion}` : undefined;
   }
 
   /**
@@ -120,30 +149,43 @@ export class RenderCache {
     this.nextFolders = new Map();
   }
 
-  get(key: string): ReusedFile | undefined {
-    return this.entries.get(key);
+  get(destination: string, key: string): ReusedFile | undefined {
+    return this.entries.get(destination)?.entries.get(key);
   }
 
   /** Keeps an entry for the next sync (one that was used, or a file just rendered). */
-  keep(key: string, entry: ReusedFile): void {
-    const old = this.entries.get(key);
+  keep(destination: string, key: string, entry: ReusedFile): void {
+    const old = this.get(destination, key);
     if (old?.file !== entry.file || old.oid !== entry.oid || old.kind !== entry.kind) this.dirty = true;
-    this.next.set(key, entry);
+    let next = this.next.get(destination);
+    if (!next || next === this.entries.get(destination)) {
+      const carried = next?.entries;
+      this.next.set(destination, (next = new FolderEntries()));
+      for (const [k, e] of carried ?? []) next.entries.set(k, e);
+    }
+    next.entries.set(key, entry);
   }
 
   getFolder(destination: string): FolderMemo | undefined {
     return this.folders.get(destination);
   }
 
-  keepFolder(destination: string, memo: FolderMemo): void {
+  /** Keeps a folder's memo for the next sync; `unchanged`: its entries too, all of them, as they are. */
+  keepFolder(destination: string, memo: FolderMemo, unchanged = false): void {
     const old = this.folders.get(destination);
     if (old?.inputs !== memo.inputs || old.tree !== memo.tree) this.dirty = true;
     this.nextFolders.set(destination, memo);
+    const entries = this.entries.get(destination);
+    if (unchanged && entries) this.next.set(destination, entries);
   }
 
   /** The sync rendered every namespace: the next one starts from what this one kept. */
   end(): void {
     if (this.next.size !== this.entries.size || this.nextFolders.size !== this.folders.size) this.dirty = true;
+    for (const [dest, next] of this.next) {
+      const old = this.entries.get(dest);
+      if (next !== old && next.entries.size !== old?.entries.size) this.dirty = true;
+    }
     this.entries = this.next;
     this.folders = this.nextFolders;
     this.next = new Map();
@@ -157,8 +199,11 @@ export class RenderCache {
     this.dirty = true;
   }
 
+  /** Entries in all folders (parses them all: for tests and logs). */
   get size(): number {
-    return this.entries.size;
+    let n = 0;
+    for (const f of this.entries.values()) n += f.entries.size;
+    return n;
   }
 
   /** Where a one-shot process keeps the cache of a Replication's syncs into `repo` (undefined: not kept). */
@@ -173,12 +218,14 @@ export class RenderCache {
     if (file === undefined) return cache;
     try {
       const p = JSON.parse(await fs.promises.readFile(file, 'utf8')) as Partial<Persisted>;
-      if (typeof p.scope !== 'string' || !Array.isArray(p.entries) || !Array.isArray(p.owners) || !Array.isArray(p.folders)) return cache;
-      if (!p.entries.every(isEntry) || !p.owners.every(isOwner) || !p.folders.every(isFolder)) return cache;
+      if (typeof p.scope !== 'string' || !Array.isArray(p.owners) || !Array.isArray(p.folders)) return cache;
+      if (!p.owners.every(isOwner) || !p.folders.every(isFolder)) return cache;
       cache.scope = p.scope;
-      for (const [key, f, oid, kind] of p.entries) cache.entries.set(key, { file: f, oid, kind });
       for (const [oid, owner] of p.owners) cache.owners.set(oid, owner);
-      for (const [dest, memo] of p.folders) cache.folders.set(dest, memo);
+      for (const [dest, memo, entries] of p.folders) {
+        if (memo) cache.folders.set(dest, memo);
+        cache.entries.set(dest, new FolderEntries(entries));
+      }
       return cache;
     } catch {
       return new RenderCache();
@@ -188,11 +235,11 @@ export class RenderCache {
   /** Writes the cache when it changed; by rename, so no reader (another process) sees half a file. */
   async save(file: string | undefined): Promise<void> {
     if (!this.dirty || file === undefined) return;
+    const dests = new Set([...this.entries.keys(), ...this.folders.keys()]);
     const p: Persisted = {
       scope: this.scope,
-      entries: [...this.entries].map(([key, e]) => [key, e.file, e.oid, e.kind]),
       owners: [...this.owners],
-      folders: [...this.folders],
+      folders: [...dests].map((d) => [d, this.folders.get(d) ?? null, this.entries.get(d)?.serialize() ?? '[]']),
     };
     await fs.promises.mkdir(path.dirname(file), { recursive: true });
     const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;

@@ -16,43 +16,48 @@ const withIds = (o: KubeObject, uid: string, rv: string): KubeObject => ({ ...o,
 const scope = { plan: { scaleToZero: true }, replication: 'dr/app', sourceCluster: 'prod', serverVersion: 'v1.34.1' };
 
 describe('render cache', () => {
-  it('keys an object by destination, listed type, uid and resourceVersion; none without uid or resourceVersion', () => {
+  it('keys an object by listed type, uid and resourceVersion, per destination folder; none without uid or resourceVersion', () => {
     const ing = (apiVersion: string): KubeObject => ({ apiVersion, kind: 'Ingress', metadata: { name: 'web', uid: 'u1', resourceVersion: '7' } });
     const keys = new Set([
-      RenderCache.keyOf(ing('networking.k8s.io/v1'), 'shop'),
-      RenderCache.keyOf(ing('extensions/v1beta1'), 'shop'), // the same object through another type
-      RenderCache.keyOf(ing('networking.k8s.io/v1'), 'shop-dr'),
-      RenderCache.keyOf({ ...ing('networking.k8s.io/v1'), metadata: { name: 'web', uid: 'u1', resourceVersion: '8' } }, 'shop'),
+      RenderCache.keyOf(ing('networking.k8s.io/v1')),
+      RenderCache.keyOf(ing('extensions/v1beta1')), // the same object through another type
+      RenderCache.keyOf({ ...ing('networking.k8s.io/v1'), metadata: { name: 'web', uid: 'u1', resourceVersion: '8' } }),
     ]);
-    assert.equal(keys.size, 4);
-    assert.equal(RenderCache.keyOf({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'x', uid: 'u1' } }, 'shop'), undefined);
-    assert.equal(RenderCache.keyOf({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'x', resourceVersion: '1' } }, 'shop'), undefined);
+    assert.equal(keys.size, 3);
+    assert.equal(RenderCache.keyOf({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'x', uid: 'u1' } }), undefined);
+    assert.equal(RenderCache.keyOf({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'x', resourceVersion: '1' } }), undefined);
+    const c = new RenderCache();
+    c.begin(scope);
+    c.keep('shop', 'k', { file: 'configmap-a.yaml', oid: OID, kind: 'ConfigMap' });
+    c.end();
+    assert.ok(c.get('shop', 'k'));
+    assert.equal(c.get('shop-dr', 'k'), undefined, 'another destination folder');
   });
 
   it('keeps what a sync used or rendered; other options, another server version or a failed sync drop or keep as they should', () => {
     const c = new RenderCache();
     c.begin(scope);
-    c.keep('a', { file: 'configmap-a.yaml', oid: OID, kind: 'ConfigMap' });
-    c.keep('b', { file: 'configmap-b.yaml', oid: OID, kind: 'ConfigMap' });
+    c.keep('shop', 'a', { file: 'configmap-a.yaml', oid: OID, kind: 'ConfigMap' });
+    c.keep('shop', 'b', { file: 'configmap-b.yaml', oid: OID, kind: 'ConfigMap' });
     c.end();
     assert.equal(c.size, 2);
     // The next sync uses only a: b (its object gone or changed) is dropped at the end.
     c.begin(scope);
-    c.keep('a', c.get('a')!);
+    c.keep('shop', 'a', c.get('shop', 'a')!);
     c.end();
-    assert.deepEqual([c.get('a')?.file, c.get('b')], ['configmap-a.yaml', undefined]);
+    assert.deepEqual([c.get('shop', 'a')?.file, c.get('shop', 'b')], ['configmap-a.yaml', undefined]);
     // A sync that stops half way (no end()) leaves the cache as it was.
     c.begin(scope);
-    c.keep('z', { file: 'configmap-z.yaml', oid: OID, kind: 'ConfigMap' });
+    c.keep('shop', 'z', { file: 'configmap-z.yaml', oid: OID, kind: 'ConfigMap' });
     c.begin(scope);
-    assert.equal(c.get('z'), undefined);
-    assert.ok(c.get('a'));
+    assert.equal(c.get('shop', 'z'), undefined);
+    assert.ok(c.get('shop', 'a'));
     c.begin({ ...scope, serverVersion: 'v1.35.0' });
-    assert.equal(c.get('a'), undefined, 'an upgraded source server: nothing reused');
-    c.keep('a', { file: 'configmap-a.yaml', oid: OID, kind: 'ConfigMap' });
+    assert.equal(c.get('shop', 'a'), undefined, 'an upgraded source server: nothing reused');
+    c.keep('shop', 'a', { file: 'configmap-a.yaml', oid: OID, kind: 'ConfigMap' });
     c.end();
     c.begin({ ...scope, plan: { scaleToZero: false } });
-    assert.equal(c.get('a'), undefined, 'other options: nothing reused');
+    assert.equal(c.get('shop', 'a'), undefined, 'other options: nothing reused');
   });
 
   it('is kept in a file between processes; a file of another shape, or unreadable, loads as an empty cache', async () => {
@@ -61,38 +66,51 @@ describe('render cache', () => {
       const file = path.join(dir, 'sub', 'render.json');
       const c = new RenderCache();
       c.begin(scope);
-      c.keep('a', { file: 'deployment.apps-web.yaml', oid: OID, kind: 'Deployment.apps' });
+      c.keep('shop', 'a', { file: 'deployment.apps-web.yaml', oid: OID, kind: 'Deployment.apps' });
       c.end();
       c.rememberOwner('b'.repeat(40), 'dr/app');
       const memo = { inputs: 'i', tree: 'c'.repeat(40), counts: { 'Deployment.apps': 1 }, skipped: [{ kind: 'ServiceAccount', namespace: 'shop', name: 'default', reason: 'r' }] };
       c.begin(scope);
-      c.keep('a', c.get('a')!);
+      c.keep('shop', 'a', c.get('shop', 'a')!);
       c.keepFolder('shop', memo);
       c.end();
       await c.save(file);
       const loaded = await RenderCache.load(file);
       loaded.begin(scope);
-      assert.deepEqual(loaded.get('a'), { file: 'deployment.apps-web.yaml', oid: OID, kind: 'Deployment.apps' });
+      assert.deepEqual(loaded.get('shop', 'a'), { file: 'deployment.apps-web.yaml', oid: OID, kind: 'Deployment.apps' });
       assert.deepEqual(loaded.getFolder('shop'), memo);
-      loaded.end();
-      assert.equal(loaded.getFolder('shop'), undefined, 'a folder no sync kept is dropped');
       assert.equal(loaded.owners.get('b'.repeat(40)), 'dr/app');
       assert.deepEqual(fs.readdirSync(path.dirname(file)), ['render.json'], 'no temporary file left');
+      // A folder left as it was carries its memo and all its entries to the next sync, and to the next process.
+      loaded.keepFolder('shop', memo, true);
+      loaded.end();
+      await loaded.save(file);
+      const again = await RenderCache.load(file);
+      again.begin(scope);
+      assert.deepEqual([again.getFolder('shop'), again.get('shop', 'a')?.file], [memo, 'deployment.apps-web.yaml']);
+      again.end();
+      assert.equal(again.getFolder('shop'), undefined, 'a folder no sync kept is dropped');
+      assert.equal(again.get('shop', 'a'), undefined);
 
+      const folder = (memoValue: unknown, entries: unknown) => JSON.stringify({ scope: 's', owners: [], folders: [['shop', memoValue, entries]] });
       const bad = [
         '{"scope": tru',
-        JSON.stringify({ scope: 's', entries: [['a']], owners: [], folders: [] }),
-        JSON.stringify({ scope: 's', entries: [['a', 'x.yaml', 'not-an-oid', 'ConfigMap']], owners: [], folders: [] }),
-        JSON.stringify({ scope: 's', entries: [], owners: [['b'.repeat(40), 3]], folders: [] }),
-        JSON.stringify({ scope: 's', entries: [], owners: [], folders: [['shop', { inputs: 'i', tree: 'x', counts: {}, skipped: [] }]] }),
-        JSON.stringify({ scope: 's', entries: [], owners: [], folders: [['shop', { inputs: 'i', tree: 'c'.repeat(40), counts: { a: 'x' }, skipped: [] }]] }),
         JSON.stringify([]),
+        JSON.stringify({ scope: 's', owners: [['b'.repeat(40), 3]], folders: [] }),
+        folder({ inputs: 'i', tree: 'x', counts: {}, skipped: [] }, '[]'),
+        folder({ inputs: 'i', tree: 'c'.repeat(40), counts: { a: 'x' }, skipped: [] }, '[]'),
+        folder(null, [['a', 'x.yaml', OID, 'ConfigMap']]), // entries not as a string
+        folder(null, JSON.stringify([['a']])), // only this folder's entries are lost
+        folder(null, JSON.stringify([['a', 'x.yaml', 'not-an-oid', 'ConfigMap']])),
+        folder(null, '[["a", "x.yaml", '),
       ];
       for (const content of bad) {
         fs.writeFileSync(file, content);
         const l = await RenderCache.load(file);
         assert.equal(l.size + l.owners.size + (l.getFolder('shop') ? 1 : 0), 0, content);
       }
+      fs.writeFileSync(file, folder(null, JSON.stringify([['a', 'x.yaml', OID, 'ConfigMap']])));
+      assert.equal((await RenderCache.load(file)).size, 1, 'a well-formed file loads');
       assert.equal((await RenderCache.load(path.join(dir, 'missing.json'))).size, 0);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
