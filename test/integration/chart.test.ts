@@ -28,13 +28,13 @@ import { kubectl, startCluster } from '../env/cluster.ts';
 import type { GitServer } from '../env/git-server.ts';
 import { startGitServer } from '../env/git-server.ts';
 import { helmPath } from '../env/helm.ts';
+import { untilWith } from '../env/wait.ts';
 
 const execFileAsync = promisify(execFile);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const chartDir = path.join(root, 'charts', 'dr-syncer');
 const NS = 'dr-syncer';
 const SA = `system:serviceaccount:${NS}:dr-syncer`;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface K8sObject {
   apiVersion: string;
@@ -174,20 +174,7 @@ let controllerLog = '';
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'drs-chart-'));
 const admin = (args: string[], input?: string) => kubectl(cluster.kubeconfigPath, args, input === undefined ? {} : { input });
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < end) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (err) {
-      last = err;
-    }
-    await sleep(300);
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}\ncontroller log (tail):\n${controllerLog.split('\n').slice(-30).join('\n')}`);
-}
+const until = untilWith({ context: () => `controller log (tail):\n${controllerLog.split('\n').slice(-30).join('\n')}` });
 
 before(async () => {
   helmPath();

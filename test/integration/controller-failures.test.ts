@@ -24,7 +24,7 @@ import type { GitServer } from '../env/git-server.ts';
 import { startGitServer } from '../env/git-server.ts';
 import type { Proxy } from '../env/proxy.ts';
 import { kubeconfigVia, startProxy } from '../env/proxy.ts';
-import { eventually } from '../env/wait.ts';
+import { untilWith } from '../env/wait.ts';
 
 let ctl: TestCluster;
 let src: TestCluster;
@@ -44,9 +44,7 @@ const srcApply = (yaml: string) => kubectl(src.kubeconfigPath, ['apply', '-f', '
 const getRep = async (name: string, ns = 'dr-syncer'): Promise<Obj> => JSON.parse((await kubectl(ctl.kubeconfigPath, ['get', 'replication', name, '-n', ns, '-o', 'json'])).stdout) as Obj;
 const ready = (s: Status | undefined) => s?.conditions?.find((c) => c.type === 'Ready');
 const head = async () => (await git.git(['ls-remote', `${git.base}/dr.git`, 'refs/heads/main'])).split('\t')[0] ?? '';
-/** Waits until fn returns something truthy (errors count as "not yet"). */
-const until = <T>(what: string, fn: () => Promise<T | undefined | false | null>, timeoutMs = 30_000): Promise<T> =>
-  eventually(what, async () => (await fn()) || undefined, timeoutMs);
+const until = untilWith({ timeoutMs: 30_000 });
 
 async function repoFiles(dir: string): Promise<string[]> {
   const clone = await git.clone('dr');

@@ -15,6 +15,7 @@ import type { TestCluster } from '../env/cluster.ts';
 import { kubectl, startClusters } from '../env/cluster.ts';
 import type { GitServer } from '../env/git-server.ts';
 import { startGitServer } from '../env/git-server.ts';
+import { untilWith } from '../env/wait.ts';
 
 let ctl: TestCluster;
 let src: TestCluster;
@@ -36,20 +37,7 @@ const getRep = async (name: string): Promise<Obj> => JSON.parse((await kubectl(c
 const head = async () => (await git.git(['ls-remote', `${git.base}/dr.git`, 'refs/heads/main'])).split('\t')[0] ?? '';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 30_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < end) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (err) {
-      last = err;
-    }
-    await sleep(250);
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-}
+const until = untilWith({ timeoutMs: 30_000, intervalMs: 250 });
 
 async function repoFiles(dir: string): Promise<string[]> {
   const clone = await git.clone('dr');

@@ -26,6 +26,7 @@ import type { Flux } from '../env/flux.ts';
 import { startFlux } from '../env/flux.ts';
 import type { GitServer } from '../env/git-server.ts';
 import { startGitServer } from '../env/git-server.ts';
+import { untilWith } from '../env/wait.ts';
 
 const run = promisify(execFile);
 const CLI = path.resolve('src/cli/main.ts');
@@ -68,20 +69,7 @@ const ready = (o: Obj) => o.status?.conditions?.find((c) => c.type === 'Ready');
 const head = async () => (await git.git(['ls-remote', `${git.base}/dr.git`, 'refs/heads/main'])).split('\t')[0] ?? '';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < end) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (err) {
-      last = err;
-    }
-    await sleep(300);
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}; Replication status: ${JSON.stringify((await rep()).status)}`);
-}
+const until = untilWith({ context: async () => `Replication status: ${JSON.stringify((await rep()).status)}` });
 
 /** Flux applies the repository's current head to the DR cluster (asked to, and then checked). */
 async function fluxApplies(commit: string): Promise<void> {

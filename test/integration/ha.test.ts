@@ -11,22 +11,12 @@ import type { TestCluster } from '../env/cluster.ts';
 import { kubectl, startCluster } from '../env/cluster.ts';
 import type { GitServer } from '../env/git-server.ts';
 import { startGitServer } from '../env/git-server.ts';
+import { until } from '../env/wait.ts';
 
 let cluster: TestCluster;
 let git: GitServer;
 const procs = new Map<string, ChildProcess>();
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'drs-ha-'));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs: number): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    const v = await fn().catch(() => undefined);
-    if (v) return v;
-    await sleep(300);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 function startController(name: string): ChildProcess {
   const log = fs.openSync(path.join(tmp, `${name}.log`), 'w');

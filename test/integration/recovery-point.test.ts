@@ -26,6 +26,7 @@ import type { Flux } from '../env/flux.ts';
 import { freePort, startFlux } from '../env/flux.ts';
 import type { GitServer } from '../env/git-server.ts';
 import { startGitServer } from '../env/git-server.ts';
+import { untilWith } from '../env/wait.ts';
 
 const run = promisify(execFile);
 const CLI = path.resolve('src/cli/main.ts');
@@ -53,20 +54,7 @@ async function get(kind: string, ns: string, name: string): Promise<Obj | undefi
 }
 const status = async (name: string) => (await get('replication', NS, name))?.status;
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < end) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (err) {
-      last = err;
-    }
-    await sleep(250);
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}; shop: ${JSON.stringify((await status('shop'))?.recoveryPoint)}`);
-}
+const until = untilWith({ intervalMs: 250, context: async () => `shop: ${JSON.stringify((await status('shop'))?.recoveryPoint)}` });
 
 async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string; ms: number }> {
   const t0 = Date.now();
