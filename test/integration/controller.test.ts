@@ -190,6 +190,33 @@ describe('the operator', () => {
     await kubectl(ctl.kubeconfigPath, ['-n', 'dr-syncer', 'patch', 'replication', 'resync', '--type=merge', '-p', '{"spec":{"paused":true}}']);
   });
 
+  it('Continuous: after a sync with a warning, every periodic resync reads the source (the caches alone cannot vouch for it)', async () => {
+    // ResourceQuotas: no other Replication here reads them. Naming secrets with secrets.mode Omit
+    // is a warning on every sync, so no sync is exact.
+    const lists = async () => {
+      const text = (await kubectl(src.kubeconfigPath, ['get', '--raw', '/metrics'])).stdout;
+      return [...text.matchAll(/^apiserver_request_total\{([^}]*)\} (\d+)/gm)]
+        .filter(([, labels]) => labels!.includes('verb="LIST"') && labels!.includes('resource="resourcequotas"'))
+        .reduce((a, [, , n]) => a + Number(n), 0);
+    };
+    await srcApply('{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"inexact"}}');
+    await srcApply('{"apiVersion":"v1","kind":"ResourceQuota","metadata":{"name":"rq","namespace":"inexact"},"spec":{"hard":{"pods":"10"}}}');
+    await ctlApply(replication('inexact', { sourceNamespace: 'inexact', resourceTypes: ['resourcequotas', 'secrets'], mode: 'Continuous', continuous: { debounce: '200ms', resyncInterval: '2s' } }));
+    const first = await until('first sync', async () => {
+      const s = (await getRep('inexact')).status;
+      return s?.phase === 'Synced' && s.lastCommit ? s : undefined;
+    });
+    const synced = first.conditions?.find((c) => c.type === 'Synced')?.message ?? '';
+    assert.match(synced, /secrets\.mode is Omit/, 'the sync warns');
+    const listsBefore = await lists();
+    await until('two periodic resyncs', async () => {
+      const s = (await getRep('inexact')).status;
+      return s?.lastSyncTime && Date.parse(s.lastSyncTime) >= Date.parse(first.lastSyncTime!) + 4000 ? s : undefined;
+    }, 20_000);
+    assert.ok(await lists() >= listsBefore + 2, `each periodic resync listed the source (${await lists()} LISTs, ${listsBefore} before)`);
+    await kubectl(ctl.kubeconfigPath, ['-n', 'dr-syncer', 'patch', 'replication', 'inexact', '--type=merge', '-p', '{"spec":{"paused":true}}']);
+  });
+
   it('Scheduled: syncs at creation, not before its tick, and shows nextSyncTime', async () => {
     await srcApply('{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"sched"}}');
     await srcApply('{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"sched"},"data":{"v":"1"}}');
