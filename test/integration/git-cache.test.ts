@@ -2,15 +2,18 @@
 // fetched afresh into one pack, and keeps working), and one lock per cache directory, shared by
 // every GitRepo on it (two branches of one URL share a cache).
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import type { CacheBound } from '../../src/adapters/git/repo.ts';
 import { GitRepo } from '../../src/adapters/git/repo.ts';
 import type { GitServer } from '../env/git-server.ts';
 import { startGitServer } from '../env/git-server.ts';
 
+const execFileAsync = promisify(execFile);
 let server: GitServer;
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'drs-gitcache-'));
 const author = { name: 'dr-syncer', email: 'dr@example.com' };
@@ -66,6 +69,22 @@ describe('Git cache', () => {
     const clone = await server.clone('bounded');
     assert.equal(fs.readFileSync(path.join(clone, 'dr/ns/a.yaml'), 'utf8'), 'v: after\n');
     await server.git(['fsck', '--strict'], clone);
+  });
+
+  it('a new process learns from the cache directory when the bound was last checked: no walk of the objects within checkEveryMs', async () => {
+    const url = await server.createRepo('marked');
+    const cache = path.join(tmp, 'marked');
+    const child = (checkEveryMs: number, commits: number) =>
+      execFileAsync(process.execPath, ['--import', 'tsx', path.resolve('test/fixtures/git-cache-child.ts'), url, cache, server.user, server.password, String(checkEveryMs), String(commits)]);
+    await child(60_000, 4); // a new cache: nothing to check yet; 4 commits leave > 6 loose objects
+    assert.ok(objectFiles(cache).loose > 6);
+    await child(60_000, 4); // never checked: checked now (fetched afresh), then 4 more commits
+    const before = objectFiles(cache);
+    assert.ok(before.loose > 6, `loose objects: ${before.loose}`);
+    await child(60_000, 0); // checked a moment ago by another process: not again
+    assert.deepEqual(objectFiles(cache), before, 'the cache is left as it was');
+    await child(0, 0); // checked on every start: fetched afresh
+    assert.deepEqual(objectFiles(cache), { packs: 1, loose: 0 });
   });
 
   it('one lock per cache directory: two branches of one URL never run at the same time', async () => {

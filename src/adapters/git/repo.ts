@@ -164,7 +164,7 @@ const cacheOf = (gitdir: string): Cache => {
 const CACHE_BOUND: CacheBound = { minBytes: 64 * 1024 * 1024, growth: 2, maxLoose: 20_000, checkEveryMs: 10 * 60_000 };
 const BASELINE_FILE = 'dr-syncer-baseline';
 /** Its modification time: when boundCache last looked at the cache's size. */
-const CHECKED_FILE = 'dr-syncer-checked';
+const CHECKED_SUFFIX = '.checked';
 
 async function objectsSize(gitdir: string): Promise<{ bytes: number; loose: number }> {
   let bytes = 0;
@@ -257,7 +257,8 @@ export class GitRepo {
     if (!this.remote) return;
     // A new process (a one-shot `dr-syncer sync`) learns when the cache was last looked at from a
     // marker file: walking thousands of loose objects on every start cost ~0.4 s at 1,000 commits.
-    const marker = path.join(this.gitdir, CHECKED_FILE);
+    // (Beside the cache, not in it: it outlives the cache being fetched afresh.)
+    const marker = `${this.gitdir}${CHECKED_SUFFIX}`;
     if (c.checkedAt === 0) c.checkedAt = (await fs.promises.stat(marker).catch(() => undefined))?.mtimeMs ?? 0;
     if (Date.now() - c.checkedAt < b.checkEveryMs) return;
     c.checkedAt = Date.now();
