@@ -106,8 +106,18 @@ async function listen(what: string, address: string, start: () => Promise<ProbeS
 export async function startManager(options: ManagerOptions): Promise<RunningManager> {
   const opts = { ...options, kubeClient: { ...CONTROLLER_KUBE_API, ...options.kubeClient } };
   const log = opts.log;
-  const client = await KubeClient.fromKubeConfig(loadKubeConfig(opts.kubeconfig), opts.kubeClient);
-  client.origin = opts.kubeconfig ? `the controller's cluster (kubeconfig ${opts.kubeconfig})` : "the controller's own cluster";
+  const kc = loadKubeConfig(opts.kubeconfig);
+  // A client (and so a rate limiter) per use, as kube-controller-manager gives each controller
+  // its own: reads of the local cluster as a sync's source (as a RemoteCluster source has its
+  // own client), Events, and the readiness reconciler do not queue behind the Replication
+  // reconciler's writes, nor it behind them.
+  const newClient = async () => {
+    const c = await KubeClient.fromKubeConfig(kc, opts.kubeClient);
+    c.origin = opts.kubeconfig ? `the controller's cluster (kubeconfig ${opts.kubeconfig})` : "the controller's own cluster";
+    return c;
+  };
+  const client = await newClient();
+  const [sourceClient, eventsClient, readinessClient] = await Promise.all([newClient(), newClient(), newClient()]);
   const metrics = createMetrics({ defaultMetrics: true });
   // The listeners first: a taken port must stop the process before anything starts.
   const servers: ProbeServer[] = [];
@@ -135,8 +145,8 @@ export async function startManager(options: ManagerOptions): Promise<RunningMana
   const rcQueue = new WorkQueue<string>({ name: 'remotecluster', metrics });
   const dataQueue = new WorkQueue<string>({ name: 'pvc-data', metrics });
   const readinessQueue = new WorkQueue<string>({ name: 'readiness', metrics });
-  const events = new EventRecorder({ client, component: 'dr-syncer', host: identity, log });
-  const clusters = new ClusterClients(client, opts.kubeClient);
+  const events = new EventRecorder({ client: eventsClient, component: 'dr-syncer', host: identity, log });
+  const clusters = new ClusterClients(sourceClient, opts.kubeClient);
 
   // The watches call back into the controller only after it exists (events arrive later).
   const watches = new SourceWatches(log, (key) => repQueue.add(key), opts.watchStallTimeoutMs);
@@ -151,7 +161,7 @@ export async function startManager(options: ManagerOptions): Promise<RunningMana
     maxConcurrentTransfers: opts.maxConcurrentTransfers, podReadyTimeoutMs: opts.endpointReadyTimeoutMs,
   });
   const readiness = new ReadinessController({
-    client, replications, remoteClusters, clusters, metrics: syncMetrics, cacheDir: path.join(opts.cacheDir, 'git'), log, intervalMs: opts.readinessIntervalMs,
+    client: readinessClient, replications, remoteClusters, clusters, metrics: syncMetrics, cacheDir: path.join(opts.cacheDir, 'git'), log, intervalMs: opts.readinessIntervalMs,
   });
   const localQueue = new WorkQueue<string>({ name: 'local-agents', metrics });
   const localAgents = site && new LocalAgentsController({

@@ -227,13 +227,19 @@ export class ReplicationController {
     const rep = structuredClone(cached); // the informer's copy is shared and read-only
     if (rep.metadata.deletionTimestamp) return this.finalize(key, rep, signal);
     if (!(rep.metadata.finalizers ?? []).includes(FINALIZER)) {
-      try {
-        await this.patch(rep, { metadata: { finalizers: [...(rep.metadata.finalizers ?? []), FINALIZER], resourceVersion: rep.metadata.resourceVersion } });
-      } catch (err) {
-        // The cache is behind the object (our own write a moment ago): once it has caught up,
-        // the reconcile starts again from it. Not a failure to back off from or to log.
-        if (!(err instanceof KubeApiError && err.status === 409)) throw err;
-        return { requeueAfterMs: 250 };
+      // A conflict (another writer, e.g. the readiness reconciler's status, moved the object since
+      // the cache saw it) is read again and retried here, not requeued behind every other key.
+      let meta: { finalizers?: string[]; resourceVersion?: string } = rep.metadata;
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.patch(rep, { metadata: { finalizers: [...(meta.finalizers ?? []), FINALIZER], resourceVersion: meta.resourceVersion } });
+          break;
+        } catch (err) {
+          if (!(err instanceof KubeApiError && err.status === 409)) throw err;
+          if (attempt >= 3) return { requeueAfterMs: 250 };
+          meta = (await this.d.client.get<Replication>(`${API}/namespaces/${rep.metadata.namespace}/replications/${rep.metadata.name}`)).metadata;
+          if (meta.finalizers?.includes(FINALIZER)) break;
+        }
       }
     }
     const update: StatusUpdate = { fields: {}, conditions: [] };
@@ -592,12 +598,23 @@ export class ReplicationController {
     return { target, syncSpec, source, sourceName: spec.sourceCluster ?? this.d.localClusterName, repo };
   }
 
+  /** Credentials Secrets as read a moment ago (path → read): Replications sharing one read it once. */
+  private readonly secrets = new Map<string, { at: number; read: Promise<SecretObject> }>();
+  private readSecret(p: string, fresh = false): Promise<SecretObject> {
+    const hit = this.secrets.get(p);
+    if (!fresh && hit && performance.now() - hit.at < 5_000) return hit.read;
+    const read = this.d.client.get<SecretObject>(p);
+    this.secrets.set(p, { at: performance.now(), read });
+    read.catch(() => { if (this.secrets.get(p)?.read === read) this.secrets.delete(p); });
+    return read;
+  }
+
   /** The Git credentials in Secret `secretName`; the Secret is kept (a finalizer) while any Replication needs it. */
   private async gitAuth(namespace: string, secretName: string): Promise<GitAuth> {
     const p = `/api/v1/namespaces/${encodeURIComponent(namespace)}/secrets/${encodeURIComponent(secretName)}`;
     let secret: SecretObject;
     try {
-      secret = await this.d.client.get(p);
+      secret = await this.readSecret(p);
     } catch (err) {
       if (err instanceof KubeApiError && err.status === 404) {
         throw new NotReady('GitCredentialsNotFound', `Secret ${namespace}/${secretName} (git credentialsSecretRef) does not exist; it needs the keys username and password, or token`);
@@ -618,10 +635,11 @@ export class ReplicationController {
     // Replications sharing the Secret add the finalizer at the same time: a conflict is read again
     // (the other one has usually added it), not a failed sync.
     for (let attempt = 1; ; attempt++) {
-      const secret = await this.d.client.get<SecretObject>(p);
+      const secret = await this.readSecret(p, attempt > 1);
       const finalizers = secret.metadata.finalizers ?? [];
       if (secret.metadata.deletionTimestamp || finalizers.includes(CREDENTIALS_FINALIZER)) return;
       try {
+        this.secrets.delete(p);
         await this.d.client.request('PATCH', p, { metadata: { finalizers: [...finalizers, CREDENTIALS_FINALIZER], resourceVersion: secret.metadata.resourceVersion } }, 'application/merge-patch+json');
         return;
       } catch (err) {
@@ -645,6 +663,7 @@ export class ReplicationController {
       const secret = await this.d.client.get<SecretObject>(p);
       const finalizers = secret.metadata.finalizers ?? [];
       if (!finalizers.includes(CREDENTIALS_FINALIZER)) return;
+      this.secrets.delete(p);
       await this.d.client.request('PATCH', p, {
         metadata: { finalizers: finalizers.filter((f) => f !== CREDENTIALS_FINALIZER), resourceVersion: secret.metadata.resourceVersion },
       }, 'application/merge-patch+json');
@@ -681,6 +700,7 @@ export class ReplicationController {
         await this.releaseCredentials(ns, t.credentialsSecret, { key, keep: targets });
       }
     }
+    const joined = this.groups.reading(p.repo);
     try {
       const sealSecrets = p.syncSpec.plan.secretsMode === 'SOPS' ? sopsSealer(rep.spec.secrets?.sops?.ageRecipients ?? [], await this.digestKey(rep)) : undefined;
       const log = this.d.log.child({ replication: key });
@@ -691,11 +711,14 @@ export class ReplicationController {
       // Syncs into the same repository that wait meanwhile go in one push (sync/group.ts).
       let renderCache = this.renderCaches.get(key);
       if (!renderCache) this.renderCaches.set(key, (renderCache = new RenderCache()));
-      const result = await this.groups.sync(p.repo, { spec: p.syncSpec, deps: { source: p.source, repo: p.repo, sealSecrets, log, read, signal, renderCache } });
+      const grouped = this.groups.sync(p.repo, { spec: p.syncSpec, deps: { source: p.source, repo: p.repo, sealSecrets, log, read, signal, renderCache } });
+      joined();
+      const result = await grouped;
       this.d.metrics.syncDuration.observe({ replication: key, result: 'success' }, (performance.now() - t0) / 1000);
       if (result.attempts > 1) this.d.metrics.pushFailures.inc({ replication: key }, result.attempts - 1);
       return { ...result, startedAt };
     } catch (err) {
+      joined();
       this.d.metrics.syncDuration.observe({ replication: key, result: 'error' }, (performance.now() - t0) / 1000);
       this.d.metrics.outOfSync.set({ replication: key }, 1);
       const reason = signal?.aborted

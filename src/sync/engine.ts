@@ -376,14 +376,21 @@ export async function readRepoState(repo: GitRepo, parent: string, replication: 
   return { snapshot, parent, owned, ownedTrees, foreign, kustomizationCurrent };
 }
 
+/** namespace.yaml blob id → owner, for every Replication of the process: a blob's owner never changes. */
+const sharedOwners = new Map<string, string>();
 /** The Replication a namespace.yaml names as its owner ('' for none). */
 async function namespaceOwner(repo: GitRepo, oid: string, memo: RenderCache | undefined): Promise<string> {
-  const known = memo?.owners.get(oid);
-  if (known !== undefined) return known;
+  const known = memo?.owners.get(oid) ?? sharedOwners.get(oid);
+  if (known !== undefined) {
+    memo?.rememberOwner(oid, known);
+    return known;
+  }
   const ns = parseYaml(await repo.readBlob(oid)) as KubeObject | null;
   const owner = ns?.metadata?.annotations?.[REPLICATION_ANNOTATION];
   const found = typeof owner === 'string' ? owner : '';
   memo?.rememberOwner(oid, found);
+  if (sharedOwners.size >= 100_000) sharedOwners.delete(sharedOwners.keys().next().value!);
+  sharedOwners.set(oid, found);
   return found;
 }
 
@@ -601,6 +608,7 @@ async function renderSourceNamespace(ns: SourceNamespace, spec: SyncSpec, src: P
   if (cache) {
     const nsFile = prepared.entries.find((e) => e.path === NAMESPACE_FILE);
     if (nsFile) cache.rememberOwner(nsFile.oid, spec.replication);
+    if (nsFile) sharedOwners.set(nsFile.oid, spec.replication);
     // What was rendered now is what the next sync can reuse while its object stays the same.
     const oids = new Map(prepared.entries.map((e) => [e.path, e.oid]));
     for (const obj of plan.objects) {

@@ -142,6 +142,27 @@ it('group commit: Replications sharing a repository get a commit each and one pu
     assert.equal(r.head, results.at(-1)!.head, 'every result reports the pushed tip');
   }
 
+  // A sync still reading its source is waited for (briefly): it goes in the same push.
+  await source.request('PATCH', `/api/v1/namespaces/${benchNamespace(0)}/configmaps/obj-0`, { data: { other: 'r0' } }, 'application/merge-patch+json');
+  await source.request('PATCH', `/api/v1/namespaces/${benchNamespace(3)}/configmaps/obj-0`, { data: { other: 'r3' } }, 'application/merge-patch+json');
+  const [early, late] = await jobsFor([0, 3]);
+  const pushesBefore = repo.pushes;
+  const stillReading = groups.reading(repo);
+  const earlySync = groups.sync(repo, early!);
+  await new Promise((r) => setTimeout(r, 300));
+  const lateSync = groups.sync(repo, late!);
+  stillReading();
+  assert.ok((await earlySync).commit && (await lateSync).commit);
+  assert.equal(repo.pushes - pushesBefore, 1, 'one push: the group waited for the sync still reading');
+  // ... but not for long: a sync that never comes does not hold the others.
+  await source.request('PATCH', `/api/v1/namespaces/${benchNamespace(0)}/configmaps/obj-0`, { data: { other: 'r0b' } }, 'application/merge-patch+json');
+  const neverJoins = groups.reading(repo);
+  const t0 = performance.now();
+  assert.ok((await groups.sync(repo, (await jobsFor([0]))[0]!)).commit);
+  const waited = performance.now() - t0;
+  assert.ok(waited < 10_000, `the group waited ${waited.toFixed(0)} ms for a sync that never joined`);
+  neverJoins();
+
   // The group's push is rejected (another writer moved the branch): each sync is redone alone, all land.
   await source.request('PATCH', `/api/v1/namespaces/${benchNamespace(1)}/configmaps/obj-0`, { data: { other: 'g1' } }, 'application/merge-patch+json');
   await source.request('PATCH', `/api/v1/namespaces/${benchNamespace(2)}/configmaps/obj-0`, { data: { other: 'g2' } }, 'application/merge-patch+json');

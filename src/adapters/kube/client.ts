@@ -3,6 +3,7 @@
 // so that LIST pages, discovery and watch streams are plain JSON we control.
 import http from 'node:http';
 import https from 'node:https';
+import tls from 'node:tls';
 import { KubeConfig } from '@kubernetes/client-node';
 import type { KubeObject, ResourceType } from '../../core/types.ts';
 
@@ -127,7 +128,9 @@ export class KubeClient {
     // No socket limit: every watch holds a connection for minutes, and a capped pool would make
     // ordinary requests wait behind them (HTTP/1.1 has one request per connection).
     this.agent = this.server.startsWith('https:')
-      ? new https.Agent({ keepAlive: true, ca, cert, key, pfx, passphrase, rejectUnauthorized, servername })
+      // One TLS context for every connection: without it each new socket parses the CA, the
+      // certificate and the key again (tls.connect makes a context per call).
+      ? new https.Agent({ keepAlive: true, secureContext: tls.createSecureContext({ ca, cert, key, pfx, passphrase }), rejectUnauthorized, servername })
       : new http.Agent({ keepAlive: true });
   }
 
