@@ -1,6 +1,7 @@
 // One sync of one Replication: read the source (kube adapter), run the pure core, write the DR
 // repository (git adapter). The CLI's `sync` command and the controller both call runSync.
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { parse as parseYaml } from 'yaml';
 import type { Author, FolderChanges, GitRepo, Snapshot, TreeEntry } from '../adapters/git/repo.ts';
 import { blobOid, isPrepared, PushConflictError } from '../adapters/git/repo.ts';
@@ -230,6 +231,9 @@ async function openSource(client: KubeClient, spec: SyncSpec, log: Logger): Prom
   for (const t of resolvedNamespaces.filter((x) => x.terminating)) warnings.push(`namespace ${t.source} is being deleted at the source; its DR folder is left as it was`);
   const types = resolved.types.filter((rt) => readsType(spec.plan.secretsMode, rt));
   const stop = new AbortController();
+  // Every LIST in flight listens on it (LIST_AHEAD namespaces x the types): more than Node's
+  // default of 10 is expected, each removed when its request ends.
+  setMaxListeners(0, stop.signal);
   const listNamespace = async (t: ResolvedNamespace): Promise<SourceNamespace> => {
     const failedTypes: ResourceType[] = [];
     const nsWarnings: (string | undefined)[] = [];
