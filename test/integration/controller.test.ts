@@ -75,6 +75,14 @@ after(async () => {
   await fs.promises.rm(cacheDir, { recursive: true, force: true });
 });
 
+/** LIST requests the source API server has answered for `resource` (its apiserver_request_total). */
+async function sourceLists(resource: string): Promise<number> {
+  const text = (await kubectl(src.kubeconfigPath, ['get', '--raw', '/metrics'])).stdout;
+  return [...text.matchAll(/^apiserver_request_total\{([^}]*)\} (\d+)/gm)]
+    .filter(([, labels]) => labels!.includes('verb="LIST"') && labels!.includes(`resource="${resource}"`))
+    .reduce((a, [, , n]) => a + Number(n), 0);
+}
+
 describe('the operator', () => {
   it('RemoteCluster: reachable through its kubeconfig Secret; a broken one says why in its conditions', async () => {
     const rc = await until('prod Ready', async () => {
@@ -157,12 +165,7 @@ describe('the operator', () => {
 
   it('Continuous: the periodic resync is answered from the watch caches (no LIST) while the repository is as the last sync left it; a repository edited behind its back is repaired', async () => {
     // LimitRanges: no other Replication here reads them, so the API server's LIST count is this one's.
-    const lists = async () => {
-      const text = (await kubectl(src.kubeconfigPath, ['get', '--raw', '/metrics'])).stdout;
-      return [...text.matchAll(/^apiserver_request_total\{([^}]*)\} (\d+)/gm)]
-        .filter(([, labels]) => labels!.includes('verb="LIST"') && labels!.includes('resource="limitranges"'))
-        .reduce((a, [, , n]) => a + Number(n), 0);
-    };
+    const lists = () => sourceLists('limitranges');
     await srcApply('{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"resync"}}');
     await srcApply('{"apiVersion":"v1","kind":"LimitRange","metadata":{"name":"lr","namespace":"resync"},"spec":{"limits":[{"type":"Container","max":{"cpu":"2"}}]}}');
     await ctlApply(replication('resync', { sourceNamespace: 'resync', resourceTypes: ['limitranges'], mode: 'Continuous', continuous: { debounce: '200ms', resyncInterval: '2s' } }));
@@ -193,12 +196,7 @@ describe('the operator', () => {
   it('Continuous: after a sync with a warning, every periodic resync reads the source (the caches alone cannot vouch for it)', async () => {
     // ResourceQuotas: no other Replication here reads them. Naming secrets with secrets.mode Omit
     // is a warning on every sync, so no sync is exact.
-    const lists = async () => {
-      const text = (await kubectl(src.kubeconfigPath, ['get', '--raw', '/metrics'])).stdout;
-      return [...text.matchAll(/^apiserver_request_total\{([^}]*)\} (\d+)/gm)]
-        .filter(([, labels]) => labels!.includes('verb="LIST"') && labels!.includes('resource="resourcequotas"'))
-        .reduce((a, [, , n]) => a + Number(n), 0);
-    };
+    const lists = () => sourceLists('resourcequotas');
     await srcApply('{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"inexact"}}');
     await srcApply('{"apiVersion":"v1","kind":"ResourceQuota","metadata":{"name":"rq","namespace":"inexact"},"spec":{"hard":{"pods":"10"}}}');
     await ctlApply(replication('inexact', { sourceNamespace: 'inexact', resourceTypes: ['resourcequotas', 'secrets'], mode: 'Continuous', continuous: { debounce: '200ms', resyncInterval: '2s' } }));
