@@ -754,21 +754,24 @@ function nodeReady(n: NodeObject): boolean {
 }
 
 async function importImage(socket: string, img: BuiltImage): Promise<void> {
-  // ctr names the image after the archive's ref annotation; --index-name keeps the full ref.
-  const args = ['--address', socket, '--namespace', 'k8s.io', 'images', 'import', '--index-name', img.ref, img.archive];
+  // ctr names the image after the archive's ref annotation, which our archives carry in full
+  // (localhost/dr-syncer/...:<hash>). Not --index-name: it makes a second image record of that
+  // name for the archive's index, re-pointed to the manifest a moment later, and containerd's
+  // GC can then drop the unreferenced index blob before ctr unpacks it: "content digest <the
+  // index.json's digest>: not found", which lasted through 20 s of retries in a CI run.
+  const ctr = (...args: string[]) => run('ctr', ['--address', socket, '--namespace', 'k8s.io', ...args]);
   for (let attempt = 1; ; attempt++) {
-    const res = await run('ctr', args);
-    if (res.code === 0) return;
-    // Seen here about once in ten starts, on a containerd that just started: "content digest
-    // sha256:…: not found" (the same import then works); once it lasted through 4 tries over 3 s
-    // (a CI run of 2026-12-02): retried for ~20 s, each retry said on stderr.
-    if (attempt < 9 && /content digest .* not found/.test(res.stderr)) {
+    const res = await ctr('images', 'import', img.archive);
+    if (res.code === 0) break;
+    if (attempt < 4 && /content digest .* not found/.test(res.stderr)) {
       process.stderr.write(`[testenv] ctr import into ${socket} failed (${res.stderr.trim()}); retry ${attempt}\n`);
-      await sleep(Math.min(3000, 500 * attempt));
+      await sleep(1000 * attempt);
       continue;
     }
     throw new Error(`ctr images import ${img.archive} failed (exit ${res.code}): ${res.stderr.trim()}`);
   }
+  const names = (await ctr('images', 'ls', '-q')).stdout.split('\n');
+  if (!names.includes(img.ref)) throw new Error(`ctr images import ${img.archive}: no image ${img.ref} afterwards (the archive's ref annotation names another?); images: ${names.filter(Boolean).join(', ')}`);
 }
 
 async function loadImage(nodes: TestNode[], img: BuiltImage): Promise<void> {
