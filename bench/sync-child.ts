@@ -20,6 +20,7 @@ const spec: SyncSpec = {
   git: { path: 'clusters/dr', author: { name: 'bench', email: 'b@x' }, prune: true },
 };
 const t0 = performance.now();
+const cpu0 = process.cpuUsage();
 let extra: Record<string, unknown>;
 if (mode === 'list') {
   // The baseline: the sync's own reader (the same discovery and LIST calls, as many at once),
@@ -41,5 +42,6 @@ if (mode === 'list') {
   extra = { phases: r.phases, commit: r.commit ?? null, files: r.diff.added.length + r.diff.changed.length, objects: Object.values(r.counts).reduce((a, b) => a + b, 0) };
 }
 const ms = performance.now() - t0;
-console.log(JSON.stringify({ mode, ms, requests: source.sent.requests, lists: source.sent.lists, maxRssMB: process.resourceUsage().maxRSS / 1024, cpus: os.cpus().length, ...extra }));
+const cpu = process.cpuUsage(cpu0);
+console.log(JSON.stringify({ mode, ms, cpuMs: (cpu.user + cpu.system) / 1000, requests: source.sent.requests, lists: source.sent.lists, maxRssMB: process.resourceUsage().maxRSS / 1024, cpus: os.cpus().length, ...extra }));
 process.exit(0);

@@ -36,11 +36,22 @@ try {
   const url = await git.createRepo('bench');
   const cacheDir = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'drs-bench-cache-'));
   let runs = 0;
+  /** Busy and total CPU time of the whole machine so far (/proc/stat, in clock ticks). */
+  const machineCpu = () => {
+    const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const idle = f[3]! + (f[4] ?? 0);
+    const total = f.reduce((a, b) => a + b, 0);
+    return { busy: total - idle, total };
+  };
   const child = async (mode: string) => {
+    const before = machineCpu();
     const prof = values.profile ? ['--cpu-prof', `--cpu-prof-dir=${values.profile}`, `--cpu-prof-name=${String(++runs).padStart(2, '0')}-${mode}.cpuprofile`] : [];
     // The compiled JavaScript, as the container runs it: tsx's loader alone costs ~100 MB of RSS.
     const { stdout } = await run(process.execPath, [...prof, path.join(compiled, 'bench', 'sync-child.js'), mode, cluster.kubeconfigPath, url, git.user, git.password, cacheDir], { maxBuffer: 1 << 26 });
-    return JSON.parse(stdout.trim().split('\n').pop()!) as { ms: number; maxRssMB: number; objects: number; requests: number; lists: number; commit?: string | null; phases?: Record<string, number> };
+    const after = machineCpu();
+    const out = JSON.parse(stdout.trim().split('\n').pop()!) as { ms: number; cpuMs: number; maxRssMB: number; objects: number; requests: number; lists: number; commit?: string | null; phases?: Record<string, number> };
+    // Whole-machine use while the child ran (its start and exit included), in cores.
+    return { ...out, machineCores: (os.cpus().length * (after.busy - before.busy)) / (after.total - before.total) };
   };
   await child('list'); // warm the API server's caches the same way for both
   const list = await child('list');
@@ -59,6 +70,7 @@ try {
     ['full sync, fresh repo', `${full.ms.toFixed(0)} ms = ${(full.ms / baseline).toFixed(2)}x LIST (goal <= 1.5x)`],
     ['no-op resync', `${noop.ms.toFixed(0)} ms = ${(noop.ms / baseline).toFixed(2)}x LIST, commit: ${noop.commit ?? 'none'} (goal <= 1.1x, no commit)`],
     ['API requests, no-op resync', `${noop.requests} (${noop.lists} LIST pages for ${N} namespaces x 3 types + the namespaces; the rest discovery)`],
+    ['CPU (the process; the machine)', [['LIST', list], ['full sync', full], ['no-op', noop]].map(([k, r]) => `${k as string} ${(r as typeof full).cpuMs.toFixed(0)} ms; ${(r as typeof full).machineCores.toFixed(2)} of ${os.cpus().length} cores busy`).join(', ')],
     ['peak RSS', `full sync ${full.maxRssMB.toFixed(0)} MB, no-op ${noop.maxRssMB.toFixed(0)} MB, LIST-only process ${list.maxRssMB.toFixed(0)} MB (goal <= 1 GB)`],
   ];
   console.log(rows.map(([k, v]) => `${k!.padEnd(28)} ${v}`).join('\n'));
