@@ -17,7 +17,9 @@ Options:
                                   missing or an empty folder
       --branch <name>             branch; overrides spec.git.branch (default main)
       --path <dir>                folder in the repository; overrides spec.git.path
-      --cache-dir <dir>           where remote repositories are cached (default ~/.cache/dr-syncer/git)
+      --cache-dir <dir>           where remote repositories are cached, with what the last sync
+                                  rendered, so a resync renders only what changed
+                                  (default ~/.cache/dr-syncer/git)
       --json                      print the result as JSON
       --log-level <level>         fatal|error|warn|info|debug|trace|silent (default: $LOG_LEVEL or warn)
   -h, --help                      this help
