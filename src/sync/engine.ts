@@ -13,7 +13,8 @@ import type { FileDiff } from '../core/commit.ts';
 import type { FileChange } from '../core/patch.ts';
 import { selectorToQuery } from '../core/labels.ts';
 import type { NamespacePlan, ObjectError, PlanOptions, ReusedFile } from '../core/plan.ts';
-import { planNamespace, readsType } from '../core/plan.ts';
+import { isSecret, planNamespace, readsType } from '../core/plan.ts';
+import { readsLastRendering } from '../core/transform/index.ts';
 import type { Owner } from '../core/render.ts';
 import {
   joinPath, KUSTOMIZATION, kustomization, NAMESPACE_FILE, normalizeRepoPath, objectFileName, REPLICATION_ANNOTATION, renderNamespace,
@@ -491,8 +492,7 @@ export async function removeReplication(
  * at 0 replicas (its remembered count) and, in mode SOPS, a Secret (its unchanged ciphertext).
  */
 function readsPrevious(o: KubeObject, secretsMode: string): boolean {
-  const scaledToZero = (o.kind === 'Deployment' || o.kind === 'StatefulSet') && isRecord(o.spec) && o.spec.replicas === 0;
-  return scaledToZero || (o.kind === 'Secret' && o.apiVersion === 'v1' && secretsMode === 'SOPS');
+  return readsLastRendering(o) || (isSecret(o) && secretsMode === 'SOPS');
 }
 
 /** The previously written files of one namespace that the transforms need (readsPrevious), parsed, by file name. */

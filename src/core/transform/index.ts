@@ -38,5 +38,5 @@ export function transformObject(obj: KubeObject, opts: TransformOptions, previou
 export { stripServerFields } from './metadata.ts';
 export type { UserTransform, PatchOp } from './patches.ts';
 export type { PvcOptions, Mapping } from './pvc.ts';
-export { ORIGINAL_REPLICAS, SCALE_OVERRIDE, ORIGINAL_SUSPEND } from './workloads.ts';
+export { ORIGINAL_REPLICAS, SCALE_OVERRIDE, ORIGINAL_SUSPEND, readsLastRendering } from './workloads.ts';
 export { STORAGE_CLASS_LABEL } from './pvc.ts';

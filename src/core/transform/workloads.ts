@@ -17,21 +17,24 @@ function nonZeroCount(v: string | undefined): number | undefined {
   return n > 0 ? n : undefined;
 }
 
+const isScalable = (obj: KubeObject): boolean => SCALABLE.has(`${obj.apiVersion.split('/')[0]}/${obj.kind}`) && isRecord(obj.spec);
+
+/** Whether scaleWorkload reads the object's last DR rendering: a workload the source has at 0. */
+export const readsLastRendering = (obj: KubeObject): boolean => isScalable(obj) && (obj.spec as Record<string, unknown>).replicas === 0;
+
 /**
  * Replicas in DR. The source count (missing means 1) is remembered in ORIGINAL_REPLICAS; when the
  * source is at 0 (for example scaled down during a failover) a non-zero count remembered before,
  * on the source object or in the last DR rendering, is kept rather than overwritten with 0.
  */
 export function scaleWorkload(obj: KubeObject, scaleToZero: boolean, previous?: KubeObject): KubeObject {
-  const group = obj.apiVersion.split('/')[0];
-  if (!SCALABLE.has(`${group}/${obj.kind}`) || !isRecord(obj.spec)) return obj;
-  const spec = { ...obj.spec };
+  if (!isScalable(obj)) return obj;
+  const spec = { ...(obj.spec as Record<string, unknown>) };
   const out: KubeObject = { ...obj, metadata: { ...obj.metadata }, spec };
   const sourceReplicas = typeof spec.replicas === 'number' ? spec.replicas : 1;
-  const remembered =
-    sourceReplicas > 0
-      ? sourceReplicas
-      : (nonZeroCount(obj.metadata.annotations?.[ORIGINAL_REPLICAS]) ??
+  const remembered = !readsLastRendering(obj)
+    ? sourceReplicas
+    : (nonZeroCount(obj.metadata.annotations?.[ORIGINAL_REPLICAS]) ??
         nonZeroCount(previous?.metadata.annotations?.[ORIGINAL_REPLICAS]) ??
         0);
   setAnnotation(out, ORIGINAL_REPLICAS, String(remembered));
