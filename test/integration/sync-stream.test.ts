@@ -270,6 +270,19 @@ it('render cache: a resync renders only changed objects and leaves unchanged fol
   assert.equal(restored.reused, objects - 2);
   await sameTree();
 
+  // The push fails outright after the cache recorded the new rendering: nothing is lost, the
+  // next sync (a new process) still writes the change.
+  await source.request('PATCH', `/api/v1/namespaces/${benchNamespace(6)}/configmaps/obj-0`, { data: { other: 'lost-push' } }, 'application/merge-patch+json');
+  await git.fault({ status: 503, match: 'git-receive-pack' });
+  try {
+    await assert.rejects(cached(), /push to the DR repository/);
+  } finally {
+    await git.fault(undefined);
+  }
+  const afterFailedPush = await cached();
+  assert.deepEqual(afterFailedPush.diff.changed, [`clusters/dr/${benchNamespace(6)}/configmap-obj-0.yaml`]);
+  await sameTree();
+
   // Other options (scale to zero off): every object is rendered again.
   const unscaled: SyncSpec = { ...spec, plan: { ...spec.plan, scaleToZero: false } };
   const changed = await cached(unscaled);
