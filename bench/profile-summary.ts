@@ -1,5 +1,6 @@
 // Where a V8 CPU profile (node --cpu-prof) spent its time: self time per function, the top N,
-// and per package (node_modules/<name>, node: internals, our own src/). For the benchmarks'
+// total time of our own functions (with what they call), and per package (node_modules/<name>,
+// node: internals, our own src/). For the benchmarks'
 // --profile option; the conclusions go into docs/benchmarks.md.
 //
 //   npx tsx bench/profile-summary.ts <file.cpuprofile> [--top 20]
@@ -12,7 +13,7 @@ if (values.help || positionals.length !== 1) {
   process.exit(values.help ? 0 : 2);
 }
 
-interface ProfileNode { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount?: number }
+interface ProfileNode { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount?: number; children?: number[] }
 interface Profile { nodes: ProfileNode[]; startTime: number; endTime: number; samples: number[]; timeDeltas: number[] }
 
 const prof = JSON.parse(fs.readFileSync(positionals[0]!, 'utf8')) as Profile;
@@ -45,5 +46,16 @@ const pct = (us: number) => `${((100 * us) / total).toFixed(1).padStart(5)}%  ${
 console.log(`${positionals[0]}: ${(total / 1000).toFixed(0)} ms sampled`);
 console.log('\nself time by function:');
 for (const [k, us] of sum(fnKey).slice(0, Number(values.top))) console.log(`  ${pct(us)}  ${k}`);
+// Total time: a sample counts for every function on its stack (once, however deep it recurses).
+const parentOf = new Map<number, number>();
+for (const n of prof.nodes) for (const c of n.children ?? []) parentOf.set(c, n.id);
+const totalUs = new Map<string, number>();
+for (const [id, us] of selfUs) {
+  const seen = new Set<string>();
+  for (let n: number | undefined = id; n !== undefined; n = parentOf.get(n)) seen.add(fnKey(byId.get(n)!));
+  for (const k of seen) totalUs.set(k, (totalUs.get(k) ?? 0) + us);
+}
+console.log('\ntotal time (with what it calls) by function, our own code:');
+for (const [k, us] of [...totalUs].filter(([k]) => / (src|bench)\//.test(k)).sort((a, b) => b[1] - a[1]).slice(0, Number(values.top))) console.log(`  ${pct(us)}  ${k}`);
 console.log('\nself time by package or folder:');
 for (const [k, us] of sum(pkgKey).slice(0, 15)) console.log(`  ${pct(us)}  ${k}`);

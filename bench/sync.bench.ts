@@ -64,11 +64,31 @@ try {
   log(`no-op resync: ${noop.ms.toFixed(0)} ms, commit ${noop.commit}, phases ${JSON.stringify(noop.phases)}`);
   const list2 = await child('list');
   const baseline = (list.ms + list2.ms) / 2;
+  // The floor of a full sync: nothing can be pushed before the last object is read (the commit
+  // names every file), so it is at least the LIST plus a push of the same commit. Git's own
+  // client pushing that commit, already made and packed, from a clone into a fresh repository on
+  // the same server is the fastest such push there is; and a no-op must at least learn the
+  // branch tip (one round trip, here in parallel with the LIST).
+  const clone = await git.clone('bench');
+  const timedGit = async (args: string[]) => {
+    const t = performance.now();
+    await run('git', args, { cwd: clone, maxBuffer: 1 << 26 });
+    return performance.now() - t;
+  };
+  const pushes: number[] = [];
+  for (const i of [1, 2, 3]) {
+    await git.createRepo(`floor-${i}`);
+    pushes.push(await timedGit(['push', '-q', `${git.base}/floor-${i}.git`, 'HEAD:refs/heads/main']));
+  }
+  const gitPush = Math.min(...pushes);
+  const lsRemote = Math.min(await timedGit(['ls-remote', `${git.base}/bench.git`, 'main']), await timedGit(['ls-remote', `${git.base}/bench.git`, 'main']));
   const rows = [
     ['objects', `${full.objects} in ${N} namespaces`],
     ['LIST baseline (mean of 2)', `${baseline.toFixed(0)} ms (${list.lists} LIST requests; one namespace at a time: ${serial.ms.toFixed(0)} ms)`],
     ['full sync, fresh repo', `${full.ms.toFixed(0)} ms = ${(full.ms / baseline).toFixed(2)}x LIST (goal <= 1.5x)`],
+    ['floor: LIST + git push', `git's own push of the same commit into a fresh repository: ${gitPush.toFixed(0)} ms (best of 3; ours ${full.phases?.push ?? '?'} ms), so a full sync >= ${((baseline + gitPush) / baseline).toFixed(2)}x LIST`],
     ['no-op resync', `${noop.ms.toFixed(0)} ms = ${(noop.ms / baseline).toFixed(2)}x LIST, commit: ${noop.commit ?? 'none'} (goal <= 1.1x, no commit)`],
+    ['Git round trip', `git ls-remote of the branch: ${lsRemote.toFixed(0)} ms (best of 2; the no-op makes it alongside the LIST)`],
     ['API requests, no-op resync', `${noop.requests} (${noop.lists} LIST pages for ${N} namespaces x 3 types + the namespaces; the rest discovery)`],
     ['CPU (the process; the machine)', [['LIST', list], ['full sync', full], ['no-op', noop]].map(([k, r]) => `${k as string} ${(r as typeof full).cpuMs.toFixed(0)} ms; ${(r as typeof full).machineCores.toFixed(2)} of ${os.cpus().length} cores busy`).join(', ')],
     ['peak RSS', `full sync ${full.maxRssMB.toFixed(0)} MB, no-op ${noop.maxRssMB.toFixed(0)} MB, LIST-only process ${list.maxRssMB.toFixed(0)} MB (goal <= 1 GB)`],

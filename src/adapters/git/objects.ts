@@ -27,20 +27,21 @@ export function hashObject(type: ObjectType, data: Buffer | string): string {
   return createHash('sha1').update(`${type} ${data.length}\0`).update(data).digest('hex');
 }
 
-// Small objects dominate (one Kubernetes object per file): a small window and hash table keep
-// zlib's per-stream setup small. Any zlib stream is valid to git.
-const DEFLATE_OPTIONS: zlib.ZlibOptions = { level: 4, windowBits: 12, memLevel: 5 };
-const BIG = 64 * 1024;
-
-/** zlib stream of `data` (the form of a pack entry's payload). */
-export function deflate(data: Buffer): Buffer {
-  if (data.length > BIG) return zlib.deflateSync(data, { level: 4 });
-  // One output chunk a little larger than the input (deflate never grows data by more than
-  // a few bytes per 16 KiB block), not zlib's default 16 KiB per call: thousands of calls
-  // would leave 16 KiB of garbage each. The copy holds just the result (pooled when small).
-  const out = zlib.deflateSync(data, { ...DEFLATE_OPTIONS, chunkSize: Math.max(64, data.length + 64) });
-  return Buffer.from(out);
+/**
+ * zlib stream of `data` (the form of a pack entry's payload). Self-contained (it uses only its
+ * arguments): deflate-thread.ts runs this function's own source on a second thread.
+ */
+export function deflateWith(z: typeof zlib, data: Buffer): Buffer {
+  if (data.length > 64 * 1024) return z.deflateSync(data, { level: 4 });
+  // Small objects dominate (one Kubernetes object per file): a small window and hash table keep
+  // zlib's per-stream setup small (any zlib stream is valid to git). One output chunk a little
+  // larger than the input (deflate never grows data by more than a few bytes per 16 KiB block),
+  // not zlib's default 16 KiB per call: thousands of calls would leave 16 KiB of garbage each.
+  // The copy holds just the result (pooled when small).
+  return Buffer.from(z.deflateSync(data, { level: 4, windowBits: 12, memLevel: 5, chunkSize: Math.max(64, data.length + 64) }));
 }
+
+export const deflate = (data: Buffer): Buffer => deflateWith(zlib, data);
 
 /** A loose object file's content: the zlib stream of `<type> <len>\0<data>`. */
 export function encodeLoose(type: ObjectType, data: Buffer): Buffer {

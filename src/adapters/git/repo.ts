@@ -19,7 +19,8 @@ import { isNetworkError } from '../../util/errors.ts';
 import type { Credentials } from './http.ts';
 import { advertisement, GitAuthError, receivePack, splitUrl } from './http.ts';
 import type { TreeEntry } from './objects.ts';
-import { EMPTY_TREE, encodeCommit, encodePack, encodeTree, hashObject, packObject, reachableCommits, ZERO_OID } from './objects.ts';
+import { deflateBatch } from './deflate-thread.ts';
+import { EMPTY_TREE, encodeCommit, encodePack, encodeTree, hashObject, reachableCommits, ZERO_OID } from './objects.ts';
 import type { NewObject } from './store.ts';
 import { ObjectNotFoundError, ObjectStore } from './store.ts';
 
@@ -69,6 +70,8 @@ export interface PreparedFolder {
   entries: TreeEntry[];
   /** The folder's tree and blobs that the store did not hold (`old` had them not). */
   objects: NewObject[];
+  /** Settles when the new blobs are deflated (`packed`), on another thread while the sync reads on. */
+  deflated: Promise<void>;
 }
 
 /** Folder path → file name → content (or the folder prepared already); `null` removes the folder. Folders are flat. */
@@ -477,6 +480,7 @@ export class GitRepo {
       }
       const old = parentEntries.get(name);
       const ready = isPrepared(files) ? files : await this.prepareFolder(files, old?.type === 'tree' ? old.oid : undefined);
+      await ready.deflated;
       for (const e of ready.entries) fileOids?.set(`${folder}/${e.path}`, e.oid);
       created.push(...ready.objects);
       parentEntries.set(name, { mode: '040000', path: name, oid: ready.tree, type: 'tree' });
@@ -520,21 +524,24 @@ export class GitRepo {
       if (!known.has(oid)) throw new Error(`${file}: blob ${oid} is not in the folder's last tree, so it cannot be reused`);
       entries.push({ mode: '100644', path: file, oid, type: 'blob' });
     }
+    const blobs: NewObject[] = [];
     for (const [file, content] of files) {
       const oid = blobOid(content);
-      if (!known.has(oid)) {
-        const data = Buffer.from(content);
-        objects.push({ oid, type: 'blob', data, packed: packObject('blob', data, oid) });
-      }
+      if (!known.has(oid)) blobs.push({ oid, type: 'blob', data: Buffer.from(content) });
       entries.push({ mode: '100644', path: file, oid, type: 'blob' });
     }
+    objects.push(...blobs);
+    // An object whose deflate failed has no `packed`: the store deflates it when it writes it.
+    const deflated = deflateBatch(blobs.map((b) => b.data)).then((out) => {
+      blobs.forEach((b, i) => (b.packed = { oid: b.oid, type: 'blob', size: b.data.length, deflated: out[i]! }));
+    }, () => {});
     const data = encodeTree(entries);
     const tree = hashObject('tree', data);
     if (tree !== oldTree) {
       objects.push({ oid: tree, type: 'tree', data });
       this.store.remember(tree, { entries, size: data.length });
     }
-    return { prepared: true, tree, entries, objects };
+    return { prepared: true, tree, entries, objects, deflated };
   }
 
   /** The oid of the tree at `dir` in `tree`. */
