@@ -39,7 +39,7 @@ if (mode === 'list') {
   const repo = new GitRepo({ url, branch: 'main', auth: { username: user, password }, cacheDir });
   // As `dr-syncer sync` runs it: the render cache kept in the repository's cache folder.
   const r = await withKeptRenderCache(repo, spec, console, (renderCache) => runSync(spec, { source, repo, renderCache }));
-  extra = { phases: r.phases, commit: r.commit ?? null, files: r.diff.added.length + r.diff.changed.length, objects: Object.values(r.counts).reduce((a, b) => a + b, 0) };
+  extra = { phases: r.phases, commit: r.commit ?? null, files: r.diff.added.length + r.diff.changed.length, objects: Object.values(r.counts).reduce((a, b) => a + b, 0), reused: r.reused, objectsRead: repo.objectsRead };
 }
 const ms = performance.now() - t0;
 const cpu = process.cpuUsage(cpu0);

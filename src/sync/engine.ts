@@ -29,6 +29,7 @@ import type { Logger } from '../util/log.ts';
 import { silentLogger } from '../util/log.ts';
 import { isNetworkError } from '../util/errors.ts';
 import { RenderCache } from './render-cache.ts';
+import type { FolderSummary } from './render-cache.ts';
 
 export interface NamespaceSource {
   sourceNamespace?: string;
@@ -342,10 +343,13 @@ export async function listOnly(spec: SyncSpec, deps: Pick<SyncDeps, 'source' | '
 export interface RepoState {
   snapshot: Snapshot;
   parent: string;
-  /** Destination folder name → blob entries (file → oid) for folders this Replication owns. */
-  owned: Map<string, Map<string, string>>;
-  /** Destination folder name → its tree, for the folders in `owned`. */
+  /** Destination folder name → its tree, for the folders this Replication owns. */
   ownedTrees: Map<string, string>;
+  /**
+   * The blob entries (file → oid) of a folder in `ownedTrees`, read on first use: a folder the
+   * render cache leaves as it was is never read.
+   */
+  filesOf(destination: string): Promise<Map<string, string>>;
   /** Destination folder name → owning Replication ('' when dr-syncer did not write it), for folders that are not ours. */
   foreign: Map<string, string>;
   /** The base path's kustomization.yaml lists exactly the folders that have one (as buildRepoTree writes it). */
@@ -353,50 +357,62 @@ export interface RepoState {
 }
 
 /**
- * The repository as fetched now, or at `at` (a commit this process holds: no fetch). `memo`
- * remembers each namespace.yaml's owner by blob id (parsing 100 of them cost a one-shot
- * process ~130 ms).
+ * The repository as fetched now, or at `at` (a commit this process holds: no fetch). Which
+ * folders are whose is remembered by tree id (`memo`, and for the whole process): a no-op
+ * resync of 100 namespaces spent ~45 ms of its one thread reading their trees.
  */
 export async function readRepoState(repo: GitRepo, parent: string, replication: string, at?: Snapshot, memo?: RenderCache): Promise<RepoState> {
   const snapshot = at ?? await repo.fetch();
-  const owned = new Map<string, Map<string, string>>();
   const ownedTrees = new Map<string, string>();
   const foreign = new Map<string, string>();
   const withKustomization: string[] = [];
   const top = (await repo.readDir(snapshot.tree, parent)) ?? [];
   for (const e of top) {
     if (e.type !== 'tree') continue;
-    const entries = (await repo.readDir(snapshot.tree, joinPath(parent, e.path))) ?? [];
-    if (entries.some((x) => x.path === KUSTOMIZATION)) withKustomization.push(e.path);
-    const nsFile = entries.find((x) => x.path === NAMESPACE_FILE && x.type === 'blob');
+    const folder = await folderSummary(repo, e.oid, memo);
+    if (folder.kustomization) withKustomization.push(e.path);
     // A folder without our namespace.yaml was written by someone else: never ours to replace.
-    const ownerOf = nsFile ? await namespaceOwner(repo, nsFile.oid, memo) : undefined;
-    if (ownerOf === replication) {
-      owned.set(e.path, new Map(entries.filter((x) => x.type === 'blob').map((x) => [x.path, x.oid])));
-      ownedTrees.set(e.path, e.oid);
-    } else foreign.set(e.path, ownerOf ?? '');
+    if (folder.owner === replication) ownedTrees.set(e.path, e.oid);
+    else foreign.set(e.path, folder.owner);
   }
   const listed = top.find((e) => e.path === KUSTOMIZATION && e.type === 'blob')?.oid;
   const kustomizationCurrent = withKustomization.length ? listed === blobOid(kustomization(withKustomization)) : listed === undefined;
-  return { snapshot, parent, owned, ownedTrees, foreign, kustomizationCurrent };
+  const files = new Map<string, Promise<Map<string, string>>>();
+  const filesOf = (dest: string): Promise<Map<string, string>> => {
+    const tree = ownedTrees.get(dest);
+    if (tree === undefined) return Promise.reject(new Error(`${joinPath(parent, dest)} is not a folder of Replication ${replication}`));
+    let read = files.get(dest);
+    if (!read) {
+      read = repo.readDir(tree, '').then((entries) => new Map((entries ?? []).filter((x) => x.type === 'blob').map((x) => [x.path, x.oid])));
+      files.set(dest, read);
+    }
+    return read;
+  };
+  return { snapshot, parent, ownedTrees, filesOf, foreign, kustomizationCurrent };
 }
 
-/** namespace.yaml blob id → owner, for every Replication of the process: a blob's owner never changes. */
-const sharedOwners = new Map<string, string>();
-/** The Replication a namespace.yaml names as its owner ('' for none). */
-async function namespaceOwner(repo: GitRepo, oid: string, memo: RenderCache | undefined): Promise<string> {
-  const known = memo?.owners.get(oid) ?? sharedOwners.get(oid);
-  if (known !== undefined) {
-    memo?.rememberOwner(oid, known);
-    return known;
+/** Folder tree id → summary, for every Replication of the process: a tree's content never changes. */
+const sharedTrees = new Map<string, FolderSummary>();
+/** What a folder's tree says: the Replication its namespace.yaml names, and whether it has a kustomization.yaml. */
+async function folderSummary(repo: GitRepo, tree: string, memo: RenderCache | undefined): Promise<FolderSummary> {
+  let summary = memo?.trees.get(tree) ?? sharedTrees.get(tree);
+  if (!summary) {
+    const entries = (await repo.readDir(tree, '')) ?? [];
+    const nsFile = entries.find((x) => x.path === NAMESPACE_FILE && x.type === 'blob');
+    const ns = nsFile ? parseYaml(await repo.readBlob(nsFile.oid)) as KubeObject | null : undefined;
+    const owner = ns?.metadata?.annotations?.[REPLICATION_ANNOTATION];
+    summary = { owner: typeof owner === 'string' ? owner : '', kustomization: entries.some((x) => x.path === KUSTOMIZATION) };
   }
-  const ns = parseYaml(await repo.readBlob(oid)) as KubeObject | null;
-  const owner = ns?.metadata?.annotations?.[REPLICATION_ANNOTATION];
-  const found = typeof owner === 'string' ? owner : '';
-  memo?.rememberOwner(oid, found);
-  if (sharedOwners.size >= 100_000) sharedOwners.delete(sharedOwners.keys().next().value!);
-  sharedOwners.set(oid, found);
-  return found;
+  rememberTree(tree, summary, memo);
+  return summary;
+}
+
+function rememberTree(tree: string, summary: FolderSummary, memo: RenderCache | undefined): void {
+  memo?.rememberTree(tree, summary);
+  // Least recently used out first: the trees in use now stay.
+  sharedTrees.delete(tree);
+  if (sharedTrees.size >= 100_000) sharedTrees.delete(sharedTrees.keys().next().value!);
+  sharedTrees.set(tree, summary);
 }
 
 /**
@@ -420,7 +436,7 @@ export function buildRepoTree(repo: GitRepo, state: RepoState, folders: FolderCh
       const files = folders.get(joinPath(parent, e.path));
       const has = files !== undefined
         ? files !== null && (isPrepared(files) ? files.entries.some((f) => f.path === KUSTOMIZATION) : files.has(KUSTOMIZATION))
-        : ((await repo.readDir(state.snapshot.tree, joinPath(parent, e.path))) ?? []).some((x) => x.path === KUSTOMIZATION);
+        : (await folderSummary(repo, e.oid, undefined)).kustomization; // a folder left as it was: known since readRepoState
       if (has) withKustomization.push(e.path);
     }
     // No namespace folder left (the last Replication here was deleted): no kustomization either.
@@ -470,10 +486,12 @@ export async function removeReplication(
   const parent = normalizeRepoPath(target.path);
   for (let attempt = 1; ; attempt++) {
     const state = await readRepoState(deps.repo, parent, target.replication);
-    if (state.owned.size === 0) return undefined;
-    const folders = new Map<string, Map<string, string> | null>([...state.owned.keys()].map((d) => [joinPath(parent, d), null]));
+    if (state.ownedTrees.size === 0) return undefined;
+    const folders = new Map<string, Map<string, string> | null>([...state.ownedTrees.keys()].map((d) => [joinPath(parent, d), null]));
     const tree = await buildRepoTree(deps.repo, state, folders);
-    const removed = [...state.owned].flatMap(([d, files]) => [...files.keys()].map((f) => `${joinPath(parent, d)}/${f}`)).sort();
+    const removed: string[] = [];
+    for (const d of state.ownedTrees.keys()) for (const f of (await state.filesOf(d)).keys()) removed.push(`${joinPath(parent, d)}/${f}`);
+    removed.sort();
     const message = commitMessage({ replication: target.replication, sourceCluster: target.sourceCluster, diff: { added: [], changed: [], removed }, counts: {}, notes: ['The Replication was deleted; its folders are removed.'] });
     const commit = await deps.repo.commit(tree, state.snapshot.commit, message, target.author, (deps.now ?? (() => new Date()))());
     deps.signal?.throwIfAborted();
@@ -568,7 +586,7 @@ async function renderSourceNamespace(ns: SourceNamespace, spec: SyncSpec, src: P
     out.reused = Object.values(memo.counts).reduce((a, b) => a + b, 0);
     return out;
   }
-  const prevFiles = state.owned.get(ns.destination);
+  const prevFiles = state.ownedTrees.has(ns.destination) ? await state.filesOf(ns.destination) : undefined;
   const previous = await loadPrevious(deps.repo, ns, prevFiles, spec.plan.secretsMode);
   const prevOf = (o: KubeObject) => previous.get(objectFileName(o));
   // Objects whose transform reads their last file are rendered every time.
@@ -609,10 +627,9 @@ async function renderSourceNamespace(ns: SourceNamespace, spec: SyncSpec, src: P
     folder.files.set(KUSTOMIZATION, kustomization([...folder.files.keys(), ...folder.unchanged.keys()].filter((f) => f !== KUSTOMIZATION)));
   }
   const prepared = await deps.repo.prepareFolder(folder.files, state.ownedTrees.get(ns.destination), folder.unchanged);
+  // renderNamespace writes our namespace.yaml (naming this Replication) into every folder.
+  rememberTree(prepared.tree, { owner: spec.replication, kustomization: prepared.entries.some((e) => e.path === KUSTOMIZATION) }, cache);
   if (cache) {
-    const nsFile = prepared.entries.find((e) => e.path === NAMESPACE_FILE);
-    if (nsFile) cache.rememberOwner(nsFile.oid, spec.replication);
-    if (nsFile) sharedOwners.set(nsFile.oid, spec.replication);
     // What was rendered now is what the next sync can reuse while its object stays the same.
     const oids = new Map(prepared.entries.map((e) => [e.path, e.oid]));
     for (const obj of plan.objects) {
@@ -676,7 +693,7 @@ async function renderSync(spec: SyncSpec, deps: SyncDeps, src: SourceStream, sta
   // Folders this Replication wrote before but no longer selects (a namespace lost its label or
   // is gone) go with prune on; folders of namespaces being deleted are left as they are.
   const selected = new Set([...namespaces.map((n) => n.destination), ...src.frozen]);
-  for (const dest of state.owned.keys()) {
+  for (const dest of state.ownedTrees.keys()) {
     if (selected.has(dest)) continue;
     if (spec.git.prune) folders.set(joinPath(parent, dest), null);
     else warnings.push(`${joinPath(parent, dest)}: its namespace is no longer selected; kept because git.prune is false`);
@@ -688,9 +705,9 @@ async function renderSync(spec: SyncSpec, deps: SyncDeps, src: SourceStream, sta
   const before = new Map<string, string>();
   // Only folders this sync rewrote or removed: a folder left as it was (frozen, or kept with
   // prune off) is not in `after`, and must not be reported as removed.
-  for (const [dest, files] of state.owned) {
+  for (const dest of state.ownedTrees.keys()) {
     if (!folders.has(joinPath(parent, dest))) continue;
-    for (const [f, oid] of files) before.set(`${joinPath(parent, dest)}/${f}`, oid);
+    for (const [f, oid] of await state.filesOf(dest)) before.set(`${joinPath(parent, dest)}/${f}`, oid);
   }
   const diff = tree === state.snapshot.tree ? { added: [], changed: [], removed: [] } : diffFiles(before, after);
   const counts = Object.fromEntries(Object.entries(written).sort(([a], [b]) => a.localeCompare(b)));

@@ -69,12 +69,13 @@ export async function commitRole(spec: RoleCommitSpec, deps: RoleCommitDeps): Pr
   const parent = normalizeRepoPath(spec.path);
   for (let attempt = 1; ; attempt++) {
     const state = await readRepoState(deps.repo, parent, spec.replication);
-    if (state.owned.size === 0) {
+    if (state.ownedTrees.size === 0) {
       throw new NothingToFailOver(`the DR repository ${deps.repo.url} (branch ${deps.repo.branch}, path "${parent}") holds no folder of Replication ${spec.replication}: it has not synced yet`);
     }
     const contents = new Map<string, string>();
     const all: RepoWorkload[] = [];
-    for (const [dest, files] of state.owned) {
+    for (const dest of state.ownedTrees.keys()) {
+      const files = await state.filesOf(dest);
       let sourceNamespace = dest;
       for (const [file, oid] of files) {
         if (file === NAMESPACE_FILE) {
@@ -98,7 +99,8 @@ export async function commitRole(spec: RoleCommitSpec, deps: RoleCommitDeps): Pr
 
     // Whole folders go to buildTree: unchanged files keep their blobs.
     const folders = new Map<string, Map<string, string>>();
-    for (const [dest, files] of state.owned) {
+    for (const dest of state.ownedTrees.keys()) {
+      const files = await state.filesOf(dest);
       const folder = joinPath(parent, dest);
       if (![...change.files.keys()].some((p) => p.startsWith(`${folder}/`))) continue;
       const m = new Map<string, string>();

@@ -61,9 +61,17 @@ class FolderEntries {
   }
 }
 
+/** What a destination folder's tree says about the folder (readRepoState): content-addressed, so always valid. */
+export interface FolderSummary {
+  /** The Replication its namespace.yaml names ('' when none does). */
+  owner: string;
+  /** Whether it has a kustomization.yaml. */
+  kustomization: boolean;
+}
+
 interface Persisted {
   scope: string;
-  owners: [oid: string, owner: string][];
+  trees: [tree: string, owner: string, kustomization: boolean][];
   /** Per destination folder: its memo (or null) and its entries (FolderEntries, serialized). */
   folders: [destination: string, memo: FolderMemo | null, entries: string][];
 }
@@ -96,8 +104,8 @@ function renderCodeDigest(): string {
 const OID = /^[0-9a-f]{40}$/;
 const isEntry = (e: unknown): e is [string, string, string, string] =>
   Array.isArray(e) && e.length === 4 && e.every((x) => typeof x === 'string') && OID.test(e[2] as string) && (e[1] as string).endsWith('.yaml');
-const isOwner = (e: unknown): e is Persisted['owners'][number] =>
-  Array.isArray(e) && e.length === 2 && typeof e[0] === 'string' && OID.test(e[0]) && typeof e[1] === 'string';
+const isTree = (e: unknown): e is Persisted['trees'][number] =>
+  Array.isArray(e) && e.length === 3 && typeof e[0] === 'string' && OID.test(e[0]) && typeof e[1] === 'string' && typeof e[2] === 'boolean';
 const isRecordOf = (v: unknown, item: (x: unknown) => boolean): boolean =>
   typeof v === 'object' && v !== null && !Array.isArray(v) && Object.values(v).every(item);
 const isSkipped = (s: unknown): boolean => isRecordOf(s, (x) => typeof x === 'string') && ['kind', 'namespace', 'name', 'reason'].every((k) => k in (s as object));
@@ -109,8 +117,8 @@ const isMemo = (v: unknown): v is FolderMemo => {
 const isFolder = (e: unknown): e is Persisted['folders'][number] =>
   Array.isArray(e) && e.length === 3 && typeof e[0] === 'string' && (e[1] === null || isMemo(e[1])) && typeof e[2] === 'string';
 
-/** At most this many namespace.yaml owners are remembered: they are content-addressed, so old ones just fall out. */
-const MAX_OWNERS = 10_000;
+/** At most this many folder summaries are remembered: they are content-addressed, so old ones just fall out. */
+const MAX_TREES = 10_000;
 
 export class RenderCache {
   private scope = '';
@@ -121,8 +129,8 @@ export class RenderCache {
   private folders = new Map<string, FolderMemo>();
   private nextFolders = new Map<string, FolderMemo>();
   private dirty = false;
-  /** namespace.yaml blob id → the Replication its annotation names ('' for none). Always valid: content-addressed. */
-  readonly owners = new Map<string, string>();
+  /** A destination folder's tree id → what it says about the folder. Always valid: content-addressed. */
+  readonly trees = new Map<string, FolderSummary>();
 
   /** The cache key of an object within its destination folder, or undefined when it cannot be cached. */
   static keyOf(obj: KubeObject): string | undefined {
@@ -192,11 +200,13 @@ export class RenderCache {
     this.nextFolders = new Map();
   }
 
-  rememberOwner(oid: string, owner: string): void {
-    if (this.owners.get(oid) === owner) return;
-    if (this.owners.size >= MAX_OWNERS) this.owners.delete(this.owners.keys().next().value!);
-    this.owners.set(oid, owner);
-    this.dirty = true;
+  rememberTree(tree: string, summary: FolderSummary): void {
+    const known = this.trees.get(tree);
+    // Least recently used out first: the trees in use now stay.
+    this.trees.delete(tree);
+    if (this.trees.size >= MAX_TREES) this.trees.delete(this.trees.keys().next().value!);
+    this.trees.set(tree, summary);
+    if (known?.owner !== summary.owner || known.kustomization !== summary.kustomization) this.dirty = true;
   }
 
   /** Entries in all folders (parses them all: for tests and logs). */
@@ -218,10 +228,10 @@ export class RenderCache {
     if (file === undefined) return cache;
     try {
       const p = JSON.parse(await fs.promises.readFile(file, 'utf8')) as Partial<Persisted>;
-      if (typeof p.scope !== 'string' || !Array.isArray(p.owners) || !Array.isArray(p.folders)) return cache;
-      if (!p.owners.every(isOwner) || !p.folders.every(isFolder)) return cache;
+      if (typeof p.scope !== 'string' || !Array.isArray(p.trees) || !Array.isArray(p.folders)) return cache;
+      if (!p.trees.every(isTree) || !p.folders.every(isFolder)) return cache;
       cache.scope = p.scope;
-      for (const [oid, owner] of p.owners) cache.owners.set(oid, owner);
+      for (const [tree, owner, kustomization] of p.trees) cache.trees.set(tree, { owner, kustomization });
       for (const [dest, memo, entries] of p.folders) {
         if (memo) cache.folders.set(dest, memo);
         cache.entries.set(dest, new FolderEntries(entries));
@@ -238,7 +248,7 @@ export class RenderCache {
     const dests = new Set([...this.entries.keys(), ...this.folders.keys()]);
     const p: Persisted = {
       scope: this.scope,
-      owners: [...this.owners],
+      trees: [...this.trees].map(([tree, t]) => [tree, t.owner, t.kustomization]),
       folders: [...dests].map((d) => [d, this.folders.get(d) ?? null, this.entries.get(d)?.serialize() ?? '[]']),
     };
     await fs.promises.mkdir(path.dirname(file), { recursive: true });

@@ -297,3 +297,27 @@ it('render cache: a resync renders only changed objects and leaves unchanged fol
   assert.equal(afterLoss.reused, 0);
   assert.equal((await cached(unscaled)).reused, objects);
 });
+
+it('a no-op resync in a new process reads no folder of the repository: which folders are whose is kept by tree id with the render cache', async () => {
+  const url = await git.createRepo('child');
+  const cacheDir = path.join(tmp, 'child');
+  // bench/sync-child.ts: one `dr-syncer sync` of `spec` in its own process, as the benchmark runs it.
+  const child = (): { commit: string | null; reused: number; objectsRead: number } => {
+    const out = execFileSync(process.execPath, ['--import', 'tsx', path.resolve(import.meta.dirname, '../../bench/sync-child.ts'), 'sync', cluster.kubeconfigPath, url, git.user, git.password, cacheDir], { encoding: 'utf8' });
+    return JSON.parse(out.trim().split('\n').pop()!) as { commit: string | null; reused: number; objectsRead: number };
+  };
+  const objects = NAMESPACES * PER_NAMESPACE + 720;
+  assert.ok(child().commit, 'the first sync commits');
+  const noop = child();
+  assert.deepEqual([noop.commit, noop.reused], [null, objects], 'nothing committed, every object reused');
+  // The tip commit (read twice: is it here, which tree), the root tree, clusters/ and clusters/dr/.
+  assert.ok(noop.objectsRead <= 5, `objects read from the Git cache: ${noop.objectsRead}`);
+
+  // Without the kept cache the same no-op reads each folder's tree and its namespace.yaml.
+  const repo = new GitRepo({ url, branch: 'main', cacheDir });
+  fs.rmSync(RenderCache.fileFor(repo, spec.replication, spec.sourceCluster)!);
+  const cold = child();
+  assert.equal(cold.commit, null);
+  assert.ok(cold.objectsRead >= 2 * (NAMESPACES + 1), `objects read without the cache: ${cold.objectsRead}`);
+  assert.equal(child().objectsRead, noop.objectsRead, 'and the cache it saved serves the next one');
+});

@@ -68,7 +68,7 @@ describe('render cache', () => {
       c.begin(scope);
       c.keep('shop', 'a', { file: 'deployment.apps-web.yaml', oid: OID, kind: 'Deployment.apps' });
       c.end();
-      c.rememberOwner('b'.repeat(40), 'dr/app');
+      c.rememberTree('b'.repeat(40), { owner: 'dr/app', kustomization: true });
       const memo = { inputs: 'i', tree: 'c'.repeat(40), counts: { 'Deployment.apps': 1 }, skipped: [{ kind: 'ServiceAccount', namespace: 'shop', name: 'default', reason: 'r' }] };
       c.begin(scope);
       c.keep('shop', 'a', c.get('shop', 'a')!);
@@ -79,7 +79,7 @@ describe('render cache', () => {
       loaded.begin(scope);
       assert.deepEqual(loaded.get('shop', 'a'), { file: 'deployment.apps-web.yaml', oid: OID, kind: 'Deployment.apps' });
       assert.deepEqual(loaded.getFolder('shop'), memo);
-      assert.equal(loaded.owners.get('b'.repeat(40)), 'dr/app');
+      assert.deepEqual(loaded.trees.get('b'.repeat(40)), { owner: 'dr/app', kustomization: true });
       assert.deepEqual(fs.readdirSync(path.dirname(file)), ['render.json'], 'no temporary file left');
       // A folder left as it was carries its memo and all its entries to the next sync, and to the next process.
       loaded.keepFolder('shop', memo, true);
@@ -92,11 +92,13 @@ describe('render cache', () => {
       assert.equal(again.getFolder('shop'), undefined, 'a folder no sync kept is dropped');
       assert.equal(again.get('shop', 'a'), undefined);
 
-      const folder = (memoValue: unknown, entries: unknown) => JSON.stringify({ scope: 's', owners: [], folders: [['shop', memoValue, entries]] });
+      const folder = (memoValue: unknown, entries: unknown) => JSON.stringify({ scope: 's', trees: [], folders: [['shop', memoValue, entries]] });
       const bad = [
         '{"scope": tru',
         JSON.stringify([]),
-        JSON.stringify({ scope: 's', owners: [['b'.repeat(40), 3]], folders: [] }),
+        JSON.stringify({ scope: 's', trees: [['b'.repeat(40), 3, true]], folders: [] }),
+        JSON.stringify({ scope: 's', trees: [['b'.repeat(40), 'dr/app', 'yes']], folders: [] }),
+        JSON.stringify({ scope: 's', owners: [['b'.repeat(40), 'dr/app']], folders: [] }), // the shape before trees
         folder({ inputs: 'i', tree: 'x', counts: {}, skipped: [] }, '[]'),
         folder({ inputs: 'i', tree: 'c'.repeat(40), counts: { a: 'x' }, skipped: [] }, '[]'),
         folder(null, [['a', 'x.yaml', OID, 'ConfigMap']]), // entries not as a string
@@ -107,7 +109,7 @@ describe('render cache', () => {
       for (const content of bad) {
         fs.writeFileSync(file, content);
         const l = await RenderCache.load(file);
-        assert.equal(l.size + l.owners.size + (l.getFolder('shop') ? 1 : 0), 0, content);
+        assert.equal(l.size + l.trees.size + (l.getFolder('shop') ? 1 : 0), 0, content);
       }
       fs.writeFileSync(file, folder(null, JSON.stringify([['a', 'x.yaml', OID, 'ConfigMap']])));
       assert.equal((await RenderCache.load(file)).size, 1, 'a well-formed file loads');

@@ -238,6 +238,11 @@ export class GitRepo {
     return this.cache.store;
   }
 
+  /** Objects this process read from the cache's files so far (for benchmarks and tests). */
+  get objectsRead(): number {
+    return this.store.diskReads;
+  }
+
   /**
    * Runs `fn` when no other operation on the same cache directory runs in this process (every
    * GitRepo on it shares one lock). Callers wrap whole fetch-build-push sequences in it.

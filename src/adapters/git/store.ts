@@ -83,6 +83,8 @@ export class ObjectStore {
   /** Written since the last push: for reads and for the next push pack without re-reading. */
   private readonly pending = new Map<string, { obj?: GitObject; packed?: PackObject }>();
   private pendingBytes = 0;
+  /** Objects read from disk (a pack or a loose file) so far: what the caches did not answer. */
+  diskReads = 0;
 
   constructor(readonly gitdir: string) {}
 
@@ -94,6 +96,7 @@ export class ObjectStore {
     const p = this.pending.get(oid)?.obj;
     if (p) return p;
     if (oid === EMPTY_TREE) return { type: 'tree', data: Buffer.alloc(0) };
+    this.diskReads++;
     const o = this.readStored(oid) ?? (this.scanPacks() ? this.readStored(oid) : undefined);
     if (!o) throw new ObjectNotFoundError(oid);
     if (hashObject(o.type, o.data) !== oid) throw new Error(`object ${oid} is corrupt in ${this.gitdir} (its content hashes to something else)`);
