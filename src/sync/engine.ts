@@ -352,31 +352,39 @@ export interface RepoState {
   filesOf(destination: string): Promise<Map<string, string>>;
   /** Destination folder name → owning Replication ('' when dr-syncer did not write it), for folders that are not ours. */
   foreign: Map<string, string>;
+  /** Destination folders that have a kustomization.yaml. */
+  kustomized: Set<string>;
   /** The base path's kustomization.yaml lists exactly the folders that have one (as buildRepoTree writes it). */
   kustomizationCurrent: boolean;
+  /** Folders known only from the render cache file's claims (readRepoState's trustClaims): check them (verifyClaims) before writing. */
+  claims: Map<string, { tree: string; summary: FolderSummary }>;
 }
 
 /**
  * The repository as fetched now, or at `at` (a commit this process holds: no fetch). Which
- * folders are whose is remembered by tree id (`memo`, and for the whole process): a no-op
- * resync of 100 namespaces spent ~45 ms of its one thread reading their trees.
+ * folders are whose is remembered by tree id, for the whole process and in `memo`: a no-op
+ * resync of 100 namespaces spent ~45 ms of its one thread reading their trees. With
+ * `trustClaims`, what a loaded render cache file says of a tree is taken too, unread; the
+ * caller must then verifyClaims before it writes anything.
  */
-export async function readRepoState(repo: GitRepo, parent: string, replication: string, at?: Snapshot, memo?: RenderCache): Promise<RepoState> {
+export async function readRepoState(repo: GitRepo, parent: string, replication: string, at?: Snapshot, memo?: RenderCache, trustClaims = false): Promise<RepoState> {
   const snapshot = at ?? await repo.fetch();
   const ownedTrees = new Map<string, string>();
   const foreign = new Map<string, string>();
-  const withKustomization: string[] = [];
+  const kustomized = new Set<string>();
+  const claims: RepoState['claims'] = new Map();
   const top = (await repo.readDir(snapshot.tree, parent)) ?? [];
   for (const e of top) {
     if (e.type !== 'tree') continue;
-    const folder = await folderSummary(repo, e.oid, memo);
-    if (folder.kustomization) withKustomization.push(e.path);
+    const { summary, verified } = await folderSummary(repo, e.oid, memo, trustClaims);
+    if (!verified) claims.set(e.path, { tree: e.oid, summary });
+    if (summary.kustomization) kustomized.add(e.path);
     // A folder without our namespace.yaml was written by someone else: never ours to replace.
-    if (folder.owner === replication) ownedTrees.set(e.path, e.oid);
-    else foreign.set(e.path, folder.owner);
+    if (summary.owner !== '' && summary.owner === replication) ownedTrees.set(e.path, e.oid);
+    else foreign.set(e.path, summary.owner);
   }
   const listed = top.find((e) => e.path === KUSTOMIZATION && e.type === 'blob')?.oid;
-  const kustomizationCurrent = withKustomization.length ? listed === blobOid(kustomization(withKustomization)) : listed === undefined;
+  const kustomizationCurrent = kustomized.size ? listed === blobOid(kustomization([...kustomized])) : listed === undefined;
   const files = new Map<string, Promise<Map<string, string>>>();
   const filesOf = (dest: string): Promise<Map<string, string>> => {
     const tree = ownedTrees.get(dest);
@@ -388,25 +396,46 @@ export async function readRepoState(repo: GitRepo, parent: string, replication: 
     }
     return read;
   };
-  return { snapshot, parent, ownedTrees, filesOf, foreign, kustomizationCurrent };
+  return { snapshot, parent, ownedTrees, filesOf, foreign, kustomized, kustomizationCurrent, claims };
 }
 
-/** Folder tree id → summary, for every Replication of the process: a tree's content never changes. */
+/**
+ * Whether every claim `state` took from the render cache file is what the folder's tree says
+ * (reading each). When one is not, the file's claims are dropped (the caller reads the
+ * repository again) and false is returned.
+ */
+export async function verifyClaims(repo: GitRepo, state: RepoState, memo: RenderCache | undefined): Promise<boolean> {
+  let right = true;
+  for (const { tree, summary } of state.claims.values()) {
+    const { summary: read } = await folderSummary(repo, tree, undefined, false);
+    memo?.rememberTree(tree, read);
+    if (read.owner !== summary.owner || read.kustomization !== summary.kustomization) right = false;
+  }
+  if (!right) memo?.dropClaims();
+  state.claims.clear();
+  return right;
+}
+
+/** Folder tree id → summary, read or written by this process (for all its Replications): a tree's content never changes. */
 const sharedTrees = new Map<string, FolderSummary>();
 /** What a folder's tree says: the Replication its namespace.yaml names, and whether it has a kustomization.yaml. */
-async function folderSummary(repo: GitRepo, tree: string, memo: RenderCache | undefined): Promise<FolderSummary> {
-  let summary = memo?.trees.get(tree) ?? sharedTrees.get(tree);
-  if (!summary) {
-    const entries = (await repo.readDir(tree, '')) ?? [];
-    const nsFile = entries.find((x) => x.path === NAMESPACE_FILE && x.type === 'blob');
-    const ns = nsFile ? parseYaml(await repo.readBlob(nsFile.oid)) as KubeObject | null : undefined;
-    const owner = ns?.metadata?.annotations?.[REPLICATION_ANNOTATION];
-    summary = { owner: typeof owner === 'string' ? owner : '', kustomization: entries.some((x) => x.path === KUSTOMIZATION) };
+async function folderSummary(repo: GitRepo, tree: string, memo: RenderCache | undefined, trustClaims: boolean): Promise<{ summary: FolderSummary; verified: boolean }> {
+  const shared = sharedTrees.get(tree);
+  const known = shared ? { summary: shared, verified: true } : memo?.treeSummary(tree);
+  if (known && (known.verified || trustClaims)) {
+    if (known.verified) rememberTree(tree, known.summary, memo);
+    return known;
   }
+  const entries = (await repo.readDir(tree, '')) ?? [];
+  const nsFile = entries.find((x) => x.path === NAMESPACE_FILE && x.type === 'blob');
+  const ns = nsFile ? parseYaml(await repo.readBlob(nsFile.oid)) as KubeObject | null : undefined;
+  const owner = ns?.metadata?.annotations?.[REPLICATION_ANNOTATION];
+  const summary = { owner: typeof owner === 'string' ? owner : '', kustomization: entries.some((x) => x.path === KUSTOMIZATION) };
   rememberTree(tree, summary, memo);
-  return summary;
+  return { summary, verified: true };
 }
 
+/** A summary this process read or wrote itself. */
 function rememberTree(tree: string, summary: FolderSummary, memo: RenderCache | undefined): void {
   memo?.rememberTree(tree, summary);
   // Least recently used out first: the trees in use now stay.
@@ -436,7 +465,7 @@ export function buildRepoTree(repo: GitRepo, state: RepoState, folders: FolderCh
       const files = folders.get(joinPath(parent, e.path));
       const has = files !== undefined
         ? files !== null && (isPrepared(files) ? files.entries.some((f) => f.path === KUSTOMIZATION) : files.has(KUSTOMIZATION))
-        : (await folderSummary(repo, e.oid, undefined)).kustomization; // a folder left as it was: known since readRepoState
+        : state.kustomized.has(e.path); // a folder left as it was
       if (has) withKustomization.push(e.path);
     }
     // No namespace folder left (the last Replication here was deleted): no kustomization either.
@@ -738,7 +767,8 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
   const readBoth = async (read?: SourceRead): Promise<[SourceStream, RepoState]> => {
     const opening = read ? Promise.resolve(streamOf(read)) : openSrc();
     try {
-      return await timed('fetch', Promise.all([opening, readRepoState(deps.repo, parent, spec.replication, undefined, deps.renderCache)]));
+      // The render cache file's word on which folders are whose is taken here, and checked below before anything is written.
+      return await timed('fetch', Promise.all([opening, readRepoState(deps.repo, parent, spec.replication, undefined, deps.renderCache, true)]));
     } catch (err) {
       // The repository could not be read: the LISTs already started stop.
       void opening.then((s) => s.cancel(), () => {});
@@ -759,6 +789,13 @@ export async function runSync(spec: SyncSpec, deps: SyncDeps): Promise<SyncResul
     }
     const { tree, base } = rendered;
 
+    // About to write, or to report a folder as not ours, on the render cache file's word: the
+    // trees it spoke for are read first. Wrong (a broken or foreign file): everything is read
+    // again, without it. A sync that writes nothing and reports nothing needs no check.
+    if ((tree !== state.snapshot.tree || base.notOwned.length > 0) && state.claims.size > 0 && !(await verifyClaims(deps.repo, state, deps.renderCache))) {
+      log.warn({ replication: spec.replication }, 'the render cache file was wrong about a folder of the DR repository (its owner or its kustomization.yaml); reading the repository again without it');
+      continue;
+    }
     if (tree === state.snapshot.tree) {
       return { ...base, head: state.snapshot.commit, durationMs: Date.now() - started, ...(deps.dryRun ? { changes: [] } : {}) };
     }

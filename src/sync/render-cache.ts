@@ -61,7 +61,7 @@ class FolderEntries {
   }
 }
 
-/** What a destination folder's tree says about the folder (readRepoState): content-addressed, so always valid. */
+/** What a destination folder's tree says about the folder (readRepoState): content-addressed. */
 export interface FolderSummary {
   /** The Replication its namespace.yaml names ('' when none does). */
   owner: string;
@@ -129,8 +129,16 @@ export class RenderCache {
   private folders = new Map<string, FolderMemo>();
   private nextFolders = new Map<string, FolderMemo>();
   private dirty = false;
-  /** A destination folder's tree id → what it says about the folder. Always valid: content-addressed. */
-  readonly trees = new Map<string, FolderSummary>();
+  /** A destination folder's tree id → what it says about the folder, as this process read or wrote it. */
+  private readonly trees = new Map<string, FolderSummary>();
+  /**
+   * The same, as the file this cache was loaded from says: claims, good enough to find that
+   * nothing needs writing, but checked against the trees before anything is written
+   * (engine.ts, verifyClaims): a broken or foreign file must never make a sync delete a folder.
+   */
+  private readonly claimed = new Map<string, FolderSummary>();
+  /** Trees looked up or remembered since this cache was loaded: what save() keeps. */
+  private readonly usedTrees = new Set<string>();
 
   /** The cache key of an object within its destination folder, or undefined when it cannot be cached. */
   static keyOf(obj: KubeObject): string | undefined {
@@ -200,13 +208,41 @@ export class RenderCache {
     this.nextFolders = new Map();
   }
 
-  rememberTree(tree: string, summary: FolderSummary): void {
+  /** What this process knows of a folder tree (`verified`), or else what the loaded file claims. */
+  treeSummary(tree: string): { summary: FolderSummary; verified: boolean } | undefined {
     const known = this.trees.get(tree);
+    const summary = known ?? this.claimed.get(tree);
+    if (!summary) return undefined;
+    this.usedTrees.add(tree);
+    return { summary, verified: known !== undefined };
+  }
+
+  /** A folder tree's summary, read or written by this process. */
+  rememberTree(tree: string, summary: FolderSummary): void {
+    const before = this.trees.get(tree) ?? this.claimed.get(tree);
+    this.claimed.delete(tree);
+    this.usedTrees.add(tree);
     // Least recently used out first: the trees in use now stay.
     this.trees.delete(tree);
-    if (this.trees.size >= MAX_TREES) this.trees.delete(this.trees.keys().next().value!);
+    if (this.trees.size >= MAX_TREES) {
+      const oldest = this.trees.keys().next().value!;
+      this.trees.delete(oldest);
+      this.usedTrees.delete(oldest);
+    }
     this.trees.set(tree, summary);
-    if (known?.owner !== summary.owner || known.kustomization !== summary.kustomization) this.dirty = true;
+    if (before?.owner !== summary.owner || before.kustomization !== summary.kustomization) this.dirty = true;
+  }
+
+  /** Forgets what the loaded file claimed: it named a wrong owner (verifyClaims). */
+  dropClaims(): void {
+    if (this.claimed.size) this.dirty = true;
+    for (const tree of this.claimed.keys()) this.usedTrees.delete(tree);
+    this.claimed.clear();
+  }
+
+  /** Trees known or claimed (for tests). */
+  get treeCount(): number {
+    return this.trees.size + this.claimed.size;
   }
 
   /** Entries in all folders (parses them all: for tests and logs). */
@@ -231,7 +267,7 @@ export class RenderCache {
       if (typeof p.scope !== 'string' || !Array.isArray(p.trees) || !Array.isArray(p.folders)) return cache;
       if (!p.trees.every(isTree) || !p.folders.every(isFolder)) return cache;
       cache.scope = p.scope;
-      for (const [tree, owner, kustomization] of p.trees) cache.trees.set(tree, { owner, kustomization });
+      for (const [tree, owner, kustomization] of p.trees.slice(-MAX_TREES)) cache.claimed.set(tree, { owner, kustomization });
       for (const [dest, memo, entries] of p.folders) {
         if (memo) cache.folders.set(dest, memo);
         cache.entries.set(dest, new FolderEntries(entries));
@@ -248,7 +284,11 @@ export class RenderCache {
     const dests = new Set([...this.entries.keys(), ...this.folders.keys()]);
     const p: Persisted = {
       scope: this.scope,
-      trees: [...this.trees].map(([tree, t]) => [tree, t.owner, t.kustomization]),
+      // Only the trees this process used: the folders of the repository now, and those it wrote.
+      trees: [...this.usedTrees].flatMap((tree) => {
+        const t = this.trees.get(tree) ?? this.claimed.get(tree);
+        return t ? [[tree, t.owner, t.kustomization] as Persisted['trees'][number]] : [];
+      }),
       folders: [...dests].map((d) => [d, this.folders.get(d) ?? null, this.entries.get(d)?.serialize() ?? '[]']),
     };
     await fs.promises.mkdir(path.dirname(file), { recursive: true });

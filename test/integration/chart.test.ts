@@ -348,7 +348,11 @@ describe('Helm chart', () => {
     assert.equal(dep.items[0]!.spec.replicas, 2);
   });
 
-  it("the controller, with exactly the chart's RBAC (impersonating its ServiceAccount), syncs a Replication of this cluster with no 403", async () => {
+  it("the controller, with exactly the chart's RBAC (impersonating its ServiceAccount), syncs a Replication of this cluster with no 403", async (t) => {
+    // Stopped when this test ends, passed or not, before the next one narrows the RBAC again: its
+    // watch of Secrets (rbac.sourceSecrets below) would list them once more and meet a 403 that
+    // test would count as its own.
+    t.after(stopController);
     // The source: a namespace with the kinds the default types include.
     await admin(['apply', '-f', '-'], toStream([
       { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop' } },
@@ -450,9 +454,6 @@ describe('Helm chart', () => {
     assert.deepEqual(recorder.answers.filter((a) => a.as !== SA).map((a) => `${a.method} ${a.path} as ${a.as ?? 'nobody'}`), [], 'every request as the ServiceAccount');
     assert.deepEqual(forbidden(recorder.answers), [], `403s met by the controller:\n${controllerLog.split('\n').filter((l) => /forbidden|403/i.test(l)).slice(0, 10).join('\n')}`);
     assert.doesNotMatch(controllerLog, /forbidden/i);
-    // Stopped before the next test narrows the RBAC again: its watch of Secrets (rbac.sourceSecrets
-    // above) would list them once more and meet the 403 that test counts as its own.
-    await stopController();
   });
 
   it('pvcSync: the chart grants what the agents and the copies next to the PVCs need, and no more', async () => {

@@ -321,3 +321,34 @@ it('a no-op resync in a new process reads no folder of the repository: which fol
   assert.ok(cold.objectsRead >= 2 * (NAMESPACES + 1), `objects read without the cache: ${cold.objectsRead}`);
   assert.equal(child().objectsRead, noop.objectsRead, 'and the cache it saved serves the next one');
 });
+
+it('a render cache file that names the wrong owner for a folder never makes a sync delete it: the claim is checked against the tree before anything is written', async () => {
+  const url = await git.createRepo('forged');
+  const cacheDir = path.join(tmp, 'forged');
+  const child = (): { commit: string | null } => {
+    const out = execFileSync(process.execPath, ['--import', 'tsx', path.resolve(import.meta.dirname, '../../bench/sync-child.ts'), 'sync', cluster.kubeconfigPath, url, git.user, git.password, cacheDir], { encoding: 'utf8' });
+    return JSON.parse(out.trim().split('\n').pop()!) as { commit: string | null };
+  };
+  assert.ok(child().commit);
+  // Another Replication's folder beside ours, as a repository shared by two would have.
+  const clone = await git.clone('forged');
+  fs.mkdirSync(path.join(clone, 'clusters/dr/stranger'));
+  fs.writeFileSync(path.join(clone, 'clusters/dr/stranger/namespace.yaml'), 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: stranger\n  annotations:\n    dr-syncer.io/replication: other/rep\n');
+  fs.writeFileSync(path.join(clone, 'clusters/dr/stranger/configmap-keep.yaml'), 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: keep\n');
+  gitOut(clone, 'add', '-A');
+  gitOut(clone, 'commit', '-qm', 'another Replication');
+  gitOut(clone, 'push', '-q', 'origin', 'HEAD:main');
+  assert.equal(child().commit, null, 'the other folder is left alone');
+
+  // The cache file now says that folder is ours: with prune on and its namespace not selected, a
+  // sync that believed it would remove it.
+  const file = RenderCache.fileFor(new GitRepo({ url, branch: 'main', cacheDir }), spec.replication, spec.sourceCluster)!;
+  const saved = JSON.parse(fs.readFileSync(file, 'utf8')) as { trees: [string, string, boolean][] };
+  const stranger = gitOut(clone, 'rev-parse', 'HEAD:clusters/dr/stranger');
+  assert.ok(saved.trees.some(([t, owner]) => t === stranger && owner === 'other/rep'), 'the cache remembers the folder as another Replication\'s');
+  saved.trees = saved.trees.map(([t, owner, k]) => [t, t === stranger ? spec.replication : owner, k]);
+  fs.writeFileSync(file, JSON.stringify(saved));
+  assert.equal(child().commit, null, 'nothing written');
+  const after = await git.clone('forged');
+  assert.deepEqual(gitOut(after, 'ls-tree', '--name-only', 'HEAD', 'clusters/dr/stranger/').split('\n'), ['clusters/dr/stranger/configmap-keep.yaml', 'clusters/dr/stranger/namespace.yaml']);
+});

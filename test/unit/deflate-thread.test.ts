@@ -7,7 +7,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import { describe, it } from 'node:test';
-import { DeflateThread, deflateBatch, THREAD_MIN_BLOBS } from '../../src/adapters/git/deflate-thread.ts';
+import { DeflateThread, deflateBatch, sharedDeflateThread, THREAD_MIN_BLOBS, usableCpus } from '../../src/adapters/git/deflate-thread.ts';
 import { deflate } from '../../src/adapters/git/objects.ts';
 
 const samples = (n: number): Buffer[] => Array.from({ length: n }, (_, i) => {
@@ -17,13 +17,15 @@ const samples = (n: number): Buffer[] => Array.from({ length: n }, (_, i) => {
   return Buffer.from(`apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-${i}\n${'data: ümlaut ✓\n'.repeat(i)}`);
 });
 
-describe('deflate thread', () => {
+// A thread that never answers would hang a test: each has a bound.
+describe('deflate thread', { timeout: 60_000 }, () => {
   it('gives, in order, exactly the bytes deflate() gives inline', async () => {
     const data = samples(THREAD_MIN_BLOBS * 3);
     const copies = data.map((d) => Buffer.from(d));
     const thread = new DeflateThread();
     try {
       const out = await thread.deflateAll(data);
+      assert.equal(thread.batches, 1);
       assert.equal(out.length, data.length);
       out.forEach((o, i) => {
         assert.deepEqual(o, deflate(data[i]!), `buffer ${i}`);
@@ -47,10 +49,13 @@ describe('deflate thread', () => {
     await thread.close();
   });
 
-  it('deflateBatch: small batches inline, big ones on the thread, the same bytes either way', async () => {
+  it('deflateBatch: small batches inline, big ones on the thread (with a second CPU), the same bytes either way', async () => {
+    assert.equal(sharedDeflateThread !== undefined, usableCpus() >= 2, 'a thread exactly when there is a second CPU');
     for (const n of [0, 1, THREAD_MIN_BLOBS - 1, THREAD_MIN_BLOBS, 200]) {
       const data = samples(n);
+      const before = sharedDeflateThread?.batches ?? 0;
       assert.deepEqual(await deflateBatch(data), data.map(deflate), `${n} buffers`);
+      if (sharedDeflateThread) assert.equal(sharedDeflateThread.batches - before, n >= THREAD_MIN_BLOBS ? 1 : 0, `${n} buffers: on the thread?`);
     }
   });
 
@@ -60,5 +65,25 @@ describe('deflate thread', () => {
     const script = `import { deflateBatch } from ${JSON.stringify(module)}; const out = await deflateBatch(Array.from({ length: 64 }, (_, i) => Buffer.from('blob ' + i))); console.log(out.length);`;
     const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { timeout: 30_000 });
     assert.equal(stdout.trim(), '64');
+  });
+
+  // Last: it turns the process's thread off.
+  it('a shared thread that fails: the batch it held and all later ones are deflated inline, the same bytes, with one warning', async (t) => {
+    const thread = sharedDeflateThread;
+    assert.ok(thread, 'this test needs the second CPU the CI machine has');
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.message);
+    process.on('warning', onWarning);
+    t.after(() => process.off('warning', onWarning));
+    const data = samples(THREAD_MIN_BLOBS * 2);
+    const before = thread.batches;
+    const held = deflateBatch(data);
+    await thread.close();
+    assert.deepEqual(await held, data.map(deflate));
+    assert.equal(sharedDeflateThread, undefined, 'not started again');
+    assert.deepEqual(await deflateBatch(data), data.map(deflate));
+    assert.equal(thread.batches, before + 1, 'the later batch went to no thread');
+    await new Promise((r) => setImmediate(r));
+    assert.equal(warnings.filter((w) => /deflate thread failed/.test(w)).length, 1);
   });
 });

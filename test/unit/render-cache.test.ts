@@ -79,7 +79,18 @@ describe('render cache', () => {
       loaded.begin(scope);
       assert.deepEqual(loaded.get('shop', 'a'), { file: 'deployment.apps-web.yaml', oid: OID, kind: 'Deployment.apps' });
       assert.deepEqual(loaded.getFolder('shop'), memo);
-      assert.deepEqual(loaded.trees.get('b'.repeat(40)), { owner: 'dr/app', kustomization: true });
+      assert.deepEqual(loaded.treeSummary('b'.repeat(40)), { summary: { owner: 'dr/app', kustomization: true }, verified: false }, 'from a file: a claim');
+      loaded.rememberTree('b'.repeat(40), { owner: 'dr/app', kustomization: true });
+      assert.equal(loaded.treeSummary('b'.repeat(40))?.verified, true, 'read by this process: known');
+      // Saved: only the trees a sync used (here b…, and d… written now), not every tree ever seen.
+      const kept = await RenderCache.load(file);
+      kept.rememberTree('d'.repeat(40), { owner: '', kustomization: false });
+      await kept.save(file);
+      const reloaded = await RenderCache.load(file);
+      assert.equal(reloaded.treeCount, 1, 'a claim no sync used is not kept');
+      assert.deepEqual(reloaded.treeSummary('d'.repeat(40))?.summary, { owner: '', kustomization: false });
+      reloaded.dropClaims();
+      assert.equal(reloaded.treeSummary('d'.repeat(40)), undefined, 'claims dropped');
       assert.deepEqual(fs.readdirSync(path.dirname(file)), ['render.json'], 'no temporary file left');
       // A folder left as it was carries its memo and all its entries to the next sync, and to the next process.
       loaded.keepFolder('shop', memo, true);
@@ -109,7 +120,7 @@ describe('render cache', () => {
       for (const content of bad) {
         fs.writeFileSync(file, content);
         const l = await RenderCache.load(file);
-        assert.equal(l.size + l.trees.size + (l.getFolder('shop') ? 1 : 0), 0, content);
+        assert.equal(l.size + l.treeCount + (l.getFolder('shop') ? 1 : 0), 0, content);
       }
       fs.writeFileSync(file, folder(null, JSON.stringify([['a', 'x.yaml', OID, 'ConfigMap']])));
       assert.equal((await RenderCache.load(file)).size, 1, 'a well-formed file loads');

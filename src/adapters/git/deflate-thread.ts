@@ -1,8 +1,9 @@
 // Deflating new blobs on a second thread. A full sync of 10,000 objects into a fresh repository
 // spent ~0.26 s of its one thread in zlib (bench/sync.bench.ts --profile), while that thread
 // also parses the LIST responses and renders; here zlib runs beside them. One worker per
-// process, started on first use and shared by every repository; without a second core (or if
-// the worker fails) the caller deflates inline, as before.
+// process, started on first use and shared by every repository; without a second core, or once
+// the worker has failed, the caller deflates inline, as before.
+import fs from 'node:fs';
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import zlib from 'node:zlib';
@@ -46,12 +47,17 @@ export class DeflateThread {
     let at = 0;
     for (const d of data) at += d.copy(input, at);
     const id = this.next++;
+    // Posted first: a post that throws leaves nothing waiting (and the worker not referenced).
+    worker.postMessage({ id, input: input.buffer, lengths: data.map((d) => d.length) }, [input.buffer]);
     const done = new Promise<Buffer[]>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
     // Referenced only while it has work: an idle worker never keeps the process alive.
     if (this.waiting.size === 1) worker.ref();
-    worker.postMessage({ id, input: input.buffer, lengths: data.map((d) => d.length) }, [input.buffer]);
+    this.batches++;
     return done;
   }
+
+  /** Batches handed to the thread so far. */
+  batches = 0;
 
   /** Stops the thread; what it had not answered yet fails. A later call starts a new one. */
   async close(): Promise<void> {
@@ -82,24 +88,43 @@ export class DeflateThread {
       this.waiting.clear();
     };
     worker.on('error', fail);
+    worker.on('messageerror', fail);
     worker.on('exit', (code) => fail(new Error(`the deflate thread exited (code ${code})`)));
     this.worker = worker;
     return worker;
   }
 }
 
-const shared = os.availableParallelism() > 1 ? new DeflateThread() : undefined;
+/** CPUs this process may use: the machine's, or fewer under a cgroup (v2) CPU limit (a container's limits.cpu). */
+export function usableCpus(): number {
+  let cpus = os.availableParallelism();
+  try {
+    const [quota, period] = fs.readFileSync('/sys/fs/cgroup/cpu.max', 'utf8').trim().split(/\s+/);
+    if (quota !== 'max' && Number(period) > 0) cpus = Math.min(cpus, Number(quota) / Number(period));
+  } catch {
+    // no cgroup v2 limit to read
+  }
+  return cpus;
+}
+
+/** The process's deflate thread: undefined without a second CPU, or once it has failed. */
+export let sharedDeflateThread: DeflateThread | undefined = usableCpus() >= 2 ? new DeflateThread() : undefined;
 
 /**
  * Each buffer's zlib stream, in order: on the shared second thread when there is one and the
- * batch is big enough, otherwise (or if that thread fails) on this one.
+ * batch is big enough, otherwise on this one. A thread that fails (it exits, say) is not
+ * started again: this batch and all later ones are deflated here, with one warning.
  */
 export async function deflateBatch(data: readonly Buffer[]): Promise<Buffer[]> {
-  if (shared && data.length >= THREAD_MIN_BLOBS) {
+  const thread = sharedDeflateThread;
+  if (thread && data.length >= THREAD_MIN_BLOBS) {
     try {
-      return await shared.deflateAll(data);
-    } catch {
-      // The thread died (out of memory, say): the same work inline; the next batch starts a new one.
+      return await thread.deflateAll(data);
+    } catch (err) {
+      if (sharedDeflateThread === thread) {
+        sharedDeflateThread = undefined;
+        process.emitWarning(`the deflate thread failed (${err instanceof Error ? err.message : String(err)}); new Git objects are compressed on the main thread from now on`, 'DrSyncerWarning');
+      }
     }
   }
   return data.map((d) => deflateWith(zlib, d));
