@@ -1,6 +1,6 @@
 // `dr-syncer failover` and `dr-syncer failback`: thin clients of the controller. They check the
 // request, set spec.failover on the Replication (with its resourceVersion: a concurrent change
-// is refused, not overwritten) and follow status.failover until the controller is done. The
+// of its spec is refused, not overwritten) and follow status.failover until the controller is done. The
 // controller does the work, so kubectl can ask for the same thing. --dry-run computes the commit
 // with the controller's own code and writes nothing.
 import os from 'node:os';
@@ -133,23 +133,41 @@ async function dryRun(action: Action, ctx: ReplicationContext, cutover: boolean,
 }
 
 async function request(action: Action, ctx: ReplicationContext, o: { cutover: boolean; force: boolean; waitMs: number }): Promise<number> {
-  const { KubeApiError } = await import('../adapters/kube/client.ts');
-  const client = ctx.cluster.client;
-  const path = ctx.cluster.replicationPath(ctx.rep.metadata.name);
   const requestedBy = `${os.userInfo().username}@${os.hostname()}`;
   const failover = action === 'failover'
     ? { active: true, cutover: o.cutover, force: o.force, requestedBy }
     : { active: false, cutover: null, force: o.force, requestedBy };
   let updated: Replication;
   try {
-    updated = await client.request<Replication>('PATCH', path, { metadata: { resourceVersion: ctx.rep.metadata.resourceVersion }, spec: { failover } }, 'application/merge-patch+json');
+    updated = await setFailover(ctx, ctx.rep, failover);
   } catch (err) {
-    if (err instanceof KubeApiError && err.status === 409) throw new CommandError(`Replication ${ctx.key} changed while this command ran; run it again`, 1);
+    if (err instanceof CommandError) throw err;
     throw new CommandError(`setting spec.failover on Replication ${ctx.key} failed: ${message(err)}`, 1);
   }
   console.error(`${action} of ${ctx.key} requested (spec.failover.active: ${action === 'failover'}, generation ${updated.metadata.generation})`);
   if (o.waitMs === 0) return 0;
   return follow(action, ctx, updated.metadata.generation ?? 0, o.waitMs);
+}
+
+/**
+ * Sets spec.failover on the Replication as `read` (its resourceVersion: a concurrent change is
+ * refused, not overwritten). A conflict with the same generation is the controller writing its
+ * status (it does while it syncs), not a change of what this command checked: set on that version.
+ */
+async function setFailover(ctx: ReplicationContext, read: Replication, failover: Record<string, unknown> | null): Promise<Replication> {
+  const { KubeApiError } = await import('../adapters/kube/client.ts');
+  const path = ctx.cluster.replicationPath(read.metadata.name);
+  let rep = read;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await ctx.cluster.client.request<Replication>('PATCH', path, { metadata: { resourceVersion: rep.metadata.resourceVersion }, spec: { failover } }, 'application/merge-patch+json');
+    } catch (err) {
+      if (!(err instanceof KubeApiError && err.status === 409)) throw err;
+      const now = await ctx.cluster.replication(read.metadata.name);
+      if (now.metadata.generation !== read.metadata.generation || attempt >= 5) throw new CommandError(`Replication ${ctx.key} changed while this command ran; run it again`, 1);
+      rep = now;
+    }
+  }
 }
 
 /** Follows the controller's status until the action is done, failed, or the wait is over. */
@@ -177,7 +195,7 @@ async function follow(action: Action, ctx: ReplicationContext, generation: numbe
     }
     if (current && ready?.status === 'False' && ['CutoverRefused', 'NothingToFailOver'].includes(ready.reason)) {
       // Refused before anything was changed: the request is withdrawn, so it does not happen later by surprise.
-      await ctx.cluster.client.request('PATCH', ctx.cluster.replicationPath(rep.metadata.name), { metadata: { resourceVersion: rep.metadata.resourceVersion }, spec: { failover: null } }, 'application/merge-patch+json')
+      await setFailover(ctx, rep, null)
         .catch((err: unknown) => console.error(`withdrawing the request failed (${message(err)}): set spec.failover.active to false by hand`));
       console.error(`${action} of ${ctx.key} refused, nothing was changed, the request is withdrawn: ${ready.message}`);
       return 1;

@@ -477,8 +477,12 @@ export class ReplicationController {
       throw err; // retried with backoff; nothing was changed at the source
     }
     const scaled = source ? await scaleSourceDown(source, r.all) : [];
-    const commit = r.commit ?? st.failoverCommit ?? r.head;
-    const at = r.commit ? rfc3339(now) : st.failoverTime ?? rfc3339(now);
+    // No commit now: an earlier pass of this failover made it. What the status says of it is
+    // this failover's only while the status says one is under way; after a failback it is the
+    // last cycle's (and a pass whose status write was lost leaves it so).
+    const earlier = st.state === 'FailingOver' || st.state === 'FailedOver' ? st : {};
+    const commit = r.commit ?? earlier.failoverCommit ?? r.head;
+    const at = r.commit ? rfc3339(now) : earlier.failoverTime ?? rfc3339(now);
     if (r.commit) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'FailedOver', `failover committed ${r.commit.slice(0, 12)}: ${r.workloads.length} workload(s) activated${fo.requestedBy ? ` (requested by ${fo.requestedBy})` : ''}`);
     if (scaled.length) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'SourceScaledDown', `cutover: ${scaled.join(', ')}`);
     const sourceScaledDown = st.sourceScaledDown === true || (fo.cutover === true && source !== undefined);
@@ -486,7 +490,7 @@ export class ReplicationController {
       'syncs are paused until spec.failover.active is false (dr-syncer failback)';
     set({
       phase: 'FailedOver', nextSyncTime: undefined, lastError: undefined,
-      failover: { ...base, state: 'FailedOver', failoverTime: at, failoverCommit: commit, workloads: r.commit ? r.workloads.length : st.workloads ?? r.inRole, sourceScaledDown, message },
+      failover: { ...base, state: 'FailedOver', failoverTime: at, failoverCommit: commit, workloads: r.commit ? r.workloads.length : earlier.workloads ?? r.inRole, sourceScaledDown, message },
     }, [{ type: 'Ready', status: 'True', reason: 'FailedOver', message }]);
     return;
   }
