@@ -154,7 +154,7 @@ async function request(action: Action, ctx: ReplicationContext, o: { cutover: bo
  * refused, not overwritten). A conflict with the same generation is the controller writing its
  * status (it does while it syncs), not a change of what this command checked: set on that version.
  */
-async function setFailover(ctx: ReplicationContext, read: Replication, failover: Record<string, unknown> | null): Promise<Replication> {
+export async function setFailover(ctx: ReplicationContext, read: Replication, failover: Record<string, unknown> | null): Promise<Replication> {
   const { KubeApiError } = await import('../adapters/kube/client.ts');
   const path = ctx.cluster.replicationPath(read.metadata.name);
   let rep = read;

@@ -15,6 +15,8 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import type { RemoteCluster, Replication } from '../../src/api/v1alpha1/index.ts';
 import { validateReplication } from '../../src/api/v1alpha1/index.ts';
+import { setFailover } from '../../src/cli/failover.ts';
+import { CommandError, ControllerCluster } from '../../src/cli/replication-context.ts';
 import { buildBootstrap, drTargets } from '../../src/gitops/bootstrap.ts';
 import { loadBootstrapTemplates } from '../../src/gitops/templates.ts';
 import type { RunningManager } from '../../src/manager.ts';
@@ -337,5 +339,20 @@ describe('failover and failback as commits', () => {
     assert.equal(st.sourceScaledDown, false);
     const message = await git.git(['log', '-1', '--format=%B', st.failoverCommit!], await git.clone('dr'));
     assert.match(message, /The source was not scaled down \(force\): source cluster prod cannot be scaled down/);
+  });
+
+  it('the CLI sets spec.failover over a status write (the controller writes it while it syncs), never over a change of the spec', async () => {
+    const cluster = await ControllerCluster.connect({ namespace: 'dr-syncer', kubeconfig: dr.kubeconfigPath });
+    const ctx = await cluster.context(REP);
+    const read = ctx.rep;
+    const requestedBy = read.spec.failover?.requestedBy;
+    // Changed since it was read, the spec not: the request goes through.
+    await kubectl(dr.kubeconfigPath, ['-n', 'dr-syncer', 'annotate', 'replication', REP, 'test/touched=1']);
+    const set = await setFailover(ctx, read, { ...read.spec.failover, requestedBy: 'cli-test' });
+    assert.equal(set.spec.failover?.requestedBy, 'cli-test');
+    assert.equal(set.metadata.generation, (read.metadata.generation ?? 0) + 1);
+    // The spec changed since it was read: refused, nothing overwritten.
+    await assert.rejects(setFailover(ctx, read, { ...read.spec.failover, requestedBy }), (err: Error) => err instanceof CommandError && /changed while this command ran; run it again/.test(err.message));
+    assert.equal((await rep()).spec?.failover?.requestedBy, 'cli-test');
   });
 });
