@@ -152,9 +152,10 @@ async function request(action: Action, ctx: ReplicationContext, o: { cutover: bo
 /**
  * Sets spec.failover on the Replication as `read` (its resourceVersion: a concurrent change is
  * refused, not overwritten). A conflict with the same generation is the controller writing its
- * status (it does while it syncs), not a change of what this command checked: set on that version.
+ * status (it does while it syncs), not a change of the spec this command checked: set on that
+ * version, if `stillSo` of the status as it is now (what the command decided on still holds).
  */
-export async function setFailover(ctx: ReplicationContext, read: Replication, failover: Record<string, unknown> | null): Promise<Replication> {
+export async function setFailover(ctx: ReplicationContext, read: Replication, failover: Record<string, unknown> | null, stillSo: (now: Replication) => boolean = () => true): Promise<Replication> {
   const { KubeApiError } = await import('../adapters/kube/client.ts');
   const path = ctx.cluster.replicationPath(read.metadata.name);
   let rep = read;
@@ -164,7 +165,7 @@ export async function setFailover(ctx: ReplicationContext, read: Replication, fa
     } catch (err) {
       if (!(err instanceof KubeApiError && err.status === 409)) throw err;
       const now = await ctx.cluster.replication(read.metadata.name);
-      if (now.metadata.generation !== read.metadata.generation || attempt >= 5) throw new CommandError(`Replication ${ctx.key} changed while this command ran; run it again`, 1);
+      if (now.metadata.generation !== read.metadata.generation || !stillSo(now) || attempt >= 5) throw new CommandError(`Replication ${ctx.key} changed while this command ran; run it again`, 1);
       rep = now;
     }
   }
@@ -194,8 +195,13 @@ async function follow(action: Action, ctx: ReplicationContext, generation: numbe
       return 0;
     }
     if (current && ready?.status === 'False' && ['CutoverRefused', 'NothingToFailOver'].includes(ready.reason)) {
-      // Refused before anything was changed: the request is withdrawn, so it does not happen later by surprise.
-      await setFailover(ctx, rep, null)
+      // Refused before anything was changed: the request is withdrawn, so it does not happen later
+      // by surprise; not if, meanwhile, the controller went on with it (a retry that worked).
+      const stillRefused = (now: Replication) => {
+        const c = now.status?.conditions?.find((x) => x.type === 'Ready');
+        return (c?.observedGeneration ?? 0) >= generation && c?.status === 'False' && c.reason === ready.reason;
+      };
+      await setFailover(ctx, rep, null, stillRefused)
         .catch((err: unknown) => console.error(`withdrawing the request failed (${message(err)}): set spec.failover.active to false by hand`));
       console.error(`${action} of ${ctx.key} refused, nothing was changed, the request is withdrawn: ${ready.message}`);
       return 1;

@@ -44,6 +44,8 @@ import type { SyncMetrics } from './metrics.ts';
 import { nextRun, parseCron, parseDuration, seconds } from './schedule.ts';
 import type { SourceWatches, WatchSpec } from './source-watches.ts';
 
+type FailoverStatus = NonNullable<ReplicationStatus['failover']>;
+
 export const FINALIZER = 'dr-syncer.io/cleanup';
 /** On Git credentials Secrets a Replication uses: its clean-up still needs them when the
  * namespace is deleted (Secrets go first), like kubernetes.io/pvc-protection. */
@@ -428,7 +430,13 @@ export class ReplicationController {
     const fo = rep.spec.failover ?? {};
     const st = rep.status?.failover ?? {};
     const now = this.now();
-    const base = { ...st, state: 'FailingOver' as const, requestedBy: fo.requestedBy };
+    // What the status says of a failover is this one's only while one is under way: a new one
+    // (the first, or one after a failback) starts without the last cycle's commits, times and
+    // counts, so that a pass finding the commit already made (its status write lost, or its push
+    // reported failed but landed) never reports the last cycle's.
+    const earlier: FailoverStatus = st.state === 'FailingOver' || st.state === 'FailedOver' ? st : {};
+    const { failoverCommit: _c, failoverTime: _t, workloads: _w, failbackCommit: _bc, failbackTime: _bt, ...carried } = st;
+    const base = { ...carried, ...earlier, state: 'FailingOver' as const, requestedBy: fo.requestedBy };
     let source: KubeClient | undefined;
     const cutover = fo.cutover === true && st.sourceScaledDown !== true;
     const notes: string[] = [];
@@ -477,10 +485,7 @@ export class ReplicationController {
       throw err; // retried with backoff; nothing was changed at the source
     }
     const scaled = source ? await scaleSourceDown(source, r.all) : [];
-    // No commit now: an earlier pass of this failover made it. What the status says of it is
-    // this failover's only while the status says one is under way; after a failback it is the
-    // last cycle's (and a pass whose status write was lost leaves it so).
-    const earlier = st.state === 'FailingOver' || st.state === 'FailedOver' ? st : {};
+    // No commit now: an earlier pass of this failover made it.
     const commit = r.commit ?? earlier.failoverCommit ?? r.head;
     const at = r.commit ? rfc3339(now) : earlier.failoverTime ?? rfc3339(now);
     if (r.commit) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'FailedOver', `failover committed ${r.commit.slice(0, 12)}: ${r.workloads.length} workload(s) activated${fo.requestedBy ? ` (requested by ${fo.requestedBy})` : ''}`);
@@ -524,7 +529,9 @@ export class ReplicationController {
       set({ phase: 'Failed', failover: { ...base, message }, lastError: { message, reason, time: rfc3339(this.now()) } }, [{ type: 'Ready', status: 'False', reason, message }]);
       throw err;
     }
-    const commit = r.commit ?? st.failbackCommit ?? r.head;
+    // No commit now: an earlier pass of this failback made it (the failback commit in the status
+    // is this one's only while one is under way).
+    const commit = r.commit ?? (st.state === 'FailingBack' || st.state === 'CopyingDataBack' ? st.failbackCommit : undefined) ?? r.head;
     if (r.commit) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'FailbackCommitted', `failback committed ${r.commit.slice(0, 12)}: ${r.workloads.length} workload(s) back to standby`);
     const ns = rep.metadata.namespace ?? 'default';
     const destRc = rep.spec.destinationCluster ? this.d.remoteClusters.get(ns, rep.spec.destinationCluster) : undefined;

@@ -621,10 +621,14 @@ async function renderSourceNamespace(ns: SourceNamespace, spec: SyncSpec, src: P
   // Objects whose transform reads their last file are rendered every time.
   const cacheKey = (o: KubeObject) => (cache && !readsPrevious(o, spec.plan.secretsMode) ? RenderCache.keyOf(o) : undefined);
   // An unchanged object keeps its file when the folder still holds exactly that blob.
+  const reusedFiles = new Set<string>();
   const reuse = (o: KubeObject): ReusedFile | undefined => {
     const key = cacheKey(o);
     const hit = key === undefined ? undefined : cache!.get(ns.destination, key);
-    if (!hit || prevFiles?.get(hit.file) !== hit.oid) return undefined;
+    // Only the object's own file, once: an entry (of a broken cache file) naming another
+    // object's file would leave this object's file unrendered, and pruned.
+    if (!hit || hit.file !== objectFileName(o) || reusedFiles.has(hit.file) || prevFiles?.get(hit.file) !== hit.oid) return undefined;
+    reusedFiles.add(hit.file);
     cache!.keep(ns.destination, key!, hit);
     return hit;
   };

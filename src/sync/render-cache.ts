@@ -71,6 +71,8 @@ export interface FolderSummary {
 
 interface Persisted {
   scope: string;
+  /** The build that wrote `trees` (VERSION and the rendering code): another build's claims are not used. */
+  build: string;
   trees: [tree: string, owner: string, kustomization: boolean][];
   /** Per destination folder: its memo (or null) and its entries (FolderEntries, serialized). */
   folders: [destination: string, memo: FolderMemo | null, entries: string][];
@@ -100,6 +102,8 @@ function renderCodeDigest(): string {
   }
   return (codeDigest = h.digest('hex'));
 }
+
+const thisBuild = (): string => `${VERSION} ${renderCodeDigest()}`;
 
 const OID = /^[0-9a-f]{40}$/;
 const isEntry = (e: unknown): e is [string, string, string, string] =>
@@ -264,10 +268,10 @@ export class RenderCache {
     if (file === undefined) return cache;
     try {
       const p = JSON.parse(await fs.promises.readFile(file, 'utf8')) as Partial<Persisted>;
-      if (typeof p.scope !== 'string' || !Array.isArray(p.trees) || !Array.isArray(p.folders)) return cache;
+      if (typeof p.scope !== 'string' || typeof p.build !== 'string' || !Array.isArray(p.trees) || !Array.isArray(p.folders)) return cache;
       if (!p.trees.every(isTree) || !p.folders.every(isFolder)) return cache;
       cache.scope = p.scope;
-      for (const [tree, owner, kustomization] of p.trees.slice(-MAX_TREES)) cache.claimed.set(tree, { owner, kustomization });
+      if (p.build === thisBuild()) for (const [tree, owner, kustomization] of p.trees.slice(-MAX_TREES)) cache.claimed.set(tree, { owner, kustomization });
       for (const [dest, memo, entries] of p.folders) {
         if (memo) cache.folders.set(dest, memo);
         cache.entries.set(dest, new FolderEntries(entries));
@@ -284,6 +288,7 @@ export class RenderCache {
     const dests = new Set([...this.entries.keys(), ...this.folders.keys()]);
     const p: Persisted = {
       scope: this.scope,
+      build: thisBuild(),
       // Only the trees this process used: the folders of the repository now, and those it wrote.
       trees: [...this.usedTrees].flatMap((tree) => {
         const t = this.trees.get(tree) ?? this.claimed.get(tree);

@@ -322,7 +322,7 @@ it('a no-op resync in a new process reads no folder of the repository: which fol
   assert.equal(child().objectsRead, noop.objectsRead, 'and the cache it saved serves the next one');
 });
 
-it('a render cache file that names the wrong owner for a folder never makes a sync delete it: the claim is checked against the tree before anything is written', async () => {
+it('a render cache file that names the wrong owner for a folder, or another object\'s file for an object, never makes a sync delete anything', async () => {
   const url = await git.createRepo('forged');
   const cacheDir = path.join(tmp, 'forged');
   const child = (): { commit: string | null } => {
@@ -351,4 +351,18 @@ it('a render cache file that names the wrong owner for a folder never makes a sy
   assert.equal(child().commit, null, 'nothing written');
   const after = await git.clone('forged');
   assert.deepEqual(gitOut(after, 'ls-tree', '--name-only', 'HEAD', 'clusters/dr/stranger/').split('\n'), ['clusters/dr/stranger/configmap-keep.yaml', 'clusters/dr/stranger/namespace.yaml']);
+
+  // An object's entry naming another object's file (and the folder rendered again): the object
+  // is rendered, and its file stays.
+  const ns0 = benchNamespace(0);
+  const cache = JSON.parse(fs.readFileSync(file, 'utf8')) as { folders: [string, unknown, string][] };
+  cache.folders = cache.folders.map(([dest, memo, raw]) => {
+    if (dest !== ns0) return [dest, memo, raw];
+    const entries = JSON.parse(raw) as [string, string, string, string][];
+    const other = entries.find((e) => e[1] === 'configmap-obj-2.yaml')!;
+    return [dest, null, JSON.stringify(entries.map((e) => (e[1] === 'configmap-obj-1.yaml' ? [e[0], other[1], other[2], e[3]] : e)))];
+  });
+  fs.writeFileSync(file, JSON.stringify(cache));
+  assert.equal(child().commit, null, 'nothing written');
+  assert.ok(gitOut(await git.clone('forged'), 'ls-tree', '--name-only', 'HEAD', `clusters/dr/${ns0}/`).split('\n').includes(`clusters/dr/${ns0}/configmap-obj-1.yaml`));
 });

@@ -82,7 +82,7 @@ describe('render cache', () => {
       assert.deepEqual(loaded.treeSummary('b'.repeat(40)), { summary: { owner: 'dr/app', kustomization: true }, verified: false }, 'from a file: a claim');
       loaded.rememberTree('b'.repeat(40), { owner: 'dr/app', kustomization: true });
       assert.equal(loaded.treeSummary('b'.repeat(40))?.verified, true, 'read by this process: known');
-      // Saved: only the trees a sync used (here b…, and d… written now), not every tree ever seen.
+      // Saved: only the trees this process used (here d…, written now; b… was loaded, never looked up).
       const kept = await RenderCache.load(file);
       kept.rememberTree('d'.repeat(40), { owner: '', kustomization: false });
       await kept.save(file);
@@ -103,13 +103,14 @@ describe('render cache', () => {
       assert.equal(again.getFolder('shop'), undefined, 'a folder no sync kept is dropped');
       assert.equal(again.get('shop', 'a'), undefined);
 
-      const folder = (memoValue: unknown, entries: unknown) => JSON.stringify({ scope: 's', trees: [], folders: [['shop', memoValue, entries]] });
+      const folder = (memoValue: unknown, entries: unknown) => JSON.stringify({ scope: 's', build: 'b', trees: [], folders: [['shop', memoValue, entries]] });
       const bad = [
         '{"scope": tru',
         JSON.stringify([]),
-        JSON.stringify({ scope: 's', trees: [['b'.repeat(40), 3, true]], folders: [] }),
-        JSON.stringify({ scope: 's', trees: [['b'.repeat(40), 'dr/app', 'yes']], folders: [] }),
+        JSON.stringify({ scope: 's', build: 'b', trees: [['b'.repeat(40), 3, true]], folders: [] }),
+        JSON.stringify({ scope: 's', build: 'b', trees: [['b'.repeat(40), 'dr/app', 'yes']], folders: [] }),
         JSON.stringify({ scope: 's', owners: [['b'.repeat(40), 'dr/app']], folders: [] }), // the shape before trees
+        JSON.stringify({ scope: 's', build: 'another build', trees: [['b'.repeat(40), 'dr/app', true]], folders: [] }), // its claims are not used
         folder({ inputs: 'i', tree: 'x', counts: {}, skipped: [] }, '[]'),
         folder({ inputs: 'i', tree: 'c'.repeat(40), counts: { a: 'x' }, skipped: [] }, '[]'),
         folder(null, [['a', 'x.yaml', OID, 'ConfigMap']]), // entries not as a string

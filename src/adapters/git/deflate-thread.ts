@@ -84,6 +84,9 @@ export class DeflateThread {
     const fail = (err: Error) => {
       if (this.worker !== worker) return;
       this.worker = undefined;
+      // Gone for good (a message it could not read leaves it running): never keeps the process alive.
+      worker.unref();
+      void worker.terminate().catch(() => {});
       for (const w of this.waiting.values()) w.reject(err);
       this.waiting.clear();
     };
