@@ -12,6 +12,10 @@
 // caller checks), so a file changed or deleted in the repository by hand is rendered again, and
 // a tree never names a blob the local store lacks. Objects whose transform reads their last file
 // (a workload at 0 replicas, a SOPS Secret) are never cached.
+// Trust: a file kept between processes can at worst make a sync find nothing to write (a stale
+// entry keeps an old file). It never makes one delete: an entry is used only for its object's
+// own file, and what it says of whose folders are whose is a claim, read from the trees before
+// anything is written (engine.ts, verifyClaims).
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
