@@ -374,7 +374,12 @@ export class GitRepo {
       }
       // Everything we hold is complete (fetched packs, or objects we wrote before the commit
       // that names them), so having the tip means having its history: nothing to download.
-      if (!(await this.store.has(tip))) {
+      // (One read answers both "is it here" and "which tree".)
+      let held = await this.store.readCommit(tip).catch((err: unknown) => {
+        if (err instanceof ObjectNotFoundError) return undefined;
+        throw err;
+      });
+      if (!held) {
         try {
           const res = await git.fetch({
             fs, http, gitdir: this.gitdir, url: this.url, ref: this.branch, remoteRef: this.branch,
@@ -390,10 +395,11 @@ export class GitRepo {
           throw fail(err);
         }
       }
+      held ??= await this.store.readCommit(tip);
       if ((await this.resolveLocal(this.trackingRef)) !== tip) {
         await git.writeRef({ fs, gitdir: this.gitdir, ref: this.trackingRef, value: tip, force: true });
       }
-      return { commit: tip, tree: (await this.store.readCommit(tip)).tree };
+      return { commit: tip, tree: held.tree };
     }
     const commit = await this.resolveLocal(this.trackingRef);
     if (!commit) return {};
