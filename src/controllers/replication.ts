@@ -435,8 +435,8 @@ export class ReplicationController {
     // counts, so that a pass finding the commit already made (its status write lost, or its push
     // reported failed but landed) never reports the last cycle's.
     const earlier: FailoverStatus = st.state === 'FailingOver' || st.state === 'FailedOver' ? st : {};
-    const { failoverCommit: _c, failoverTime: _t, workloads: _w, failbackCommit: _bc, failbackTime: _bt, ...carried } = st;
-    const base = { ...carried, ...earlier, state: 'FailingOver' as const, requestedBy: fo.requestedBy };
+    const { failoverCommit: _c, failoverTime: _t, workloads: _w, failbackCommit: _bc, failbackTime: _bt, ...withoutLastCycle } = st;
+    const base = { ...(earlier === st ? st : withoutLastCycle), state: 'FailingOver' as const, requestedBy: fo.requestedBy };
     let source: KubeClient | undefined;
     const cutover = fo.cutover === true && st.sourceScaledDown !== true;
     const notes: string[] = [];

@@ -223,8 +223,9 @@ export interface PackObject {
   deflated: Buffer;
 }
 
-export function packObject(type: ObjectType, data: Buffer, oid = hashObject(type, data)): PackObject {
-  return { oid, type, size: data.length, deflated: deflate(data) };
+/** `deflated`: deflate(data), when it was done already (on the deflate thread). */
+export function packObject(type: ObjectType, data: Buffer, oid = hashObject(type, data), deflated = deflate(data)): PackObject {
+  return { oid, type, size: data.length, deflated };
 }
 
 function entryHeader(type: ObjectType, size: number): Buffer {

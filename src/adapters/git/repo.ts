@@ -20,7 +20,7 @@ import type { Credentials } from './http.ts';
 import { advertisement, GitAuthError, receivePack, splitUrl } from './http.ts';
 import type { TreeEntry } from './objects.ts';
 import { deflateBatch } from './deflate-thread.ts';
-import { EMPTY_TREE, encodeCommit, encodePack, encodeTree, hashObject, reachableCommits, ZERO_OID } from './objects.ts';
+import { EMPTY_TREE, encodeCommit, encodePack, encodeTree, hashObject, packObject, reachableCommits, ZERO_OID } from './objects.ts';
 import type { NewObject } from './store.ts';
 import { ObjectNotFoundError, ObjectStore } from './store.ts';
 
@@ -544,7 +544,7 @@ export class GitRepo {
     objects.push(...blobs);
     // An object whose deflate failed has no `packed`: the store deflates it when it writes it.
     const deflated = deflateBatch(blobs.map((b) => b.data)).then((out) => {
-      blobs.forEach((b, i) => (b.packed = { oid: b.oid, type: 'blob', size: b.data.length, deflated: out[i]! }));
+      blobs.forEach((b, i) => (b.packed = packObject('blob', b.data, b.oid, out[i])));
     }, () => {});
     const data = encodeTree(entries);
     const tree = hashObject('tree', data);
