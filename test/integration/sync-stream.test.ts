@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, it } from 'node:test';
+import { sharedDeflateThread, usableCpus } from '../../src/adapters/git/deflate-thread.ts';
 import { GitRepo } from '../../src/adapters/git/repo.ts';
 import { KubeClient, ONE_SHOT_KUBE_API } from '../../src/adapters/kube/client.ts';
 import type { SyncSpec } from '../../src/sync/engine.ts';
@@ -62,7 +63,11 @@ it('streamed and collect-then-render syncs write the same tree; one LIST per typ
 
   const source = await KubeClient.fromFile(cluster.kubeconfigPath, undefined, ONE_SHOT_KUBE_API);
   const before = { ...source.sent };
+  const batches = sharedDeflateThread?.batches ?? 0;
   const streamed = await runSync(spec, { source, repo: streamedRepo });
+  // With a second CPU, the new blobs were compressed on the deflate thread, a batch per namespace.
+  assert.equal(sharedDeflateThread !== undefined, usableCpus() >= 2);
+  if (sharedDeflateThread) assert.ok(sharedDeflateThread.batches - batches >= NAMESPACES, `deflate thread batches: ${sharedDeflateThread.batches - batches}`);
   const lists = source.sent.lists - before.lists;
   const selected = NAMESPACES + 1;
   // Every type of every selected namespace once, the big namespace's ConfigMaps twice (two pages), and the namespaces themselves once.
