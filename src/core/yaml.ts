@@ -2,8 +2,9 @@
 // server or a transform produced keys in. Reviewers read these files, so the familiar keys come
 // first (apiVersion, kind, metadata; `name` in every map) and the rest is alphabetical.
 //
-// This is a small emitter for JSON data rather than the `yaml` library's stringify: it is ~10x
-// faster (a sync renders 10,000 objects), and its quoting rule is ours to guarantee. A string
+// This is a small emitter for JSON data rather than the `yaml` library's stringify: it is ~19x
+// faster (`npx tsx bench/yaml.bench.ts`: 10,000 objects, 3.7 s with the library, 0.19 s here;
+// a sync renders every object), and its quoting rule is ours to guarantee. A string
 // is written plain only when no YAML reader on the way (kubectl and Flux read YAML 1.1, where
 // `on`, `yes` and `2026-01-01` are not strings; sops reads with go-yaml v3) could take it for
 // anything else; otherwise it is double-quoted (JSON escapes are valid YAML) or, when it has
@@ -14,10 +15,15 @@ const TOP = ['apiVersion', 'kind', 'metadata'];
 const NESTED_TOP = ['name', 'namespace'];
 
 function orderedKeys(obj: Record<string, unknown>, top: readonly string[]): string[] {
-  const keys = Object.keys(obj).filter((k) => obj[k] !== undefined);
-  const first = top.filter((k) => keys.includes(k));
-  const rest = keys.filter((k) => !top.includes(k)).sort();
-  return first.length ? [...first, ...rest] : rest;
+  const rest: string[] = [];
+  let hasTop = false;
+  for (const k of Object.keys(obj)) {
+    if (obj[k] === undefined) continue;
+    if (top.includes(k)) hasTop = true;
+    else rest.push(k);
+  }
+  rest.sort();
+  return hasTop ? [...top.filter((k) => Object.hasOwn(obj, k) && obj[k] !== undefined), ...rest] : rest;
 }
 
 /**
@@ -47,7 +53,15 @@ const YAML_SPECIAL = /[\u007f-\u009f\u2028\u2029\ufeff\ufffe\uffff]/g;
 const BARE_EXPONENT = /^[eE][-+]?[0-9]+$/;
 
 export function isPlainSafe(s: string): boolean {
-  return PLAIN.test(s) && !YAML11_WORDS.test(s) && !BARE_EXPONENT.test(s) && !s.endsWith(' ') && !s.endsWith(':') && !s.includes(': ') && !s.includes(' #');
+  if (!PLAIN.test(s)) return false;
+  // (The cheap tests first: most strings are names. The words are at most 5 characters long, the
+  // exponents start with e or E; PLAIN has no '#', so no " #" comment either.)
+  const last = s.charCodeAt(s.length - 1);
+  if (last === 0x20 || last === 0x3a) return false; // ' ' or ':' at the end
+  if (s.length <= 5 && YAML11_WORDS.test(s)) return false;
+  const first = s.charCodeAt(0);
+  if ((first === 0x65 || first === 0x45) && BARE_EXPONENT.test(s)) return false;
+  return !s.includes(': ');
 }
 
 function quoted(s: string): string {
@@ -86,6 +100,7 @@ function formatNumber(n: number): string {
   return s.includes('e') && !s.includes('.') ? s.replace('e', '.0e') : s;
 }
 
+/** A string, number, boolean or null on one line; undefined for anything else. */
 function scalar(v: unknown): string | undefined {
   if (v === null) return 'null';
   switch (typeof v) {
@@ -97,16 +112,42 @@ function scalar(v: unknown): string | undefined {
     case 'boolean':
       return v ? 'true' : 'false';
     default:
-      if (Array.isArray(v) && v.length === 0) return '[]';
-      if (isRecord(v) && Object.keys(v).every((k) => v[k] === undefined)) return '{}';
       return undefined;
   }
 }
 
-const key = (k: string): string => (isPlainSafe(k) ? k : quoted(k));
+// Keys repeat across objects (name, labels, app): each is checked once. Bounded, since a
+// ConfigMap's keys can be anything.
+const keys = new Map<string, string>();
+function key(k: string): string {
+  let out = keys.get(k);
+  if (out === undefined) {
+    if (keys.size >= 10_000) keys.clear();
+    keys.set(k, (out = isPlainSafe(k) ? k : quoted(k)));
+  }
+  return out;
+}
 
 /** `head` is what precedes the value on its line ("key:" or "-"); children indent under `indent`. */
-function emitValue(head: string, v: unknown, indent: string, depth: number, out: string[], firstPrefix: string): void {
+function emitValue(head: string, v: unknown, indent: string, out: string[], firstPrefix: string): void {
+  if (typeof v === 'object' && v !== null) {
+    const inner = indent + '  ';
+    if (Array.isArray(v)) {
+      if (v.length === 0) out.push(`${firstPrefix}${head} []`);
+      else {
+        out.push(`${firstPrefix}${head}`);
+        emitSeq(v, inner, out);
+      }
+    } else {
+      const ks = orderedKeys(v as Record<string, unknown>, NESTED_TOP);
+      if (ks.length === 0) out.push(`${firstPrefix}${head} {}`);
+      else {
+        out.push(`${firstPrefix}${head}`);
+        emitMap(v as Record<string, unknown>, ks, inner, out, inner);
+      }
+    }
+    return;
+  }
   if (typeof v === 'string' && v.includes('\n')) {
     const block = literalBlock(v, indent + '  ');
     if (block) {
@@ -116,40 +157,31 @@ function emitValue(head: string, v: unknown, indent: string, depth: number, out:
     }
   }
   const s = scalar(v);
-  if (s !== undefined) {
-    out.push(`${firstPrefix}${head} ${s}`);
-    return;
-  }
-  if (Array.isArray(v)) {
-    out.push(`${firstPrefix}${head}`);
-    emitSeq(v, indent + '  ', depth + 1, out);
-  } else {
-    out.push(`${firstPrefix}${head}`);
-    emitMap(v as Record<string, unknown>, indent + '  ', depth + 1, out, indent + '  ');
-  }
+  if (s === undefined) throw new Error(`cannot render ${typeof v} as YAML`);
+  out.push(`${firstPrefix}${head} ${s}`);
 }
 
-function emitMap(obj: Record<string, unknown>, indent: string, depth: number, out: string[], firstPrefix: string): void {
+/** A map's `ks` (in rendering order); the first key's line starts with `firstPrefix`. */
+function emitMap(obj: Record<string, unknown>, ks: readonly string[], indent: string, out: string[], firstPrefix: string): void {
   let prefix = firstPrefix;
-  for (const k of orderedKeys(obj, depth === 0 ? TOP : NESTED_TOP)) {
-    emitValue(`${key(k)}:`, obj[k], indent, depth, out, prefix);
+  for (const k of ks) {
+    emitValue(`${key(k)}:`, obj[k], indent, out, prefix);
     prefix = indent;
   }
 }
 
-function emitSeq(arr: unknown[], indent: string, depth: number, out: string[]): void {
+function emitSeq(arr: readonly unknown[], indent: string, out: string[]): void {
   for (const item of arr) {
-    const s = typeof item === 'string' && item.includes('\n') ? undefined : scalar(item);
-    if (s !== undefined) {
-      out.push(`${indent}- ${s}`);
-    } else if (Array.isArray(item)) {
+    if (Array.isArray(item) && item.length > 0) {
       out.push(`${indent}-`);
-      emitSeq(item, indent + '  ', depth + 1, out);
+      emitSeq(item, indent + '  ', out);
     } else if (isRecord(item)) {
+      const ks = orderedKeys(item, NESTED_TOP);
       // The first key shares the dash's line; the others align under it.
-      emitMap(item, indent + '  ', depth + 1, out, `${indent}- `);
+      if (ks.length) emitMap(item, ks, indent + '  ', out, `${indent}- `);
+      else out.push(`${indent}- {}`);
     } else {
-      emitValue('-', item, indent, depth, out, indent);
+      emitValue('-', item, indent, out, indent);
     }
   }
 }
@@ -166,8 +198,18 @@ const KUSTOMIZE_UNREADABLE = /[\u007f-\u009f]/;
  * applying everything else.
  */
 export function unreadableByGitOps(value: unknown): string | undefined {
-  // JSON.stringify leaves these characters raw: one native pass rules out almost every object.
-  return KUSTOMIZE_UNREADABLE.test(JSON.stringify(value)) ? findUnreadable(value, '') : undefined;
+  // A walk that builds no paths rules out almost every object (twice as fast as testing its JSON).
+  return hasUnreadable(value) ? findUnreadable(value, '') : undefined;
+}
+
+function hasUnreadable(value: unknown): boolean {
+  if (typeof value === 'string') return KUSTOMIZE_UNREADABLE.test(value);
+  if (typeof value !== 'object' || value === null) return false;
+  if (Array.isArray(value)) return value.some(hasUnreadable);
+  for (const k of Object.keys(value)) {
+    if (KUSTOMIZE_UNREADABLE.test(k) || hasUnreadable((value as Record<string, unknown>)[k])) return true;
+  }
+  return false;
 }
 
 function findUnreadable(value: unknown, path: string): string | undefined {
@@ -188,10 +230,17 @@ function findUnreadable(value: unknown, path: string): string | undefined {
 }
 
 export function toYaml(value: unknown): string {
-  const s = scalar(value);
-  if (s !== undefined) return `${s}\n`;
   const out: string[] = [];
-  if (Array.isArray(value)) emitSeq(value, '', 0, out);
-  else emitMap(value as Record<string, unknown>, '', 0, out, '');
+  if (isRecord(value)) {
+    const ks = orderedKeys(value, TOP);
+    if (!ks.length) return '{}\n';
+    emitMap(value, ks, '', out, '');
+  } else if (Array.isArray(value) && value.length) {
+    emitSeq(value, '', out);
+  } else {
+    const s = Array.isArray(value) ? '[]' : scalar(value);
+    if (s === undefined) throw new Error(`cannot render ${typeof value} as YAML`);
+    return `${s}\n`;
+  }
   return out.join('\n') + '\n';
 }

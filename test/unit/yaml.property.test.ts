@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { parse } from 'yaml';
-import { toYaml } from '../../src/core/yaml.ts';
+import { toYaml, unreadableByGitOps } from '../../src/core/yaml.ts';
 import { jsonValue, trickyString } from '../fixtures/arbitraries.ts';
 
 /** What the data is, independent of key order (JSON round trip drops nothing JSON can hold). */
@@ -36,6 +36,19 @@ describe('YAML emitter (property)', () => {
       }),
       { numRuns: 500 },
     );
+  });
+  it('finds a character kustomize cannot carry exactly when the JSON text holds one, and names where', () => {
+    const unreadable = /[\u007f-\u009f]/;
+    fc.assert(
+      fc.property(jsonValue, (v) => {
+        const where = unreadableByGitOps(v);
+        assert.equal(where !== undefined, unreadable.test(JSON.stringify(v)), String(where));
+      }),
+      { numRuns: 2000 },
+    );
+    assert.equal(unreadableByGitOps({ data: { ok: 'x', v: 'del\u007f' } }), 'data.v');
+    assert.equal(unreadableByGitOps({ spec: { list: ['a', { b: 'c1\u0090' }] } }), 'spec.list[1].b');
+    assert.equal(unreadableByGitOps({ data: { 'k\u0085': 'v' } }), 'data."k\u0085"');
   });
   it('keeps a literal block\'s indentation when its first line (after empty ones) is indented', () => {
     for (const s of ['\n  server {\n    listen 80;\n  }\n', '\n  x\ny\n', '\n\n   a\n b', '  a\nb\n\n']) readsBack({ data: { v: s }, l: [s] });
