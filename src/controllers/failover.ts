@@ -85,6 +85,31 @@ export async function restoreSource(source: KubeClient, workloads: readonly Repo
 }
 
 /**
+ * The workloads of the source namespaces that a cutover scaled down (they carry the state it
+ * remembered): what a failback restores when the DR repository no longer says which they were
+ * (its folders removed by hand while failed over).
+ */
+export async function scaledDownSourceWorkloads(source: KubeClient, namespaces: readonly string[]): Promise<RepoWorkload[]> {
+  const out: RepoWorkload[] = [];
+  for (const ns of [...new Set(namespaces)].sort()) {
+    for (const kind of Object.keys(PATHS)) {
+      let items: KubeObject[];
+      try {
+        items = (await source.list(`${PATHS[kind]}/namespaces/${encodeURIComponent(ns)}/${PLURAL[kind]}`)).items;
+      } catch (err) {
+        if (err instanceof KubeApiError && err.status === 404) continue;
+        throw err;
+      }
+      const remembered = kind === 'CronJob' ? ORIGINAL_SUSPEND : ORIGINAL_REPLICAS;
+      for (const o of items) {
+        if (o.metadata.annotations?.[remembered] !== undefined) out.push({ kind, name: o.metadata.name, sourceNamespace: ns, destinationNamespace: '' });
+      }
+    }
+  }
+  return out;
+}
+
+/**
  * The DR cluster's Deployments and StatefulSets in `namespaces` that run more than a standby DR
  * site would ("Deployment shop/web runs 3 replicas"). `applied`: also count pods still running
  * (status.replicas), for a failback waiting until the DR site is really down.

@@ -25,11 +25,12 @@ import type { EventRecorder } from '../runtime/events.ts';
 import type { Informer } from '../runtime/informer.ts';
 import type { ReconcileResult } from '../runtime/controller.ts';
 import { splitKey } from '../runtime/controller.ts';
-import { destinationNamespaceOf, readRepoState, readSyncSource, removeReplication, repoUnchangedSince, SyncError } from '../sync/engine.ts';
+import { destinationNamespaceOf, readRepoState, readSyncSource, removeReplication, repoUnchangedSince, resolveNamespaces, SyncError } from '../sync/engine.ts';
 import { SyncGroups } from '../sync/group.ts';
 import { RenderCache } from '../sync/render-cache.ts';
 import { commitRole, NothingToFailOver } from '../sync/failover.ts';
-import { activeDrWorkloads, restoreSource, scaleSourceDown, SPLIT_BRAIN } from './failover.ts';
+import type { RepoWorkload } from '../sync/failover.ts';
+import { activeDrWorkloads, restoreSource, scaledDownSourceWorkloads, scaleSourceDown, SPLIT_BRAIN } from './failover.ts';
 import { failbackDataStep, withoutCopyBack } from './pvc-data.ts';
 import type { SyncResult, SyncSpec } from '../sync/engine.ts';
 import { sopsSealer } from '../sync/secrets.ts';
@@ -519,8 +520,18 @@ export class ReplicationController {
       ));
     } catch (err) {
       if (err instanceof NothingToFailOver) {
-        // Its folders are gone (removed by hand?): nothing runs in DR from this Replication.
-        set({ failover: { ...base, state: 'Standby', failbackTime: rfc3339(this.now()), message: err.message } });
+        // Its folders are gone (removed by hand?): nothing runs in DR from this Replication, but a
+        // source the cutover scaled down still waits to be restored (found by its annotations).
+        if (st.sourceScaledDown) await this.restoreSource(rep, async (source) => {
+          const namespaces = await resolveNamespaces(source, syncSpecFor(rep, rep.spec.sourceCluster ?? this.d.localClusterName, target)).catch((e: unknown) => {
+            if (e instanceof SyncError) return []; // its namespace is gone: nothing to restore
+            throw e;
+          });
+          return scaledDownSourceWorkloads(source, namespaces.map((n) => n.source));
+        });
+        const message = `${err.message}; the DR cluster is on standby${st.sourceScaledDown ? ', the source workloads were restored' : ''}; syncs resumed`;
+        this.d.events.event(rep as unknown as KubeObject, 'Normal', 'FailedBack', message);
+        set({ failover: { ...base, state: 'Standby', failbackTime: rfc3339(this.now()), sourceScaledDown: false, message } });
         return 'done';
       }
       const message = `failback of ${describeTarget(target)} failed: ${err instanceof Error ? err.message : String(err)}`;
@@ -555,21 +566,25 @@ export class ReplicationController {
       set({ phase: 'Pending', failover: { ...base, ...data.failover, state: 'CopyingDataBack', failbackCommit: commit, message: data.wait } }, [{ type: 'Ready', status: 'False', reason: 'CopyingDataBack', message: data.wait }]);
       return { requeueAfterMs: 10_000 };
     }
-    if (st.sourceScaledDown) {
-      let source: KubeClient;
-      try {
-        source = await this.reachableSource(rep);
-      } catch (err) {
-        throw new NotReady('SourceClusterUnreachable', `failing back: the source cluster cannot be reached to restore the workloads the cutover scaled down: ${err instanceof Error ? err.message : String(err)}; retrying`, 30_000);
-      }
-      const restored = await restoreSource(source, r.all);
-      if (restored.length) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'SourceRestored', `failback: ${restored.join(', ')}`);
-    }
+    if (st.sourceScaledDown) await this.restoreSource(rep, async () => r.all);
     const message = `failed back in commit ${commit?.slice(0, 12) ?? '(none)'}: the DR cluster is on standby again${st.sourceScaledDown ? ', the source workloads were restored' : ''}; syncs resumed${data.note ?? ''}`;
     this.d.events.event(rep as unknown as KubeObject, data.failover ? 'Warning' : 'Normal', 'FailedBack', message);
     const failover = { ...base, ...data.failover, state: 'Standby' as const, failbackCommit: commit, failbackTime: rfc3339(this.now()), sourceScaledDown: false, message };
     set({ failover });
     return 'done';
+  }
+
+  /** Failback: the source workloads the cutover scaled down (`which` of them) get their state back. */
+  private async restoreSource(rep: Replication, which: (source: KubeClient) => Promise<readonly RepoWorkload[]>): Promise<string[]> {
+    let source: KubeClient;
+    try {
+      source = await this.reachableSource(rep);
+    } catch (err) {
+      throw new NotReady('SourceClusterUnreachable', `failing back: the source cluster cannot be reached to restore the workloads the cutover scaled down: ${err instanceof Error ? err.message : String(err)}; retrying`, 30_000);
+    }
+    const restored = await restoreSource(source, await which(source));
+    if (restored.length) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'SourceRestored', `failback: ${restored.join(', ')}`);
+    return restored;
   }
 
   /** Everything a sync needs, or NotReady with a reason the user can act on. */

@@ -5,7 +5,7 @@
 // the source's replicas -> failback -> DR back to 0, the source restored, syncs resumed; the
 // commits are what a reviewer expects; --dry-run writes nothing; bad input and a repository that
 // rejects the push change nothing; the split-brain guard holds syncs while DR runs behind the
-// controller's back.
+// controller's back; a failback after the DR folders were removed by hand still restores the source.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -314,6 +314,36 @@ describe('failover and failback as commits', () => {
     await kubectl(dr.kubeconfigPath, ['-n', NS, 'scale', 'deployment', 'web', '--replicas=0']);
     await until('the sync resumes once DR is idle again', async () => (await head()) !== synced && (await rep()).status?.phase === 'Synced', 60_000);
     assert.ok((await git.git(['ls-tree', '-r', '--name-only', 'origin/main'], await git.clone('dr'))).includes('configmap-during-split-brain.yaml'));
+  });
+
+  it('failback after the DR folders were removed by hand: the source the cutover scaled down is restored all the same', async () => {
+    await until('synced', async () => (await rep()).status?.phase === 'Synced');
+    const over = await cli(['failover', REP, '--cutover', '--wait', '60s']);
+    assert.equal(over.code, 0, over.stderr);
+    assert.equal(await replicas(src, 'deployment', 'web'), 0);
+    assert.equal((await get(src, 'cronjob', NS, 'report'))?.spec?.suspend, true);
+    // Someone removes the Replication's folder from the DR repository while it is failed over.
+    const clone = await git.clone('dr');
+    await git.git(['rm', '-r', '-q', 'clusters/dr/shop'], clone);
+    await git.git(['-c', 'user.name=ops', '-c', 'user.email=ops@example.com', 'commit', '-q', '-m', 'remove shop'], clone);
+    await git.git(['push', '-q', 'origin', 'HEAD:main'], clone);
+
+    const back = await cli(['failback', REP, '--wait', '60s']);
+    assert.equal(back.code, 0, back.stderr);
+    const st = (await rep()).status!.failover!;
+    assert.equal(st.state, 'Standby');
+    assert.equal(st.sourceScaledDown, false);
+    assert.match(st.message ?? '', /holds no folder of Replication .*the source workloads were restored; syncs resumed$/);
+    const web = await get(src, 'deployment', NS, 'web');
+    assert.equal(web?.spec?.replicas, 3, 'the source is restored from what the cutover remembered');
+    assert.equal(web?.metadata.annotations?.['dr-syncer.io/original-replicas'], undefined);
+    assert.equal(await replicas(src, 'deployment', 'api'), 2);
+    assert.equal((await get(src, 'cronjob', NS, 'report'))?.spec?.suspend, false);
+    // The sync resumes and writes the folder again, DR at 0.
+    await until('the folder is written again', async () => (await git.git(['ls-tree', '-r', '--name-only', 'origin/main'], await git.clone('dr'))).includes('clusters/dr/shop/deployment.apps-web.yaml'));
+    const after = await git.git(['show', 'origin/main:clusters/dr/shop/deployment.apps-web.yaml'], await git.clone('dr'));
+    assert.match(after, /^ {2}replicas: 0$/m);
+    assert.match(after, /dr-syncer\.io\/original-replicas: "3"/);
   });
 
   it('the source is gone: --cutover is refused and changes nothing; --cutover --force fails over without it', async () => {
