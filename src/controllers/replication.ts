@@ -11,7 +11,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { KubeClient } from '../adapters/kube/client.ts';
 import { KubeApiError, resourcePath } from '../adapters/kube/client.ts';
 import type { GitAuth } from '../adapters/git/repo.ts';
-import { GitRepo, isRemoteUrl, PushConflictError } from '../adapters/git/repo.ts';
+import { GitRepo, isAuthFailure, isRemoteUrl, PushConflictError } from '../adapters/git/repo.ts';
 import { splitUrl } from '../adapters/git/http.ts';
 import { normalizeRepoPath } from '../core/render.ts';
 import { canonicalRepoUrl } from '../gitops/repo-url.ts';
@@ -752,9 +752,12 @@ export class ReplicationController {
         : err instanceof SyncError ? err.reason
           : err instanceof PushConflictError ? 'GitPushRejected'
             : err instanceof KubeApiError ? 'SourceUnreachable'
-              : /push|fetch/i.test(String(err)) ? 'GitFailed' : 'SyncFailed';
+              : isAuthFailure(err) ? 'GitAuthFailed'
+                : /push|fetch/i.test(String(err)) ? 'GitFailed' : 'SyncFailed';
       if (reason.startsWith('Git')) this.d.metrics.pushFailures.inc({ replication: key });
-      const message = signal?.aborted ? `the sync was stopped before it pushed: ${String(signal.reason instanceof Error ? signal.reason.message : signal.reason)}` : err instanceof Error ? err.message : String(err);
+      // Refused credentials: say which Secret they came from (rotated passwords go there).
+      const secret = reason === 'GitAuthFailed' ? (here.credentialsSecret ? `; the credentials are those of Secret ${ns}/${here.credentialsSecret}` : '; no credentials Secret is set (spec.git.credentialsSecretRef, or that of the destination RemoteCluster)') : '';
+      const message = signal?.aborted ? `the sync was stopped before it pushed: ${String(signal.reason instanceof Error ? signal.reason.message : signal.reason)}` : `${err instanceof Error ? err.message : String(err)}${secret}`;
       if (!signal?.aborted) this.d.events.event(rep as unknown as KubeObject, 'Warning', 'SyncFailed', message);
       const failure: ConditionUpdate = { type: 'Synced', status: 'False', reason, message };
       set({ phase: 'Failed', lastError: { message, reason, time: rfc3339(this.now()) } }, [failure, { ...failure, type: 'Ready' }]);

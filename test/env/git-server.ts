@@ -6,7 +6,8 @@
 //   tsx test/env/git-server.ts --root <dir> [--user name:password] [--port N]
 //
 // Failures can be injected while it runs (GitServer.fault): every request whose path and query
-// contain `match` is answered with `status`, or delayed by `delayMs` first, until cleared.
+// contain `match` is answered with `status`, or delayed by `delayMs` first, until cleared; and
+// users added or their passwords changed (GitServer.setUser), as a rotation of credentials.
 import { execFile, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -35,6 +36,8 @@ export interface GitServer {
   fault(f: Fault | undefined): Promise<void>;
   /** Requests the current fault has caught so far (a delayed one counts when it arrives). */
   faultHits(): Promise<number>;
+  /** Adds a user, changes its password (the old one is refused from now on), or removes it (undefined). */
+  setUser(name: string, password: string | undefined): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -48,6 +51,7 @@ export interface Fault {
 }
 
 const FAULT_PATH = '/_test/fault';
+const USERS_PATH = '/_test/users';
 
 function serve(root: string, users: Record<string, string>, port: number): Promise<http.Server> {
   let fault: Fault | undefined;
@@ -66,6 +70,17 @@ function serve(root: string, users: Record<string, string>, port: number): Promi
     }
     if (url.pathname === FAULT_PATH) {
       res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ hits }));
+      return;
+    }
+    if (url.pathname === USERS_PATH && req.method === 'PUT') {
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      req.on('end', () => {
+        const { name, password } = JSON.parse(body) as { name: string; password?: string };
+        if (password === undefined) delete users[name];
+        else users[name] = password;
+        res.writeHead(204).end();
+      });
       return;
     }
     const f = fault && (!fault.match || `${url.pathname}${url.search}`.includes(fault.match)) ? fault : undefined;
@@ -186,6 +201,10 @@ export async function startGitServer(opts: { user?: string; password?: string } 
     async fault(f) {
       const res = await fetch(`${base}${FAULT_PATH}`, { method: 'PUT', body: f ? JSON.stringify(f) : '' });
       if (res.status !== 204) throw new Error(`git server: setting the fault failed with ${res.status}`);
+    },
+    async setUser(name, password) {
+      const res = await fetch(`${base}${USERS_PATH}`, { method: 'PUT', body: JSON.stringify({ name, password }) });
+      if (res.status !== 204) throw new Error(`git server: setting user ${name} failed with ${res.status}`);
     },
     async faultHits() {
       const res = await fetch(`${base}${FAULT_PATH}`);

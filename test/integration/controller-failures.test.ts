@@ -148,6 +148,33 @@ describe('the operator when things fail', () => {
     assert.equal(s?.lastError, undefined);
   });
 
+  it('rotated Git credentials: the sync fails saying the server refused them, and the change lands once the Secret holds the new password', async () => {
+    await git.setUser('robot', 'first');
+    const creds = (password: string) => kubectl(ctl.kubeconfigPath, ['-n', 'dr-syncer', 'create', 'secret', 'generic', 'robot-creds', '--from-literal=username=robot', `--from-literal=password=${password}`, '--dry-run=client', '-o', 'yaml'])
+      .then((r) => ctlApply(r.stdout));
+    await creds('first');
+    await srcApply(`${namespace('rotate')}\n${configMap('rotate', 'a', '1')}`);
+    await ctlApply(replication('rotate', { sourceNamespace: 'rotate', git: { url: repoUrl, path: 'fail/rotate', credentialsSecretRef: { name: 'robot-creds' } } }));
+    await until('first sync', async () => (await repoValue('fail/rotate/rotate/configmap-a.yaml')) === '1');
+
+    // The Git server takes only the new password from now on; the Secret still holds the old one.
+    await git.setUser('robot', 'second');
+    await kubectl(src.kubeconfigPath, ['-n', 'rotate', 'patch', 'configmap', 'a', '--type=merge', '-p', '{"data":{"v":"2"}}']);
+    const failed = await until('the sync fails on the old password', async () => {
+      const s = (await getRep('rotate')).status;
+      return s?.phase === 'Failed' && s;
+    });
+    assert.equal(failed.lastError?.reason, 'GitAuthFailed');
+    assert.match(failed.lastError?.message ?? '', /DR repository http:\/\/127\.0\.0\.1:\d+\/dr\.git .*authentication failed: the server refused the credentials .*; the credentials are those of Secret dr-syncer\/robot-creds$/);
+    assert.equal(await repoValue('fail/rotate/rotate/configmap-a.yaml'), '1');
+
+    await creds('second');
+    await until('the change lands with the new password', async () => (await repoValue('fail/rotate/rotate/configmap-a.yaml')) === '2');
+    const s = (await getRep('rotate')).status;
+    assert.equal(ready(s)?.status, 'True');
+    assert.equal(s?.lastError, undefined);
+  });
+
   it('a change made while the source cluster has no credentials (watches removed) lands when they are back', async () => {
     await srcApply(`${namespace('creds')}\n${configMap('creds', 'a', '1')}`);
     await ctlApply(replication('creds', { sourceCluster: 'prod2', sourceNamespace: 'creds' }));

@@ -96,12 +96,22 @@ export function blobOid(content: string | Uint8Array): string {
 const AUTH_401 = 'authentication failed: the server refused the credentials (check the credentials Secret: keys username/password or token)';
 const auth403 = (status: number) => `authentication failed (HTTP ${status}): check the credentials Secret (keys username/password or token)`;
 
+/** The HTTP status of a refusal of the credentials (401, 403), or undefined. */
+function authStatus(err: unknown): number | undefined {
+  if (err instanceof GitAuthError) return err.status;
+  if (!(err instanceof Error)) return undefined;
+  if (err.name === 'UserCanceledError') return 401;
+  const status = (err as { data?: { statusCode?: number } }).data?.statusCode;
+  return status === 401 || status === 403 ? status : undefined;
+}
+
+/** Whether a fetch or push of GitRepo failed because the server refused the credentials. */
+export const isAuthFailure = (err: unknown): boolean => err instanceof Error && authStatus(err.cause) !== undefined;
+
 function describeError(err: unknown): string {
-  if (err instanceof GitAuthError) return err.status === 401 ? AUTH_401 : auth403(err.status);
+  const auth = authStatus(err);
+  if (auth !== undefined) return auth === 401 ? AUTH_401 : auth403(auth);
   if (err instanceof Error) {
-    if (err.name === 'UserCanceledError') return AUTH_401;
-    const data = (err as { data?: { statusCode?: number; statusMessage?: string } }).data;
-    if (data?.statusCode === 401 || data?.statusCode === 403) return auth403(data.statusCode);
     if (isNetworkError(err)) {
       return `${err.message}: check the repository URL and that the Git server is reachable from here`;
     }
