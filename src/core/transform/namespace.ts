@@ -1,20 +1,19 @@
 // Namespace mapping: objects move to the destination namespace, and references that name the
 // source namespace from inside it follow, so that RBAC and network policy still mean the same.
 import type { KubeObject } from '../types.ts';
-import { isRecord } from '../types.ts';
+import { apiGroupOf, isRecord } from '../types.ts';
 
 const NAME_LABEL = 'kubernetes.io/metadata.name';
 
 export function mapNamespace(obj: KubeObject, from: string, to: string): KubeObject {
   const out: KubeObject = { ...obj, metadata: { ...obj.metadata, namespace: to } };
   if (from === to) return out;
-  const group = obj.apiVersion.split('/')[0];
-  if (group === 'rbac.authorization.k8s.io' && obj.kind === 'RoleBinding' && Array.isArray(obj.subjects)) {
+  if (obj.kind === 'RoleBinding' && apiGroupOf(obj.apiVersion) === 'rbac.authorization.k8s.io' && Array.isArray(obj.subjects)) {
     out.subjects = obj.subjects.map((s: unknown) =>
       isRecord(s) && s.kind === 'ServiceAccount' && s.namespace === from ? { ...s, namespace: to } : s,
     );
   }
-  if (group === 'networking.k8s.io' && obj.kind === 'NetworkPolicy' && isRecord(obj.spec)) {
+  if (obj.kind === 'NetworkPolicy' && apiGroupOf(obj.apiVersion) === 'networking.k8s.io' && isRecord(obj.spec)) {
     out.spec = mapPolicyPeers(obj.spec, from, to);
   }
   return out;

@@ -2,14 +2,13 @@
 // CronJobs and Jobs suspended. The source state is kept in annotations so a failover commit can
 // restore it without reading the (possibly lost) source cluster.
 import type { KubeObject } from '../types.ts';
-import { isRecord } from '../types.ts';
+import { apiGroupOf, isRecord } from '../types.ts';
 import { setAnnotation } from './metadata.ts';
 
 export const ORIGINAL_REPLICAS = 'dr-syncer.io/original-replicas';
 export const SCALE_OVERRIDE = 'dr-syncer.io/scale-override';
 export const ORIGINAL_SUSPEND = 'dr-syncer.io/original-suspend';
 
-const SCALABLE = new Set(['apps/Deployment', 'apps/StatefulSet']);
 
 function nonZeroCount(v: string | undefined): number | undefined {
   if (v === undefined || !/^\d+$/.test(v)) return undefined;
@@ -17,7 +16,8 @@ function nonZeroCount(v: string | undefined): number | undefined {
   return n > 0 ? n : undefined;
 }
 
-const isScalable = (obj: KubeObject): boolean => SCALABLE.has(`${obj.apiVersion.split('/')[0]}/${obj.kind}`) && isRecord(obj.spec);
+// (The kind first: this runs several times for every object synced.)
+const isScalable = (obj: KubeObject): boolean => (obj.kind === 'Deployment' || obj.kind === 'StatefulSet') && apiGroupOf(obj.apiVersion) === 'apps' && isRecord(obj.spec);
 
 /** Whether scaleWorkload reads the object's last DR rendering: a workload the source has at 0. */
 export const readsLastRendering = (obj: KubeObject): boolean => isScalable(obj) && (obj.spec as Record<string, unknown>).replicas === 0;
