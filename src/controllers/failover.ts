@@ -30,6 +30,16 @@ async function getOrUndefined(client: KubeClient, p: string): Promise<KubeObject
   }
 }
 
+/** The `kind` objects of namespace `ns`; none where the cluster does not serve the kind. */
+async function listOf(client: KubeClient, kind: string, ns: string): Promise<KubeObject[]> {
+  try {
+    return (await client.list(`${PATHS[kind]}/namespaces/${encodeURIComponent(ns)}/${PLURAL[kind]}`)).items;
+  } catch (err) {
+    if (err instanceof KubeApiError && err.status === 404) return [];
+    throw err;
+  }
+}
+
 const patch = (client: KubeClient, p: string, body: unknown, dryRun = false) => client.request('PATCH', dryRun ? `${p}?dryRun=All` : p, body, 'application/merge-patch+json');
 
 /**
@@ -93,13 +103,7 @@ export async function scaledDownSourceWorkloads(source: KubeClient, namespaces: 
   const out: RepoWorkload[] = [];
   for (const ns of [...new Set(namespaces)].sort()) {
     for (const kind of Object.keys(PATHS)) {
-      let items: KubeObject[];
-      try {
-        items = (await source.list(`${PATHS[kind]}/namespaces/${encodeURIComponent(ns)}/${PLURAL[kind]}`)).items;
-      } catch (err) {
-        if (err instanceof KubeApiError && err.status === 404) continue;
-        throw err;
-      }
+      const items = await listOf(source, kind, ns);
       const remembered = kind === 'CronJob' ? ORIGINAL_SUSPEND : ORIGINAL_REPLICAS;
       for (const o of items) {
         if (o.metadata.annotations?.[remembered] !== undefined) out.push({ kind, name: o.metadata.name, sourceNamespace: ns, destinationNamespace: '' });
@@ -118,14 +122,7 @@ export async function activeDrWorkloads(dr: KubeClient, namespaces: readonly str
   const out: string[] = [];
   for (const ns of [...new Set(namespaces)].sort()) {
     for (const kind of ['Deployment', 'StatefulSet']) {
-      let items: KubeObject[];
-      try {
-        items = (await dr.list(`${PATHS[kind]}/namespaces/${encodeURIComponent(ns)}/${PLURAL[kind]}`)).items;
-      } catch (err) {
-        if (err instanceof KubeApiError && err.status === 404) continue;
-        throw err;
-      }
-      for (const live of items) {
+      for (const live of await listOf(dr, kind, ns)) {
         // Only what dr-syncer wrote (it carries the remembered count).
         if (live.metadata.annotations?.[ORIGINAL_REPLICAS] === undefined) continue;
         const want = replicasOf(standbyWorkload({ ...live, apiVersion: live.apiVersion ?? 'apps/v1', kind }, scaleToZero));
