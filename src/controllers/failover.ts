@@ -6,7 +6,8 @@ import type { KubeClient } from '../adapters/kube/client.ts';
 import { KubeApiError } from '../adapters/kube/client.ts';
 import { standbyWorkload } from '../core/failover.ts';
 import { ORIGINAL_REPLICAS, ORIGINAL_SUSPEND } from '../core/transform/workloads.ts';
-import type { KubeObject } from '../core/types.ts';
+import { matchesSelector } from '../core/labels.ts';
+import type { KubeObject, LabelSelector, ResourceType } from '../core/types.ts';
 import { isRecord } from '../core/types.ts';
 import type { RepoWorkload } from '../sync/failover.ts';
 
@@ -96,17 +97,18 @@ export async function restoreSource(source: KubeClient, workloads: readonly Repo
 
 /**
  * The workloads of the source namespaces that a cutover scaled down (they carry the state it
- * remembered): what a failback restores when the DR repository no longer says which they were
- * (its folders removed by hand while failed over).
+ * remembered), of the types and labels the Replication syncs: what a failback restores when the
+ * DR repository no longer says which they were (its folders removed by hand while failed over).
  */
-export async function scaledDownSourceWorkloads(source: KubeClient, namespaces: readonly string[]): Promise<RepoWorkload[]> {
+export async function scaledDownSourceWorkloads(source: KubeClient, namespaces: readonly { source: string; destination: string }[], select: { types: readonly ResourceType[]; labelSelector?: LabelSelector }): Promise<RepoWorkload[]> {
   const out: RepoWorkload[] = [];
-  for (const ns of [...new Set(namespaces)].sort()) {
-    for (const kind of Object.keys(PATHS)) {
-      const items = await listOf(source, kind, ns);
+  const kinds = Object.keys(PATHS).filter((kind) => select.types.some((t) => t.kind === kind && PATHS[kind]!.startsWith(`/apis/${t.group}/`)));
+  for (const ns of namespaces) {
+    for (const kind of kinds) {
       const remembered = kind === 'CronJob' ? ORIGINAL_SUSPEND : ORIGINAL_REPLICAS;
-      for (const o of items) {
-        if (o.metadata.annotations?.[remembered] !== undefined) out.push({ kind, name: o.metadata.name, sourceNamespace: ns, destinationNamespace: '' });
+      for (const o of await listOf(source, kind, ns.source)) {
+        if (o.metadata.annotations?.[remembered] === undefined || !matchesSelector(o.metadata.labels, select.labelSelector)) continue;
+        out.push({ kind, name: o.metadata.name, sourceNamespace: ns.source, destinationNamespace: ns.destination });
       }
     }
   }

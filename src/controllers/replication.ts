@@ -29,7 +29,7 @@ import { destinationNamespaceOf, readRepoState, readSyncSource, removeReplicatio
 import { SyncGroups } from '../sync/group.ts';
 import { RenderCache } from '../sync/render-cache.ts';
 import { commitRole, NothingToFailOver } from '../sync/failover.ts';
-import type { RepoWorkload } from '../sync/failover.ts';
+import type { RepoWorkload, RoleCommitResult } from '../sync/failover.ts';
 import { activeDrWorkloads, restoreSource, scaledDownSourceWorkloads, scaleSourceDown, SPLIT_BRAIN } from './failover.ts';
 import { failbackDataStep, withoutCopyBack } from './pvc-data.ts';
 import type { SyncResult, SyncSpec } from '../sync/engine.ts';
@@ -512,49 +512,43 @@ export class ReplicationController {
     const base = { ...withoutCopyBack(st), state: 'FailingBack' as const, requestedBy: fo.requestedBy ?? st.requestedBy };
     const { target, repo, author } = await this.gitFor(rep);
     const scaleToZero = rep.spec.scaleToZero ?? true;
-    let r;
+    let r: RoleCommitResult | undefined;
+    // Set when the Replication's folders are gone from the DR repository (removed by hand?).
+    let gone: string | undefined;
     try {
       r = await repo.exclusive(() => commitRole(
         { role: 'standby', replication: key, sourceCluster: rep.spec.sourceCluster ?? this.d.localClusterName, path: target.path, author, scaleToZero, requestedBy: fo.requestedBy },
         { repo, log: this.d.log.child({ replication: key }), signal },
       ));
     } catch (err) {
-      if (err instanceof NothingToFailOver) {
-        // Its folders are gone (removed by hand?): nothing runs in DR from this Replication, but a
-        // source the cutover scaled down still waits to be restored (found by its annotations).
-        if (st.sourceScaledDown) await this.restoreSource(rep, async (source) => {
-          const namespaces = await resolveNamespaces(source, syncSpecFor(rep, rep.spec.sourceCluster ?? this.d.localClusterName, target)).catch((e: unknown) => {
-            if (e instanceof SyncError) return []; // its namespace is gone: nothing to restore
-            throw e;
-          });
-          return scaledDownSourceWorkloads(source, namespaces.map((n) => n.source));
-        });
-        const message = `${err.message}; the DR cluster is on standby${st.sourceScaledDown ? ', the source workloads were restored' : ''}; syncs resumed`;
-        this.d.events.event(rep as unknown as KubeObject, 'Normal', 'FailedBack', message);
-        set({ failover: { ...base, state: 'Standby', failbackTime: rfc3339(this.now()), sourceScaledDown: false, message } });
-        return 'done';
+      if (err instanceof NothingToFailOver) gone = err.message;
+      else {
+        const message = `failback of ${describeTarget(target)} failed: ${err instanceof Error ? err.message : String(err)}`;
+        const reason = err instanceof PushConflictError ? 'GitPushRejected' : 'FailbackFailed';
+        this.d.events.event(rep as unknown as KubeObject, 'Warning', 'FailbackFailed', message);
+        set({ phase: 'Failed', failover: { ...base, message }, lastError: { message, reason, time: rfc3339(this.now()) } }, [{ type: 'Ready', status: 'False', reason, message }]);
+        throw err;
       }
-      const message = `failback of ${describeTarget(target)} failed: ${err instanceof Error ? err.message : String(err)}`;
-      const reason = err instanceof PushConflictError ? 'GitPushRejected' : 'FailbackFailed';
-      this.d.events.event(rep as unknown as KubeObject, 'Warning', 'FailbackFailed', message);
-      set({ phase: 'Failed', failover: { ...base, message }, lastError: { message, reason, time: rfc3339(this.now()) } }, [{ type: 'Ready', status: 'False', reason, message }]);
-      throw err;
     }
+    // The workloads failing back: the repository's; with its folders gone, those the cutover
+    // scaled down at the source (they carry the state it remembered); without a cutover, none.
+    const workloads = r ? r.all : st.sourceScaledDown ? await this.scaledDownAtSource(rep, target) : [];
     // No commit now: an earlier pass of this failback made it (the failback commit in the status
     // is this one's only while one is under way).
-    const commit = r.commit ?? (st.state === 'FailingBack' || st.state === 'CopyingDataBack' ? st.failbackCommit : undefined) ?? r.head;
-    if (r.commit) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'FailbackCommitted', `failback committed ${r.commit.slice(0, 12)}: ${r.workloads.length} workload(s) back to standby`);
+    const commit = r ? r.commit ?? (st.state === 'FailingBack' || st.state === 'CopyingDataBack' ? st.failbackCommit : undefined) ?? r.head : undefined;
+    if (r?.commit) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'FailbackCommitted', `failback committed ${r.commit.slice(0, 12)}: ${r.workloads.length} workload(s) back to standby`);
     const ns = rep.metadata.namespace ?? 'default';
     const destRc = rep.spec.destinationCluster ? this.d.remoteClusters.get(ns, rep.spec.destinationCluster) : undefined;
     if (!fo.force && destRc) {
       let running: string[];
       try {
-        running = await activeDrWorkloads(await this.d.clusters.forRemoteCluster(destRc), r.all.map((w) => w.destinationNamespace), scaleToZero, { countRunning: true });
+        running = await activeDrWorkloads(await this.d.clusters.forRemoteCluster(destRc), workloads.map((w) => w.destinationNamespace), scaleToZero, { countRunning: true });
       } catch (err) {
         running = [`the DR cluster ${destRc.metadata.name} does not answer (${err instanceof Error ? err.message : String(err)})`];
       }
       if (running.length) {
-        const message = `failing back: commit ${commit?.slice(0, 12)} puts the DR workloads to standby; waiting until the DR cluster runs them at 0 before the source is restored and syncs resume (${running.slice(0, 5).join(', ')}${running.length > 5 ? ', …' : ''}). ` +
+        const what = r ? `commit ${commit?.slice(0, 12)} puts the DR workloads to standby` : `${gone}, so the DR cluster should remove its workloads`;
+        const message = `failing back: ${what}; waiting until the DR cluster runs them at 0 before the source is restored and syncs resume (${running.slice(0, 5).join(', ')}${running.length > 5 ? ', …' : ''}). ` +
           'Check that Flux or Argo CD applies the repository; spec.failover.force: true goes on without waiting';
         set({ phase: 'Pending', failover: { ...base, failbackCommit: commit, message } }, [{ type: 'Ready', status: 'False', reason: 'FailingBack', message }]);
         return { requeueAfterMs: 10_000 };
@@ -566,25 +560,41 @@ export class ReplicationController {
       set({ phase: 'Pending', failover: { ...base, ...data.failover, state: 'CopyingDataBack', failbackCommit: commit, message: data.wait } }, [{ type: 'Ready', status: 'False', reason: 'CopyingDataBack', message: data.wait }]);
       return { requeueAfterMs: 10_000 };
     }
-    if (st.sourceScaledDown) await this.restoreSource(rep, async () => r.all);
-    const message = `failed back in commit ${commit?.slice(0, 12) ?? '(none)'}: the DR cluster is on standby again${st.sourceScaledDown ? ', the source workloads were restored' : ''}; syncs resumed${data.note ?? ''}`;
+    // Also those whose folder alone was removed from the repository (the source still says which).
+    const restored = st.sourceScaledDown ? await this.restoreSourceWorkloads(rep, r ? [...r.all, ...await this.scaledDownAtSource(rep, target)] : workloads) : [];
+    const how = r ? `failed back in commit ${commit?.slice(0, 12) ?? '(none)'}` : `failed back without a commit (${gone})`;
+    const message = `${how}: the DR cluster is on standby again${restored.length ? ', the source workloads were restored' : ''}; syncs resumed${data.note ?? ''}`;
     this.d.events.event(rep as unknown as KubeObject, data.failover ? 'Warning' : 'Normal', 'FailedBack', message);
     const failover = { ...base, ...data.failover, state: 'Standby' as const, failbackCommit: commit, failbackTime: rfc3339(this.now()), sourceScaledDown: false, message };
     set({ failover });
     return 'done';
   }
 
-  /** Failback: the source workloads the cutover scaled down (`which` of them) get their state back. */
-  private async restoreSource(rep: Replication, which: (source: KubeClient) => Promise<readonly RepoWorkload[]>): Promise<string[]> {
-    let source: KubeClient;
+  /** A failback whose folders are gone from the DR repository: this Replication's source workloads that the cutover scaled down. */
+  private async scaledDownAtSource(rep: Replication, target: GitTarget): Promise<RepoWorkload[]> {
+    const source = await this.sourceToRestore(rep);
+    const spec = syncSpecFor(rep, rep.spec.sourceCluster ?? this.d.localClusterName, target);
+    const namespaces = await resolveNamespaces(source, spec).catch((e: unknown) => {
+      if (e instanceof SyncError) return []; // its namespace is gone: nothing to restore
+      throw e;
+    });
+    const types = resolveResourceTypes(spec.resourceTypes, spec.excludeResourceTypes, await source.discover()).types;
+    return scaledDownSourceWorkloads(source, namespaces, { types, labelSelector: spec.plan.labelSelector });
+  }
+
+  /** Failback: the source workloads the cutover scaled down get their state back; returns what changed. */
+  private async restoreSourceWorkloads(rep: Replication, workloads: readonly RepoWorkload[]): Promise<string[]> {
+    const restored = await restoreSource(await this.sourceToRestore(rep), workloads);
+    if (restored.length) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'SourceRestored', `failback: ${restored.join(', ')}`);
+    return restored;
+  }
+
+  private async sourceToRestore(rep: Replication): Promise<KubeClient> {
     try {
-      source = await this.reachableSource(rep);
+      return await this.reachableSource(rep);
     } catch (err) {
       throw new NotReady('SourceClusterUnreachable', `failing back: the source cluster cannot be reached to restore the workloads the cutover scaled down: ${err instanceof Error ? err.message : String(err)}; retrying`, 30_000);
     }
-    const restored = await restoreSource(source, await which(source));
-    if (restored.length) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'SourceRestored', `failback: ${restored.join(', ')}`);
-    return restored;
   }
 
   /** Everything a sync needs, or NotReady with a reason the user can act on. */
@@ -756,7 +766,8 @@ export class ReplicationController {
                 : /push|fetch/i.test(String(err)) ? 'GitFailed' : 'SyncFailed';
       if (reason.startsWith('Git')) this.d.metrics.pushFailures.inc({ replication: key });
       // Refused credentials: say which Secret they came from (rotated passwords go there).
-      const secret = reason === 'GitAuthFailed' ? (here.credentialsSecret ? `; the credentials are those of Secret ${ns}/${here.credentialsSecret}` : '; no credentials Secret is set (spec.git.credentialsSecretRef, or that of the destination RemoteCluster)') : '';
+      const unset = rep.spec.git?.url ? 'spec.git.credentialsSecretRef' : 'spec.git.credentialsSecretRef, or that of the destination RemoteCluster';
+      const secret = reason === 'GitAuthFailed' ? (here.credentialsSecret ? `; the credentials are those of Secret ${ns}/${here.credentialsSecret}` : `; no credentials Secret is set (${unset})`) : '';
       const message = signal?.aborted ? `the sync was stopped before it pushed: ${String(signal.reason instanceof Error ? signal.reason.message : signal.reason)}` : `${err instanceof Error ? err.message : String(err)}${secret}`;
       if (!signal?.aborted) this.d.events.event(rep as unknown as KubeObject, 'Warning', 'SyncFailed', message);
       const failure: ConditionUpdate = { type: 'Synced', status: 'False', reason, message };

@@ -116,14 +116,16 @@ function scalar(v: unknown): string | undefined {
   }
 }
 
-// Keys repeat across objects (name, labels, app): each is checked once. Bounded, since a
-// ConfigMap's keys can be anything.
+// Keys repeat across objects (name, labels, app): each is checked once. Bounded (count and
+// length), since a ConfigMap's keys can be anything.
 const keys = new Map<string, string>();
 function key(k: string): string {
   let out = keys.get(k);
   if (out === undefined) {
+    out = isPlainSafe(k) ? k : quoted(k);
+    if (k.length > 100) return out;
     if (keys.size >= 10_000) keys.clear();
-    keys.set(k, (out = isPlainSafe(k) ? k : quoted(k)));
+    keys.set(k, out);
   }
   return out;
 }
@@ -207,7 +209,9 @@ function hasUnreadable(value: unknown): boolean {
   if (typeof value !== 'object' || value === null) return false;
   if (Array.isArray(value)) return value.some(hasUnreadable);
   for (const k of Object.keys(value)) {
-    if (KUSTOMIZE_UNREADABLE.test(k) || hasUnreadable((value as Record<string, unknown>)[k])) return true;
+    const v = (value as Record<string, unknown>)[k];
+    // (A key without a value is not written.)
+    if (v !== undefined && (KUSTOMIZE_UNREADABLE.test(k) || hasUnreadable(v))) return true;
   }
   return false;
 }

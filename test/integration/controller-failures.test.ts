@@ -170,9 +170,12 @@ describe('the operator when things fail', () => {
 
     await creds('second');
     await until('the change lands with the new password', async () => (await repoValue('fail/rotate/rotate/configmap-a.yaml')) === '2');
-    const s = (await getRep('rotate')).status;
-    assert.equal(ready(s)?.status, 'True');
-    assert.equal(s?.lastError, undefined);
+    // (The status is written after the push.)
+    const s = await until('Ready again', async () => {
+      const x = (await getRep('rotate')).status;
+      return ready(x)?.status === 'True' && x;
+    });
+    assert.equal(s.lastError, undefined);
   });
 
   it('a change made while the source cluster has no credentials (watches removed) lands when they are back', async () => {

@@ -316,24 +316,40 @@ describe('failover and failback as commits', () => {
     assert.ok((await git.git(['ls-tree', '-r', '--name-only', 'origin/main'], await git.clone('dr'))).includes('configmap-during-split-brain.yaml'));
   });
 
-  it('failback after the DR folders were removed by hand: the source the cutover scaled down is restored all the same', async () => {
+  it('failback after the DR folders were removed by hand: the source the cutover scaled down is restored once the DR cluster runs nothing', async () => {
     await until('synced', async () => (await rep()).status?.phase === 'Synced');
     const over = await cli(['failover', REP, '--cutover', '--wait', '60s']);
     assert.equal(over.code, 0, over.stderr);
+    await fluxApplies(await head());
+    assert.equal(await replicas(dr, 'deployment', 'web'), 3, 'the DR site runs');
     assert.equal(await replicas(src, 'deployment', 'web'), 0);
     assert.equal((await get(src, 'cronjob', NS, 'report'))?.spec?.suspend, true);
-    // Someone removes the Replication's folder from the DR repository while it is failed over.
+    // Someone removes the Replication's folder (and its entry in the base kustomization.yaml)
+    // from the DR repository while it is failed over.
     const clone = await git.clone('dr');
     await git.git(['rm', '-r', '-q', 'clusters/dr/shop'], clone);
+    await fs.promises.writeFile(path.join(clone, 'clusters/dr/kustomization.yaml'), 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: []\n');
+    await git.git(['add', '-A', '.'], clone);
     await git.git(['-c', 'user.name=ops', '-c', 'user.email=ops@example.com', 'commit', '-q', '-m', 'remove shop'], clone);
     await git.git(['push', '-q', 'origin', 'HEAD:main'], clone);
+    const removal = await head();
 
-    const back = await cli(['failback', REP, '--wait', '60s']);
-    assert.equal(back.code, 0, back.stderr);
+    // The failback waits while the DR cluster still runs the workloads: the source stays down.
+    const back = cli(['failback', REP, '--wait', '120s']);
+    const waiting = await until('the failback waits for the DR cluster', async () => {
+      const c = ready(await rep());
+      return c?.reason === 'FailingBack' ? c : undefined;
+    });
+    assert.match(waiting.message, /holds no folder of Replication .*waiting until the DR cluster runs them at 0 .*Deployment shop\/web runs 3 replicas/);
+    assert.equal(await replicas(src, 'deployment', 'web'), 0, 'no split brain: the source stays down while DR runs');
+    // Flux applies the removal: the DR workloads are pruned; the failback goes on.
+    await fluxApplies(removal);
+    const r = await back;
+    assert.equal(r.code, 0, r.stderr);
     const st = (await rep()).status!.failover!;
     assert.equal(st.state, 'Standby');
     assert.equal(st.sourceScaledDown, false);
-    assert.match(st.message ?? '', /holds no folder of Replication .*the source workloads were restored; syncs resumed$/);
+    assert.match(st.message ?? '', /^failed back without a commit \(.*holds no folder of Replication .*\): the DR cluster is on standby again, the source workloads were restored; syncs resumed$/);
     const web = await get(src, 'deployment', NS, 'web');
     assert.equal(web?.spec?.replicas, 3, 'the source is restored from what the cutover remembered');
     assert.equal(web?.metadata.annotations?.['dr-syncer.io/original-replicas'], undefined);

@@ -37,4 +37,9 @@ describe('YAML emitter', () => {
     );
     assert.equal(toYaml({ spec: { containers: [{ name: 'c', ports: [{ containerPort: 80 }] }] } }), 'spec:\n  containers:\n    - name: c\n      ports:\n        - containerPort: 80\n');
   });
+  it('writes empty collections, nested lists, keys without values and awkward keys byte for byte as it always has (a change would rewrite every repository)', () => {
+    const v = { b: [], a: {}, c: [[], {}, [1, [2]], { x: undefined }, 'two\nlines', { name: 'n', z: 1, a: [] }], d: { x: undefined }, 'e: f': 'g', '10': 2, '9': 1, on: 'yes', metadata: { x: 1, name: 'm' } };
+    assert.equal(toYaml(v), 'metadata:\n  name: m\n  x: 1\n"10": 2\n"9": 1\na: {}\nb: []\nc:\n  - []\n  - {}\n  -\n    - 1\n    -\n      - 2\n  - {}\n  - |-\n    two\n    lines\n  - name: "n"\n    a: []\n    z: 1\nd: {}\n"e: f": g\n"on": "yes"\n');
+    assert.deepEqual([toYaml({}), toYaml([]), toYaml('s'), toYaml(null)], ['{}\n', '[]\n', 's\n', 'null\n']);
+  });
 });
