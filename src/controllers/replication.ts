@@ -561,9 +561,10 @@ export class ReplicationController {
       return { requeueAfterMs: 10_000 };
     }
     // Also those whose folder alone was removed from the repository (the source still says which).
-    const restored = st.sourceScaledDown ? await this.restoreSourceWorkloads(rep, r ? [...r.all, ...await this.scaledDownAtSource(rep, target)] : workloads) : [];
+    if (st.sourceScaledDown) await this.restoreSourceWorkloads(rep, r ? [...r.all, ...await this.scaledDownAtSource(rep, target)] : workloads);
     const how = r ? `failed back in commit ${commit?.slice(0, 12) ?? '(none)'}` : `failed back without a commit (${gone})`;
-    const message = `${how}: the DR cluster is on standby again${restored.length ? ', the source workloads were restored' : ''}; syncs resumed${data.note ?? ''}`;
+    // (What the status says, not what this pass changed: an earlier pass may have restored them.)
+    const message = `${how}: the DR cluster is on standby again${st.sourceScaledDown ? ', the source workloads were restored' : ''}; syncs resumed${data.note ?? ''}`;
     this.d.events.event(rep as unknown as KubeObject, data.failover ? 'Warning' : 'Normal', 'FailedBack', message);
     const failover = { ...base, ...data.failover, state: 'Standby' as const, failbackCommit: commit, failbackTime: rfc3339(this.now()), sourceScaledDown: false, message };
     set({ failover });
@@ -582,11 +583,10 @@ export class ReplicationController {
     return scaledDownSourceWorkloads(source, namespaces, { types, labelSelector: spec.plan.labelSelector });
   }
 
-  /** Failback: the source workloads the cutover scaled down get their state back; returns what changed. */
-  private async restoreSourceWorkloads(rep: Replication, workloads: readonly RepoWorkload[]): Promise<string[]> {
+  /** Failback: the source workloads the cutover scaled down get their state back. */
+  private async restoreSourceWorkloads(rep: Replication, workloads: readonly RepoWorkload[]): Promise<void> {
     const restored = await restoreSource(await this.sourceToRestore(rep), workloads);
     if (restored.length) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'SourceRestored', `failback: ${restored.join(', ')}`);
-    return restored;
   }
 
   private async sourceToRestore(rep: Replication): Promise<KubeClient> {

@@ -86,6 +86,28 @@ async function fluxApplies(commit: string): Promise<void> {
 
 const replicas = async (cluster: TestCluster, kind: string, name: string) => (await get(cluster, kind, NS, name))?.spec?.replicas;
 
+/** Suspends or resumes Flux's Kustomization of the DR repository; suspended, it waits out a reconcile already running. */
+async function fluxSuspended(on: boolean): Promise<void> {
+  await kubectl(dr.kubeconfigPath, ['-n', 'flux-system', 'patch', 'kustomizations.kustomize.toolkit.fluxcd.io', 'dr', '--type=merge', '-p', JSON.stringify({ spec: { suspend: on } })]);
+  if (on) await sleep(2_000);
+}
+
+/** After a failback: the source runs what it ran before the cutover, and remembers nothing of it. */
+async function sourceRestored(): Promise<void> {
+  const web = await get(src, 'deployment', NS, 'web');
+  assert.equal(web?.spec?.replicas, 3, 'the source is restored');
+  assert.equal(web?.metadata.annotations?.['dr-syncer.io/original-replicas'], undefined);
+  assert.equal(await replicas(src, 'deployment', 'api'), 2);
+  assert.equal((await get(src, 'cronjob', NS, 'report'))?.spec?.suspend, false);
+}
+
+/** After the resumed sync: the DR repository holds the workload at 0, remembering the source's count. */
+async function drFileIdle(): Promise<void> {
+  const after = await git.git(['show', 'origin/main:clusters/dr/shop/deployment.apps-web.yaml'], await git.clone('dr'));
+  assert.match(after, /^ {2}replicas: 0$/m, 'DR stays at 0 after the resumed sync');
+  assert.match(after, /dr-syncer\.io\/original-replicas: "3"/);
+}
+
 before(async () => {
   const [clusters, server] = await Promise.all([startClusters(2), startGitServer()]);
   [src, dr, git] = [clusters[0]!, clusters[1]!, server];
@@ -284,21 +306,19 @@ describe('failover and failback as commits', () => {
     assert.match(message, /^dr-syncer: failback dr-syncer\/shop \(3 workloads back to standby\)\n/);
     assert.equal(await replicas(dr, 'deployment', 'web'), 0);
     assert.equal((await get(dr, 'cronjob', NS, 'report'))?.spec?.suspend, true);
-    const web = await get(src, 'deployment', NS, 'web');
-    assert.equal(web?.spec?.replicas, 3, 'the source is restored');
-    assert.equal(web?.metadata.annotations?.['dr-syncer.io/original-replicas'], undefined);
-    assert.equal(await replicas(src, 'deployment', 'api'), 2);
-    assert.equal((await get(src, 'cronjob', NS, 'report'))?.spec?.suspend, false);
+    await sourceRestored();
     // The sync resumed: what changed at the source during the failover arrives.
     await until('the sync resumes', async () => (await git.git(['ls-tree', '-r', '--name-only', 'origin/main'], await git.clone('dr'))).includes('configmap-during-failover.yaml'));
-    const after = await git.git(['show', 'origin/main:clusters/dr/shop/deployment.apps-web.yaml'], await git.clone('dr'));
-    assert.match(after, /^ {2}replicas: 0$/m, 'DR stays at 0 after the resumed sync');
-    assert.match(after, /dr-syncer\.io\/original-replicas: "3"/);
+    await drFileIdle();
   });
 
-  it('split-brain guard: DR workloads scaled up behind the controller\'s back hold the sync until they are back at 0', async () => {
+  it('split-brain guard: DR workloads scaled up behind the controller\'s back hold the sync until they are back at 0', async (t) => {
     const synced = await until('synced', async () => ((await rep()).status?.phase === 'Synced' ? head() : undefined));
     await fluxApplies(synced);
+    // Flux would put the DR workload back to 0 at its next reconcile (one may still be queued):
+    // it stays off while someone runs the DR site by hand.
+    await fluxSuspended(true);
+    t.after(() => fluxSuspended(false));
     await kubectl(dr.kubeconfigPath, ['-n', NS, 'scale', 'deployment', 'web', '--replicas=2']);
     await kubectl(src.kubeconfigPath, ['-n', NS, 'create', 'configmap', 'during-split-brain', '--from-literal=x=1']);
     const o = await until('the guard holds the sync', async () => {
@@ -350,16 +370,10 @@ describe('failover and failback as commits', () => {
     assert.equal(st.state, 'Standby');
     assert.equal(st.sourceScaledDown, false);
     assert.match(st.message ?? '', /^failed back without a commit \(.*holds no folder of Replication .*\): the DR cluster is on standby again, the source workloads were restored; syncs resumed$/);
-    const web = await get(src, 'deployment', NS, 'web');
-    assert.equal(web?.spec?.replicas, 3, 'the source is restored from what the cutover remembered');
-    assert.equal(web?.metadata.annotations?.['dr-syncer.io/original-replicas'], undefined);
-    assert.equal(await replicas(src, 'deployment', 'api'), 2);
-    assert.equal((await get(src, 'cronjob', NS, 'report'))?.spec?.suspend, false);
+    await sourceRestored();
     // The sync resumes and writes the folder again, DR at 0.
     await until('the folder is written again', async () => (await git.git(['ls-tree', '-r', '--name-only', 'origin/main'], await git.clone('dr'))).includes('clusters/dr/shop/deployment.apps-web.yaml'));
-    const after = await git.git(['show', 'origin/main:clusters/dr/shop/deployment.apps-web.yaml'], await git.clone('dr'));
-    assert.match(after, /^ {2}replicas: 0$/m);
-    assert.match(after, /dr-syncer\.io\/original-replicas: "3"/);
+    await drFileIdle();
   });
 
   it('the source is gone: --cutover is refused and changes nothing; --cutover --force fails over without it', async () => {
