@@ -560,8 +560,15 @@ export class ReplicationController {
       set({ phase: 'Pending', failover: { ...base, ...data.failover, state: 'CopyingDataBack', failbackCommit: commit, message: data.wait } }, [{ type: 'Ready', status: 'False', reason: 'CopyingDataBack', message: data.wait }]);
       return { requeueAfterMs: 10_000 };
     }
-    // Also those whose folder alone was removed from the repository (the source still says which).
-    if (st.sourceScaledDown) await this.restoreSourceWorkloads(rep, r ? [...r.all, ...await this.scaledDownAtSource(rep, target)] : workloads);
+    if (st.sourceScaledDown) {
+      // Also those whose folder alone was removed from the repository (the source still says which).
+      const source = await this.sourceToRestore(rep);
+      const fromSource = r ? await this.scaledDownAtSource(rep, target, source) : [];
+      const key = (w: RepoWorkload) => `${w.kind}/${w.sourceNamespace}/${w.name}`;
+      const inRepo = new Set(workloads.map(key));
+      const restored = await restoreSource(source, [...workloads, ...fromSource.filter((w) => !inRepo.has(key(w)))]);
+      if (restored.length) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'SourceRestored', `failback: ${restored.join(', ')}`);
+    }
     const how = r ? `failed back in commit ${commit?.slice(0, 12) ?? '(none)'}` : `failed back without a commit (${gone})`;
     // (What the status says, not what this pass changed: an earlier pass may have restored them.)
     const message = `${how}: the DR cluster is on standby again${st.sourceScaledDown ? ', the source workloads were restored' : ''}; syncs resumed${data.note ?? ''}`;
@@ -572,8 +579,8 @@ export class ReplicationController {
   }
 
   /** A failback whose folders are gone from the DR repository: this Replication's source workloads that the cutover scaled down. */
-  private async scaledDownAtSource(rep: Replication, target: GitTarget): Promise<RepoWorkload[]> {
-    const source = await this.sourceToRestore(rep);
+  private async scaledDownAtSource(rep: Replication, target: GitTarget, source?: KubeClient): Promise<RepoWorkload[]> {
+    source ??= await this.sourceToRestore(rep);
     const spec = syncSpecFor(rep, rep.spec.sourceCluster ?? this.d.localClusterName, target);
     const namespaces = await resolveNamespaces(source, spec).catch((e: unknown) => {
       if (e instanceof SyncError) return []; // its namespace is gone: nothing to restore
@@ -581,12 +588,6 @@ export class ReplicationController {
     });
     const types = resolveResourceTypes(spec.resourceTypes, spec.excludeResourceTypes, await source.discover()).types;
     return scaledDownSourceWorkloads(source, namespaces, { types, labelSelector: spec.plan.labelSelector });
-  }
-
-  /** Failback: the source workloads the cutover scaled down get their state back. */
-  private async restoreSourceWorkloads(rep: Replication, workloads: readonly RepoWorkload[]): Promise<void> {
-    const restored = await restoreSource(await this.sourceToRestore(rep), workloads);
-    if (restored.length) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'SourceRestored', `failback: ${restored.join(', ')}`);
   }
 
   private async sourceToRestore(rep: Replication): Promise<KubeClient> {

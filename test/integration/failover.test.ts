@@ -354,6 +354,15 @@ describe('failover and failback as commits', () => {
     await git.git(['push', '-q', 'origin', 'HEAD:main'], clone);
     const removal = await head();
 
+    // A workload of a type this Replication does not sync, at 0 with the cutover's annotation
+    // (another Replication's cutover, say): not this failback's to restore.
+    await kubectl(src.kubeconfigPath, ['apply', '-f', '-'], { input: `
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: ${NS}, annotations: {dr-syncer.io/original-replicas: "4"}}
+spec: {replicas: 0, serviceName: db, selector: {matchLabels: {app: db}}, template: {metadata: {labels: {app: db}}, spec: {containers: [{name: db, image: "postgres:16"}]}}}
+` });
+
     // The failback waits while the DR cluster still runs the workloads: the source stays down.
     const back = cli(['failback', REP, '--wait', '120s']);
     const waiting = await until('the failback waits for the DR cluster', async () => {
@@ -371,6 +380,7 @@ describe('failover and failback as commits', () => {
     assert.equal(st.sourceScaledDown, false);
     assert.match(st.message ?? '', /^failed back without a commit \(.*holds no folder of Replication .*\): the DR cluster is on standby again, the source workloads were restored; syncs resumed$/);
     await sourceRestored();
+    assert.equal(await replicas(src, 'statefulset', 'db'), 0, 'a type the Replication does not sync is left as it is');
     // The sync resumes and writes the folder again, DR at 0.
     await until('the folder is written again', async () => (await git.git(['ls-tree', '-r', '--name-only', 'origin/main'], await git.clone('dr'))).includes('clusters/dr/shop/deployment.apps-web.yaml'));
     await drFileIdle();
