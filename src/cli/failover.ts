@@ -6,6 +6,7 @@
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Replication } from '../api/v1alpha1/index.ts';
+import type { KubeObject } from '../core/types.ts';
 import { FAILBACK_HELP, FAILOVER_HELP } from './failover-help.ts';
 import type { ReplicationContext } from './replication-context.ts';
 import { CLUSTER_OPTIONS, CommandError, ControllerCluster } from './replication-context.ts';
@@ -106,22 +107,22 @@ async function dryRun(action: Action, ctx: ReplicationContext, cutover: boolean,
   for (const w of r.workloads) lines.push(`  ${w.kind} ${w.namespace}/${w.name}: ${w.from} -> ${w.to}`);
   if (cutover || action === 'failback') {
     const { KubeApiError } = await import('../adapters/kube/client.ts');
-    const { ORIGINAL_REPLICAS } = await import('../core/transform/workloads.ts');
+    const { restoreStep } = await import('../controllers/failover.ts');
     try {
       const source = await ctx.source();
       for (const w of r.all.filter((x) => x.kind !== 'CronJob')) {
         const p = `/apis/apps/v1/namespaces/${encodeURIComponent(w.sourceNamespace)}/${w.kind === 'Deployment' ? 'deployments' : 'statefulsets'}/${encodeURIComponent(w.name)}`;
         let o;
         try {
-          o = await source.get<{ metadata: { annotations?: Record<string, string> }; spec?: { replicas?: number } }>(p);
+          o = await source.get<KubeObject>(p);
         } catch (err) {
           if (err instanceof KubeApiError && err.status === 404) continue;
           throw err;
         }
-        const n = o.spec?.replicas ?? 1;
-        const remembered = o.metadata.annotations?.[ORIGINAL_REPLICAS];
+        const n = (o.spec as { replicas?: number } | undefined)?.replicas ?? 1;
         if (action === 'failover' && n > 0) lines.push(`  source ${w.kind} ${w.sourceNamespace}/${w.name}: replicas ${n} -> 0`);
-        if (action === 'failback' && n === 0 && remembered) lines.push(`  source ${w.kind} ${w.sourceNamespace}/${w.name}: replicas 0 -> ${remembered}`);
+        const step = action === 'failback' ? restoreStep(w.kind, o, ctx.key) : undefined;
+        if (step) lines.push(`  source ${w.kind} ${w.sourceNamespace}/${w.name}: ${step.change}`);
       }
     } catch (err) {
       const why = err instanceof CommandError ? err.message : `the source cluster does not answer: ${message(err)}`;

@@ -5,9 +5,9 @@
 import type { KubeClient } from '../adapters/kube/client.ts';
 import { KubeApiError } from '../adapters/kube/client.ts';
 import { standbyWorkload } from '../core/failover.ts';
+import { SCALED_DOWN_BY } from '../core/transform/metadata.ts';
 import { ORIGINAL_REPLICAS, ORIGINAL_SUSPEND } from '../core/transform/workloads.ts';
-import { matchesSelector } from '../core/labels.ts';
-import type { KubeObject, LabelSelector, ResourceType } from '../core/types.ts';
+import type { KubeObject, ResourceType } from '../core/types.ts';
 import { isRecord } from '../core/types.ts';
 import type { RepoWorkload } from '../sync/failover.ts';
 
@@ -44,12 +44,13 @@ async function listOf(client: KubeClient, kind: string, ns: string): Promise<Kub
 const patch = (client: KubeClient, p: string, body: unknown, dryRun = false) => client.request('PATCH', dryRun ? `${p}?dryRun=All` : p, body, 'application/merge-patch+json');
 
 /**
- * Cutover (with dryRun: the same requests checked by the API server, authorization and
- * admission included, changing nothing): the source's workloads to 0 and its CronJobs suspended, each remembering its state in
- * the annotations the sync already reads (so a sync of the scaled-down source would still write
- * the right counts). Returns what it changed, "Deployment shop/web: replicas 3 -> 0".
+ * Cutover by Replication `by` ("namespace/name"; with dryRun: the same requests checked by the
+ * API server, authorization and admission included, changing nothing): the source's workloads
+ * to 0 and its CronJobs suspended, each remembering its state in the annotations the sync
+ * already reads (so a sync of the scaled-down source would still write the right counts), and
+ * which Replication scaled it down. Returns what it changed, "Deployment shop/web: replicas 3 -> 0".
  */
-export async function scaleSourceDown(source: KubeClient, workloads: readonly RepoWorkload[], o: { dryRun?: boolean } = {}): Promise<string[]> {
+export async function scaleSourceDown(source: KubeClient, workloads: readonly RepoWorkload[], o: { by: string; dryRun?: boolean }): Promise<string[]> {
   const changed: string[] = [];
   for (const w of workloads) {
     if (!PATHS[w.kind]) continue;
@@ -59,55 +60,74 @@ export async function scaleSourceDown(source: KubeClient, workloads: readonly Re
     const ref = `${w.kind} ${w.sourceNamespace}/${w.name}`;
     if (w.kind === 'CronJob') {
       if (obj.spec.suspend === true) continue;
-      await patch(source, p, { metadata: { annotations: { [ORIGINAL_SUSPEND]: 'false' }, resourceVersion: obj.metadata.resourceVersion }, spec: { suspend: true } }, o.dryRun);
+      await patch(source, p, { metadata: { annotations: { [ORIGINAL_SUSPEND]: 'false', [SCALED_DOWN_BY]: o.by }, resourceVersion: obj.metadata.resourceVersion }, spec: { suspend: true } }, o.dryRun);
       changed.push(`${ref}: active -> suspended`);
     } else {
       const n = replicasOf(obj);
       if (n === 0) continue;
-      await patch(source, p, { metadata: { annotations: { [ORIGINAL_REPLICAS]: String(n) }, resourceVersion: obj.metadata.resourceVersion }, spec: { replicas: 0 } }, o.dryRun);
+      await patch(source, p, { metadata: { annotations: { [ORIGINAL_REPLICAS]: String(n), [SCALED_DOWN_BY]: o.by }, resourceVersion: obj.metadata.resourceVersion }, spec: { replicas: 0 } }, o.dryRun);
       changed.push(`${ref}: replicas ${n} -> 0`);
     }
   }
   return changed;
 }
 
-/** Failback: the source workloads a cutover scaled down get their state back, the annotations go. */
-export async function restoreSource(source: KubeClient, workloads: readonly RepoWorkload[]): Promise<string[]> {
+/**
+ * What a failback of Replication `by` does to source workload `o` (a `kind`): it gets the state
+ * the cutover remembered back, and the annotations go (`patch`, `change` as "replicas 0 -> 3");
+ * undefined when there is nothing to do. One that another Replication's cutover scaled down is
+ * left as it is; one without the mark (a cutover before the mark existed) is restored as before;
+ * one already running again (restored by hand) only loses the cutover's annotations.
+ */
+export function restoreStep(kind: string, o: KubeObject, by: string): { patch: Record<string, unknown>; change: string } | undefined {
+  if (!isRecord(o.spec)) return undefined;
+  const annotations = o.metadata.annotations ?? {};
+  const mark = annotations[SCALED_DOWN_BY];
+  if (mark !== undefined && mark !== by) return undefined;
+  const remembered = kind === 'CronJob' ? ORIGINAL_SUSPEND : ORIGINAL_REPLICAS;
+  const metadata = { annotations: { [remembered]: null, [SCALED_DOWN_BY]: null }, resourceVersion: o.metadata.resourceVersion };
+  const down = kind === 'CronJob' ? o.spec.suspend === true : replicasOf(o) === 0;
+  if (!down) {
+    if (mark === undefined || annotations[remembered] === undefined) return undefined;
+    return { patch: { metadata }, change: "running again already (restored by hand), the cutover's annotations removed" };
+  }
+  if (kind === 'CronJob') {
+    return annotations[ORIGINAL_SUSPEND] === 'false' ? { patch: { metadata, spec: { suspend: false } }, change: 'suspended -> active' } : undefined;
+  }
+  const count = annotations[ORIGINAL_REPLICAS];
+  if (count === undefined || !/^\d+$/.test(count)) return undefined;
+  return { patch: { metadata, spec: { replicas: Number(count) } }, change: `replicas 0 -> ${count}` };
+}
+
+/** Failback of Replication `by`: restoreStep for each of `workloads`. Returns what it changed, "Deployment shop/web: replicas 0 -> 3". */
+export async function restoreSource(source: KubeClient, workloads: readonly RepoWorkload[], by: string): Promise<string[]> {
   const changed: string[] = [];
   for (const w of workloads) {
     if (!PATHS[w.kind]) continue;
     const p = objectPath(w.kind, w.sourceNamespace, w.name);
     const o = await getOrUndefined(source, p);
-    if (!o || !isRecord(o.spec)) continue;
-    const ref = `${w.kind} ${w.sourceNamespace}/${w.name}`;
-    const annotations = o.metadata.annotations ?? {};
-    if (w.kind === 'CronJob') {
-      if (annotations[ORIGINAL_SUSPEND] !== 'false' || o.spec.suspend !== true) continue;
-      await patch(source, p, { metadata: { annotations: { [ORIGINAL_SUSPEND]: null }, resourceVersion: o.metadata.resourceVersion }, spec: { suspend: false } });
-      changed.push(`${ref}: suspended -> active`);
-    } else {
-      const remembered = annotations[ORIGINAL_REPLICAS];
-      if (remembered === undefined || !/^\d+$/.test(remembered) || replicasOf(o) !== 0) continue;
-      await patch(source, p, { metadata: { annotations: { [ORIGINAL_REPLICAS]: null }, resourceVersion: o.metadata.resourceVersion }, spec: { replicas: Number(remembered) } });
-      changed.push(`${ref}: replicas 0 -> ${remembered}`);
-    }
+    const step = o && restoreStep(w.kind, o, by);
+    if (!step) continue;
+    await patch(source, p, step.patch);
+    changed.push(`${w.kind} ${w.sourceNamespace}/${w.name}: ${step.change}`);
   }
   return changed;
 }
 
 /**
- * The workloads of the source namespaces that a cutover scaled down (they carry the state it
- * remembered), of the types and labels the Replication syncs: what a failback restores when the
- * DR repository no longer says which they were (its folders removed by hand while failed over).
+ * The workloads in the source namespaces that the cutover of Replication `select.by` scaled down
+ * (they carry its mark), among the Replication's types (those it may list): what a failback
+ * restores when the DR repository no longer says which they were (its folders removed by hand
+ * while failed over). By the mark, not by the Replication's label selector: a label changed
+ * during the failover must not leave a workload down.
  */
-export async function scaledDownSourceWorkloads(source: KubeClient, namespaces: readonly { source: string; destination: string }[], select: { types: readonly ResourceType[]; labelSelector?: LabelSelector }): Promise<RepoWorkload[]> {
+export async function scaledDownSourceWorkloads(source: KubeClient, namespaces: readonly { source: string; destination: string }[], select: { by: string; types: readonly ResourceType[] }): Promise<RepoWorkload[]> {
   const out: RepoWorkload[] = [];
   const kinds = Object.keys(PATHS).filter((kind) => select.types.some((t) => t.kind === kind && PATHS[kind]!.startsWith(`/apis/${t.group}/`)));
   for (const ns of namespaces) {
     for (const kind of kinds) {
-      const remembered = kind === 'CronJob' ? ORIGINAL_SUSPEND : ORIGINAL_REPLICAS;
       for (const o of await listOf(source, kind, ns.source)) {
-        if (o.metadata.annotations?.[remembered] === undefined || !matchesSelector(o.metadata.labels, select.labelSelector)) continue;
+        if (o.metadata.annotations?.[SCALED_DOWN_BY] !== select.by) continue;
         out.push({ kind, name: o.metadata.name, sourceNamespace: ns.source, destinationNamespace: ns.destination });
       }
     }

@@ -454,7 +454,7 @@ export class ReplicationController {
           if (e instanceof NothingToFailOver) return { all: [] }; // refused by the commit below
           throw new NotReady('FailoverFailed', `failover: reading the DR repository ${t0.url} failed: ${e instanceof Error ? e.message : String(e)}`);
         }));
-        await scaleSourceDown(source, planned.all, { dryRun: true });
+        await scaleSourceDown(source, planned.all, { by: key, dryRun: true });
       } catch (err) {
         if (err instanceof NotReady) throw err;
         const why = `source cluster ${rep.spec.sourceCluster ?? this.d.localClusterName} cannot be scaled down (it must answer, and allow the patches): ${err instanceof Error ? err.message : String(err)}`;
@@ -485,7 +485,7 @@ export class ReplicationController {
       if (err instanceof NothingToFailOver) return { requeueAfterMs: 300_000 };
       throw err; // retried with backoff; nothing was changed at the source
     }
-    const scaled = source ? await scaleSourceDown(source, r.all) : [];
+    const scaled = source ? await scaleSourceDown(source, r.all, { by: key }) : [];
     // No commit now: an earlier pass of this failover made it.
     const commit = r.commit ?? earlier.failoverCommit ?? r.head;
     const at = r.commit ? rfc3339(now) : earlier.failoverTime ?? rfc3339(now);
@@ -564,9 +564,9 @@ export class ReplicationController {
       // Also those whose folder alone was removed from the repository (the source still says which).
       const source = await this.sourceToRestore(rep);
       const fromSource = r ? await this.scaledDownAtSource(rep, target, source) : [];
-      const key = (w: RepoWorkload) => `${w.kind}/${w.sourceNamespace}/${w.name}`;
-      const inRepo = new Set(workloads.map(key));
-      const restored = await restoreSource(source, [...workloads, ...fromSource.filter((w) => !inRepo.has(key(w)))]);
+      const id = (w: RepoWorkload) => `${w.kind}/${w.sourceNamespace}/${w.name}`;
+      const inRepo = new Set(workloads.map(id));
+      const restored = await restoreSource(source, [...workloads, ...fromSource.filter((w) => !inRepo.has(id(w)))], key);
       if (restored.length) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'SourceRestored', `failback: ${restored.join(', ')}`);
     }
     const how = r ? `failed back in commit ${commit?.slice(0, 12) ?? '(none)'}` : `failed back without a commit (${gone})`;
@@ -587,7 +587,7 @@ export class ReplicationController {
       throw e;
     });
     const types = resolveResourceTypes(spec.resourceTypes, spec.excludeResourceTypes, await source.discover()).types;
-    return scaledDownSourceWorkloads(source, namespaces, { types, labelSelector: spec.plan.labelSelector });
+    return scaledDownSourceWorkloads(source, namespaces, { by: spec.replication, types });
   }
 
   private async sourceToRestore(rep: Replication): Promise<KubeClient> {

@@ -97,6 +97,7 @@ async function sourceRestored(): Promise<void> {
   const web = await get(src, 'deployment', NS, 'web');
   assert.equal(web?.spec?.replicas, 3, 'the source is restored');
   assert.equal(web?.metadata.annotations?.['dr-syncer.io/original-replicas'], undefined);
+  assert.equal(web?.metadata.annotations?.['dr-syncer.io/scaled-down-by'], undefined);
   assert.equal(await replicas(src, 'deployment', 'api'), 2);
   assert.equal((await get(src, 'cronjob', NS, 'report'))?.spec?.suspend, false);
 }
@@ -264,6 +265,7 @@ describe('failover and failback as commits', () => {
     const web = await get(src, 'deployment', NS, 'web');
     assert.equal(web?.spec?.replicas, 0, 'cutover: the source is scaled down');
     assert.equal(web?.metadata.annotations?.['dr-syncer.io/original-replicas'], '3');
+    assert.equal(web?.metadata.annotations?.['dr-syncer.io/scaled-down-by'], 'dr-syncer/shop', 'marked as this Replication\'s cutover');
     assert.equal((await get(src, 'cronjob', NS, 'report'))?.spec?.suspend, true);
     const o = await rep();
     assert.equal(o.status?.phase, 'FailedOver');
@@ -354,12 +356,12 @@ describe('failover and failback as commits', () => {
     await git.git(['push', '-q', 'origin', 'HEAD:main'], clone);
     const removal = await head();
 
-    // A workload of a type this Replication does not sync, at 0 with the cutover's annotation
-    // (another Replication's cutover, say): not this failback's to restore.
+    // A workload another Replication's cutover scaled down, in the same namespace: not this
+    // failback's to restore.
     await kubectl(src.kubeconfigPath, ['apply', '-f', '-'], { input: `
 apiVersion: apps/v1
 kind: StatefulSet
-metadata: {name: db, namespace: ${NS}, annotations: {dr-syncer.io/original-replicas: "4"}}
+metadata: {name: db, namespace: ${NS}, annotations: {dr-syncer.io/original-replicas: "4", dr-syncer.io/scaled-down-by: dr-syncer/db}}
 spec: {replicas: 0, serviceName: db, selector: {matchLabels: {app: db}}, template: {metadata: {labels: {app: db}}, spec: {containers: [{name: db, image: "postgres:16"}]}}}
 ` });
 
@@ -380,7 +382,7 @@ spec: {replicas: 0, serviceName: db, selector: {matchLabels: {app: db}}, templat
     assert.equal(st.sourceScaledDown, false);
     assert.match(st.message ?? '', /^failed back without a commit \(.*holds no folder of Replication .*\): the DR cluster is on standby again, the source workloads were restored; syncs resumed$/);
     await sourceRestored();
-    assert.equal(await replicas(src, 'statefulset', 'db'), 0, 'a type the Replication does not sync is left as it is');
+    assert.equal(await replicas(src, 'statefulset', 'db'), 0, 'another Replication\'s cutover is left as it is');
     // The sync resumes and writes the folder again, DR at 0.
     await until('the folder is written again', async () => (await git.git(['ls-tree', '-r', '--name-only', 'origin/main'], await git.clone('dr'))).includes('clusters/dr/shop/deployment.apps-web.yaml'));
     await drFileIdle();

@@ -29,6 +29,20 @@ describe('server-managed fields', () => {
     const out = ok(cm);
     assert.deepEqual(Object.keys(out.metadata).sort(), ['name', 'namespace']);
   });
+  it('removes only the server annotations, keeping the order of the others; none left, no annotations', () => {
+    const cm = configMap('c', { a: '1' });
+    cm.metadata.annotations = { z: '1', 'deployment.kubernetes.io/revision': '2', a: '3', 'kubectl.kubernetes.io/last-applied-configuration': '{}' };
+    assert.deepEqual(Object.entries(ok(cm).metadata.annotations ?? {}), [['z', '1'], ['a', '3']]);
+    cm.metadata.annotations = { 'deployment.kubernetes.io/revision': '2' };
+    assert.equal('annotations' in ok(cm).metadata, false);
+    cm.metadata.labels = {};
+    assert.equal('labels' in ok(cm).metadata, false);
+  });
+  it('a workload a failover cutover scaled down: the DR file keeps the count it remembered, not which Replication scaled it down', () => {
+    const out = ok(deployment('web', 0, { annotations: { 'dr-syncer.io/original-replicas': '3', 'dr-syncer.io/scaled-down-by': 'dr-syncer/shop' } }));
+    assert.equal(out.metadata.annotations?.['dr-syncer.io/original-replicas'], '3');
+    assert.equal(out.metadata.annotations?.['dr-syncer.io/scaled-down-by'], undefined);
+  });
   it('never mutates its input', () => {
     const d = deployment();
     const before = structuredClone(d);

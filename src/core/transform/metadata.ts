@@ -1,7 +1,7 @@
 // Removes what the source API server and its controllers own: identity, bookkeeping and status.
 // Applying these to another cluster is at best noise and at worst rejected (managedFields with
 // server-side apply) or harmful (ownerReferences to UIDs that do not exist there).
-import type { KubeObject } from '../types.ts';
+import type { KubeObject, ObjectMeta } from '../types.ts';
 import { isRecord, setOwn } from '../types.ts';
 
 const SERVER_METADATA = [
@@ -11,7 +11,13 @@ const SERVER_METADATA = [
 
 export const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
 
-/** Annotations written by kubectl or controllers, never by the application's owner. */
+/**
+ * On a source workload a failover's cutover scaled down: the Replication whose cutover did
+ * ("namespace/name"). A failback restores only its own; never written to the DR repository.
+ */
+export const SCALED_DOWN_BY = 'dr-syncer.io/scaled-down-by';
+
+/** Annotations written by kubectl or controllers (dr-syncer's cutover too), never by the application's owner. */
 export const SERVER_ANNOTATIONS: readonly string[] = [
   LAST_APPLIED,
   'deployment.kubernetes.io/revision',
@@ -25,23 +31,65 @@ export const SERVER_ANNOTATIONS: readonly string[] = [
   'volume.kubernetes.io/storage-provisioner',
   'endpoints.kubernetes.io/last-change-trigger-time',
   'kubernetes.io/service-account.uid',
+  SCALED_DOWN_BY,
 ];
 
+const SERVER_METADATA_SET: ReadonlySet<string> = new Set(SERVER_METADATA);
+const SERVER_ANNOTATION_SET: ReadonlySet<string> = new Set(SERVER_ANNOTATIONS);
+
 export function stripServerFields(obj: KubeObject): KubeObject {
-  const { status: _status, ...rest } = obj;
-  const md = { ...rest.metadata };
-  for (const f of SERVER_METADATA) delete md[f];
-  if (md.generateName !== undefined && md.name) delete md.generateName;
-  if (md.annotations) {
-    const ann = { ...md.annotations };
-    for (const a of SERVER_ANNOTATIONS) delete ann[a];
-    if (Object.keys(ann).length === 0) delete md.annotations;
-    else md.annotations = ann;
+  // Copied key by key, not spread and then deleted from: `delete` turns a copy into a slow
+  // dictionary object, and every later step (and the YAML emitter) reads it again.
+  const out = {} as KubeObject;
+  for (const k of Object.keys(obj)) {
+    if (k === 'status') continue;
+    const v = k === 'metadata' ? serverFreeMetadata(obj.metadata) : k === 'spec' ? withoutNullTimestamps(obj.spec) : obj[k];
+    if (v !== undefined) setOwn(out, k, v);
   }
-  if (md.labels && Object.keys(md.labels).length === 0) delete md.labels;
-  const out: KubeObject = { ...rest, metadata: md };
-  if (rest.spec !== undefined) out.spec = withoutNullTimestamps(rest.spec);
+  out.metadata ??= {} as ObjectMeta;
   return out;
+}
+
+function serverFreeMetadata(src: ObjectMeta): ObjectMeta {
+  const md = {} as ObjectMeta;
+  for (const k of Object.keys(src)) {
+    if (SERVER_METADATA_SET.has(k)) continue;
+    if (k === 'generateName' && src.name) continue;
+    if (k === 'labels' && src.labels && isEmpty(src.labels)) continue;
+    if (k === 'annotations' && src.annotations) {
+      const ann = withoutServerAnnotations(src.annotations);
+      if (ann) md.annotations = ann;
+      continue;
+    }
+    setOwn(md, k, src[k]);
+  }
+  return md;
+}
+
+/** The annotations less the server's (the same object when it has none of them); undefined when none are left. */
+function withoutServerAnnotations(ann: Record<string, string>): Record<string, string> | undefined {
+  let out: Record<string, string> | undefined;
+  let kept = 0;
+  const keys = Object.keys(ann);
+  for (const [i, k] of keys.entries()) {
+    if (SERVER_ANNOTATION_SET.has(k)) {
+      // The first one removed: copy what came before it.
+      if (out === undefined) {
+        out = {};
+        for (const before of keys.slice(0, i)) setOwn(out, before, ann[before]);
+      }
+      continue;
+    }
+    kept++;
+    if (out !== undefined) setOwn(out, k, ann[k]);
+  }
+  if (kept === 0) return undefined;
+  return out ?? ann;
+}
+
+function isEmpty(o: Record<string, unknown>): boolean {
+  for (const _ in o) return false;
+  return true;
 }
 
 /**
@@ -51,12 +99,18 @@ export function stripServerFields(obj: KubeObject): KubeObject {
  */
 function withoutNullTimestamps(v: unknown): unknown {
   if (Array.isArray(v)) {
-    const items = v.map(withoutNullTimestamps);
-    return items.some((x, i) => x !== v[i]) ? items : v;
+    let items: unknown[] | undefined;
+    for (let i = 0; i < v.length; i++) {
+      const next = withoutNullTimestamps(v[i]);
+      if (next !== v[i]) (items ??= [...v])[i] = next;
+    }
+    return items ?? v;
   }
   if (!isRecord(v)) return v;
   let out: Record<string, unknown> | undefined;
-  for (const [k, child] of Object.entries(v)) {
+  for (const k of Object.keys(v)) {
+    const child = v[k];
+    if (typeof child !== 'object' || child === null) continue;
     let next = withoutNullTimestamps(child);
     if (k === 'metadata' && isRecord(next) && next.creationTimestamp === null) {
       const { creationTimestamp: _ts, ...md } = next;
