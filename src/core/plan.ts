@@ -46,7 +46,7 @@ export interface NamespacePlan {
   errors: ObjectError[];
 }
 
-export const isSecret = (o: KubeObject): boolean => apiGroupOf(o.apiVersion) === '' && o.kind === 'Secret';
+export const isSecret = (o: KubeObject): boolean => o.kind === 'Secret' && apiGroupOf(o.apiVersion) === '';
 
 /**
  * Secrets are never read when none are written (mode Omit): not listed, not watched, not held in
@@ -59,7 +59,7 @@ export function planNamespace(
   sourceNamespace: string,
   destinationNamespace: string,
   opts: PlanOptions,
-  previous: (obj: KubeObject) => KubeObject | undefined = () => undefined,
+  previous?: (obj: KubeObject) => KubeObject | undefined,
   reuse: (obj: KubeObject) => ReusedFile | undefined = () => undefined,
 ): NamespacePlan {
   const { selected, skipped } = selectObjects(listed, opts);
@@ -81,8 +81,8 @@ export function planNamespace(
       reusedKinds.push(kept.kind);
       continue;
     }
-    const dest = { ...obj, metadata: { ...obj.metadata, namespace: destinationNamespace } };
-    const res = transformObject(obj, tOpts, previous(dest));
+    const prev = previous?.({ ...obj, metadata: { ...obj.metadata, namespace: destinationNamespace } });
+    const res = transformObject(obj, tOpts, prev);
     if (!res.ok) {
       errors.push({ ref: objectRef(obj), file: objectFileName(obj), message: res.error });
       continue;

@@ -109,9 +109,9 @@ export function renderNamespace(basePath: string, ns: NamespaceInput, owner: Own
   const files = new Map<string, string>();
   const unchanged = new Map(ns.reused);
   files.set(NAMESPACE_FILE, toYaml(namespaceObject(ns, owner)));
-  const sorted = [...ns.objects].sort((a, b) => objectFileName(a).localeCompare(objectFileName(b)));
-  for (const obj of sorted) {
-    const name = objectFileName(obj);
+  // In file name order (the order of the duplicate check), each name computed once.
+  const named = ns.objects.map((obj) => ({ name: objectFileName(obj), obj })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  for (const { name, obj } of named) {
     if (files.has(name) || unchanged.has(name)) throw new RenderError(`two objects render to ${ns.destinationNamespace}/${name}; rename one or exclude its type`);
     files.set(name, toYaml(gitopsAnnotations(obj)));
   }

@@ -62,7 +62,9 @@ export function isRecord(v: unknown): v is Record<string, unknown> {
  * plain assignment would turn into a prototype change, silently dropping the data.
  */
 export function setOwn(obj: Record<string, unknown>, key: string, value: unknown): void {
-  Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+  // Only that key needs defineProperty (about 20x slower, and this runs for every key of every object).
+  if (key === '__proto__') Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+  else obj[key] = value;
 }
 
 /** Deep copy of JSON data. Transforms never mutate their input. */

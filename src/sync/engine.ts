@@ -633,7 +633,7 @@ async function renderSourceNamespace(ns: SourceNamespace, spec: SyncSpec, src: P
     cache!.keep(ns.destination, key!, hit);
     return hit;
   };
-  const plan: NamespacePlan = planNamespace(ns.listed, ns.source, ns.destination, spec.plan, prevOf, reuse);
+  const plan: NamespacePlan = planNamespace(ns.listed, ns.source, ns.destination, spec.plan, previous.size ? prevOf : undefined, reuse);
   out.skipped.push(...plan.skipped);
   out.errors.push(...plan.errors);
   let objects = plan.objects;
