@@ -552,16 +552,18 @@ export class GitRepo {
       entries.push({ mode: '100644', path: file, oid, type: 'blob' });
     }
     objects.push(...blobs);
-    // An object whose deflate failed has no `packed`: the store deflates it when it writes it.
-    const deflated = deflateBatch(blobs.map((b) => b.data)).then((out) => {
-      blobs.forEach((b, i) => (b.packed = packObject('blob', b.data, b.oid, out[i])));
-    }, () => {});
     const data = encodeTree(entries);
     const tree = hashObject('tree', data);
     if (tree !== oldTree) {
       objects.push({ oid: tree, type: 'tree', data });
       this.store.remember(tree, { entries, size: data.length });
     }
+    // The new blobs and the tree deflated together (the tree too: deflated inline, the folders'
+    // trees cost ~25 ms of the write after the last LIST at 10,000 objects). An object whose
+    // deflate failed has no `packed`: the store deflates it when it writes it.
+    const deflated = deflateBatch(objects.map((o) => o.data)).then((out) => {
+      objects.forEach((o, i) => (o.packed = packObject(o.type, o.data, o.oid, out[i])));
+    }, () => {});
     return { prepared: true, tree, entries, objects, deflated };
   }
 
