@@ -122,7 +122,8 @@ async function dryRun(action: Action, ctx: ReplicationContext, cutover: boolean,
         const n = (o.spec as { replicas?: number } | undefined)?.replicas ?? 1;
         if (action === 'failover' && n > 0) lines.push(`  source ${w.kind} ${w.sourceNamespace}/${w.name}: replicas ${n} -> 0`);
         const step = action === 'failback' ? restoreStep(w.kind, o, ctx.key) : undefined;
-        if (step) lines.push(`  source ${w.kind} ${w.sourceNamespace}/${w.name}: ${step.change}`);
+        if (step && 'change' in step) lines.push(`  source ${w.kind} ${w.sourceNamespace}/${w.name}: ${step.change}`);
+        if (step && 'otherReplication' in step) lines.push(`  source ${w.kind} ${w.sourceNamespace}/${w.name}: left as it is (scaled down by ${step.otherReplication}'s cutover)`);
       }
     } catch (err) {
       const why = err instanceof CommandError ? err.message : `the source cluster does not answer: ${message(err)}`;

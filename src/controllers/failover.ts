@@ -7,7 +7,8 @@ import { KubeApiError } from '../adapters/kube/client.ts';
 import { standbyWorkload } from '../core/failover.ts';
 import { SCALED_DOWN_BY } from '../core/transform/metadata.ts';
 import { ORIGINAL_REPLICAS, ORIGINAL_SUSPEND } from '../core/transform/workloads.ts';
-import type { KubeObject, ResourceType } from '../core/types.ts';
+import { matchesSelector } from '../core/labels.ts';
+import type { KubeObject, LabelSelector, ResourceType } from '../core/types.ts';
 import { isRecord } from '../core/types.ts';
 import type { RepoWorkload } from '../sync/failover.ts';
 
@@ -74,61 +75,70 @@ export async function scaleSourceDown(source: KubeClient, workloads: readonly Re
 
 /**
  * What a failback of Replication `by` does to source workload `o` (a `kind`): it gets the state
- * the cutover remembered back, and the annotations go (`patch`, `change` as "replicas 0 -> 3");
- * undefined when there is nothing to do. One that another Replication's cutover scaled down is
- * left as it is; one without the mark (a cutover before the mark existed) is restored as before;
- * one already running again (restored by hand) only loses the cutover's annotations.
+ * the cutover remembered back and the annotations go (`patch`, `change` as "replicas 0 -> 3");
+ * `otherReplication` when another Replication's cutover scaled it down (that one's failback
+ * restores it); undefined when there is nothing to do. A workload without the mark (a cutover
+ * before the mark existed) is restored as before; one of ours already running again (started
+ * by hand) or whose remembered state is gone only loses our annotations.
  */
-export function restoreStep(kind: string, o: KubeObject, by: string): { patch: Record<string, unknown>; change: string } | undefined {
+export function restoreStep(kind: string, o: KubeObject, by: string): { patch: Record<string, unknown>; change: string } | { otherReplication: string } | undefined {
   if (!isRecord(o.spec)) return undefined;
   const annotations = o.metadata.annotations ?? {};
   const mark = annotations[SCALED_DOWN_BY];
-  if (mark !== undefined && mark !== by) return undefined;
+  if (mark !== undefined && mark !== by) return { otherReplication: mark };
   const remembered = kind === 'CronJob' ? ORIGINAL_SUSPEND : ORIGINAL_REPLICAS;
   const metadata = { annotations: { [remembered]: null, [SCALED_DOWN_BY]: null }, resourceVersion: o.metadata.resourceVersion };
   const down = kind === 'CronJob' ? o.spec.suspend === true : replicasOf(o) === 0;
-  if (!down) {
-    if (mark === undefined || annotations[remembered] === undefined) return undefined;
-    return { patch: { metadata }, change: "running again already (restored by hand), the cutover's annotations removed" };
-  }
-  if (kind === 'CronJob') {
-    return annotations[ORIGINAL_SUSPEND] === 'false' ? { patch: { metadata, spec: { suspend: false } }, change: 'suspended -> active' } : undefined;
-  }
   const count = annotations[ORIGINAL_REPLICAS];
-  if (count === undefined || !/^\d+$/.test(count)) return undefined;
-  return { patch: { metadata, spec: { replicas: Number(count) } }, change: `replicas 0 -> ${count}` };
+  if (down && kind === 'CronJob' && annotations[ORIGINAL_SUSPEND] === 'false') return { patch: { metadata, spec: { suspend: false } }, change: 'suspended -> active' };
+  if (down && kind !== 'CronJob' && count !== undefined && /^\d+$/.test(count)) return { patch: { metadata, spec: { replicas: Number(count) } }, change: `replicas 0 -> ${count}` };
+  if (mark === undefined) return undefined;
+  return { patch: { metadata }, change: down ? "left as it is (the state the cutover remembered is gone): the cutover's annotations go" : "running again already (started by hand): the cutover's annotations go" };
 }
 
-/** Failback of Replication `by`: restoreStep for each of `workloads`. Returns what it changed, "Deployment shop/web: replicas 0 -> 3". */
-export async function restoreSource(source: KubeClient, workloads: readonly RepoWorkload[], by: string): Promise<string[]> {
+/**
+ * Failback of Replication `by`: restoreStep for each of `workloads`. `changed` says what it did
+ * ("Deployment shop/web: replicas 0 -> 3"); `othersMarked`, which it left to another
+ * Replication's failback ("Deployment shop/db (scaled down by dr-syncer/db)").
+ */
+export async function restoreSource(source: KubeClient, workloads: readonly RepoWorkload[], by: string): Promise<{ changed: string[]; othersMarked: string[] }> {
   const changed: string[] = [];
+  const othersMarked: string[] = [];
   for (const w of workloads) {
     if (!PATHS[w.kind]) continue;
     const p = objectPath(w.kind, w.sourceNamespace, w.name);
     const o = await getOrUndefined(source, p);
     const step = o && restoreStep(w.kind, o, by);
     if (!step) continue;
+    const ref = `${w.kind} ${w.sourceNamespace}/${w.name}`;
+    if ('otherReplication' in step) {
+      othersMarked.push(`${ref} (scaled down by ${step.otherReplication})`);
+      continue;
+    }
     await patch(source, p, step.patch);
-    changed.push(`${w.kind} ${w.sourceNamespace}/${w.name}: ${step.change}`);
+    changed.push(`${ref}: ${step.change}`);
   }
-  return changed;
+  return { changed, othersMarked };
 }
 
 /**
- * The workloads in the source namespaces that the cutover of Replication `select.by` scaled down
- * (they carry its mark), among the Replication's types (those it may list): what a failback
- * restores when the DR repository no longer says which they were (its folders removed by hand
- * while failed over). By the mark, not by the Replication's label selector: a label changed
- * during the failover must not leave a workload down.
+ * The workloads in the source namespaces that the cutover of Replication `select.by` scaled
+ * down, among the Replication's types (those it may list): what a failback restores when the DR
+ * repository no longer says which they were (its folders removed by hand while failed over).
+ * Ours by the mark, whatever their labels are now (a label changed during the failover must not
+ * leave a workload down); a workload scaled down before the mark existed, by its remembered
+ * state and the Replication's label selector (as it was found then).
  */
-export async function scaledDownSourceWorkloads(source: KubeClient, namespaces: readonly { source: string; destination: string }[], select: { by: string; types: readonly ResourceType[] }): Promise<RepoWorkload[]> {
+export async function scaledDownSourceWorkloads(source: KubeClient, namespaces: readonly { source: string; destination: string }[], select: { by: string; types: readonly ResourceType[]; labelSelector?: LabelSelector }): Promise<RepoWorkload[]> {
   const out: RepoWorkload[] = [];
   const kinds = Object.keys(PATHS).filter((kind) => select.types.some((t) => t.kind === kind && PATHS[kind]!.startsWith(`/apis/${t.group}/`)));
   for (const ns of namespaces) {
     for (const kind of kinds) {
+      const remembered = kind === 'CronJob' ? ORIGINAL_SUSPEND : ORIGINAL_REPLICAS;
       for (const o of await listOf(source, kind, ns.source)) {
-        if (o.metadata.annotations?.[SCALED_DOWN_BY] !== select.by) continue;
-        out.push({ kind, name: o.metadata.name, sourceNamespace: ns.source, destinationNamespace: ns.destination });
+        const a = o.metadata.annotations ?? {};
+        const ours = a[SCALED_DOWN_BY] === undefined ? a[remembered] !== undefined && matchesSelector(o.metadata.labels, select.labelSelector) : a[SCALED_DOWN_BY] === select.by;
+        if (ours) out.push({ kind, name: o.metadata.name, sourceNamespace: ns.source, destinationNamespace: ns.destination });
       }
     }
   }

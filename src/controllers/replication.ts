@@ -531,7 +531,7 @@ export class ReplicationController {
       }
     }
     // The workloads failing back: the repository's; with its folders gone, those the cutover
-    // scaled down at the source (they carry the state it remembered); without a cutover, none.
+    // scaled down at the source (they carry its mark); without a cutover, none.
     const workloads = r ? r.all : st.sourceScaledDown ? await this.scaledDownAtSource(rep, target) : [];
     // No commit now: an earlier pass of this failback made it (the failback commit in the status
     // is this one's only while one is under way).
@@ -567,7 +567,12 @@ export class ReplicationController {
       const id = (w: RepoWorkload) => `${w.kind}/${w.sourceNamespace}/${w.name}`;
       const inRepo = new Set(workloads.map(id));
       const restored = await restoreSource(source, [...workloads, ...fromSource.filter((w) => !inRepo.has(id(w)))], key);
-      if (restored.length) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'SourceRestored', `failback: ${restored.join(', ')}`);
+      if (restored.changed.length) this.d.events.event(rep as unknown as KubeObject, 'Normal', 'SourceRestored', `failback: ${restored.changed.join(', ')}`);
+      if (restored.othersMarked.length) {
+        this.d.events.event(rep as unknown as KubeObject, 'Warning', 'SourceLeftToOthers',
+          `failback: left at the source as they are, another Replication's cutover scaled them down and its failback restores them: ${restored.othersMarked.join(', ')}. ` +
+          'If that Replication is gone, restore one by hand: kubectl scale, then kubectl annotate <kind>/<name> dr-syncer.io/scaled-down-by- dr-syncer.io/original-replicas-');
+      }
     }
     const how = r ? `failed back in commit ${commit?.slice(0, 12) ?? '(none)'}` : `failed back without a commit (${gone})`;
     // (What the status says, not what this pass changed: an earlier pass may have restored them.)
@@ -587,7 +592,7 @@ export class ReplicationController {
       throw e;
     });
     const types = resolveResourceTypes(spec.resourceTypes, spec.excludeResourceTypes, await source.discover()).types;
-    return scaledDownSourceWorkloads(source, namespaces, { by: spec.replication, types });
+    return scaledDownSourceWorkloads(source, namespaces, { by: spec.replication, types, labelSelector: spec.plan.labelSelector });
   }
 
   private async sourceToRestore(rep: Replication): Promise<KubeClient> {

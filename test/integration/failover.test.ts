@@ -282,6 +282,13 @@ describe('failover and failback as commits', () => {
 
   it('failback: DR back to 0 in one commit, then the source restored and the sync resumed', async () => {
     const failoverCommit = await head();
+    // The preview says what the failback would restore at the source, and writes nothing.
+    const preview = await cli(['failback', REP, '--dry-run']);
+    assert.equal(preview.code, 0, preview.stderr);
+    assert.match(preview.stderr, /^ {2}source Deployment shop\/web: replicas 0 -> 3$/m);
+    assert.match(preview.stderr, /^ {2}source Deployment shop\/api: replicas 0 -> 2$/m);
+    assert.equal(await head(), failoverCommit, 'the preview pushes nothing');
+    assert.equal(await replicas(src, 'deployment', 'web'), 0, 'the preview restores nothing');
     // Flux applies whatever the failback commits while the CLI waits for the DR cluster to be at 0.
     let stop = false;
     const applier = (async () => {

@@ -48,6 +48,13 @@ describe('server-managed fields', () => {
     const before = structuredClone(d);
     ok(d, { destinationNamespace: 'shop-dr' });
     assert.deepEqual(d, before);
+    // Annotations without a server one are passed on as they are: a later step must copy them.
+    const cm = configMap('c', { a: '1' });
+    cm.metadata.annotations = { team: 'payments' };
+    const cmBefore = structuredClone(cm);
+    const out = ok(cm, { destinationNamespace: 'shop-dr', transforms: [{ patch: [{ op: 'add', path: '/metadata/annotations/extra', value: 'x' }, { op: 'replace', path: '/metadata/annotations/team', value: 'dr' }] }] });
+    assert.deepEqual(out.metadata.annotations, { team: 'dr', extra: 'x' });
+    assert.deepEqual(cm, cmBefore);
   });
 });
 
