@@ -133,20 +133,26 @@ try {
     return [...text.matchAll(/^apiserver_request_total\{([^}]*)\} (\d+)/gm)]
       .filter(([, l]) => l!.includes('verb="LIST"') && l!.includes('resource="configmaps"')).reduce((a, [, , n]) => a + Number(n), 0);
   };
-  type RepStatus = { lastSyncTime?: string; lastSyncDuration?: string; lastCommit?: string; conditions?: { type: string; reason: string }[] };
+  type RepStatus = { lastSyncTime?: string; lastSyncDuration?: string; lastCommit?: string; observedGeneration?: number; conditions?: { type: string; reason: string }[] };
   const memStatus = async () => (await client.get<{ status?: RepStatus }>('/apis/dr-syncer.io/v1alpha1/namespaces/dr-syncer/replications/mem')).status ?? {};
-  await client.request('PATCH', '/apis/dr-syncer.io/v1alpha1/namespaces/dr-syncer/replications/mem', { spec: { continuous: { debounce: values.debounce, resyncInterval: '5s' } } }, 'application/merge-patch+json');
+  const patched = await client.request<{ metadata: { generation: number } }>('PATCH', '/apis/dr-syncer.io/v1alpha1/namespaces/dr-syncer/replications/mem', { spec: { continuous: { debounce: values.debounce, resyncInterval: '5s' } } }, 'application/merge-patch+json');
+  // The sync the spec change asks for first (the status names the new generation): the LISTs
+  // are counted from its end, over the resyncs that follow.
+  const tg = Date.now();
+  let st0 = await memStatus();
+  while ((st0.observedGeneration ?? 0) < patched.metadata.generation && Date.now() - tg < 300_000) {
+    await sleep(100);
+    st0 = await memStatus();
+  }
+  const lists0 = await listCount();
   const resyncs: { s: number; reason?: string }[] = [];
-  let seen = (await memStatus()).lastSyncTime;
-  let lists0 = -1;
+  let seen = st0.lastSyncTime;
   const tr = Date.now();
   while (resyncs.length < 4 && Date.now() - tr < 120_000) {
     const st = await memStatus();
     if (st.lastSyncTime && st.lastSyncTime !== seen) {
       seen = st.lastSyncTime;
-      // The first sync after the patch is the full one the spec change asks for; the resyncs come after it.
-      if (lists0 < 0) lists0 = await listCount();
-      else resyncs.push({ s: parseFloat(st.lastSyncDuration ?? 'NaN'), reason: st.conditions?.find((c) => c.type === 'Synced')?.reason });
+      resyncs.push({ s: parseFloat(st.lastSyncDuration ?? 'NaN'), reason: st.conditions?.find((c) => c.type === 'Synced')?.reason });
     }
     await sleep(100);
   }

@@ -758,7 +758,8 @@ export class ReplicationController {
       const result = await grouped;
       this.d.metrics.syncDuration.observe({ replication: key, result: 'success' }, (performance.now() - t0) / 1000);
       if (result.attempts > 1) this.d.metrics.pushFailures.inc({ replication: key }, result.attempts - 1);
-      return { ...result, startedAt };
+      // The whole sync, its read of the source included (runSync's own time starts after it).
+      return { ...result, durationMs: Math.round(performance.now() - t0), startedAt };
     } catch (err) {
       joined();
       this.d.metrics.syncDuration.observe({ replication: key, result: 'error' }, (performance.now() - t0) / 1000);

@@ -1,4 +1,4 @@
-// A TCP proxy in front of a real API server, for tests of a cluster that stops answering:
+// A TCP proxy in front of a real API server, for tests of a cluster that stops answering or is slow:
 // blackhole() kills the open connections and lets new ones hang (accepted, never answered), as
 // a dropped route does; restore() forwards again. TLS passes through untouched (the test API
 // server's certificate is valid for 127.0.0.1, whatever the port).
@@ -8,6 +8,8 @@ import path from 'node:path';
 
 export interface Proxy {
   port: number;
+  /** Holds every chunk the server sends for `ms` before passing it on (0: none), as a slow link does. */
+  delay(ms: number): void;
   blackhole(): void;
   restore(): void;
   close(): Promise<void>;
@@ -15,6 +17,7 @@ export interface Proxy {
 
 export async function startProxy(targetPort: number): Promise<Proxy> {
   let dark = false;
+  let delayMs = 0;
   const sockets = new Set<net.Socket>();
   const server = net.createServer((inbound) => {
     sockets.add(inbound);
@@ -26,11 +29,35 @@ export async function startProxy(targetPort: number): Promise<Proxy> {
     outbound.on('close', () => sockets.delete(outbound));
     outbound.on('error', () => inbound.destroy());
     inbound.on('error', () => outbound.destroy());
-    inbound.pipe(outbound).pipe(inbound);
+    inbound.pipe(outbound);
+    // In order: while a chunk is held, nothing more is read from the server (and its end waits).
+    let held = false;
+    let ended = false;
+    outbound.on('data', (chunk: Buffer) => {
+      if (delayMs <= 0) {
+        inbound.write(chunk);
+        return;
+      }
+      held = true;
+      outbound.pause();
+      setTimeout(() => {
+        inbound.write(chunk);
+        held = false;
+        if (ended) inbound.end();
+        else outbound.resume();
+      }, delayMs);
+    });
+    outbound.on('end', () => {
+      if (held) ended = true;
+      else inbound.end();
+    });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return {
     port: (server.address() as net.AddressInfo).port,
+    delay(ms) {
+      delayMs = ms;
+    },
     blackhole() {
       dark = true;
       for (const s of sockets) s.destroy();

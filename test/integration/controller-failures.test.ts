@@ -36,7 +36,7 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'drs-ctlfail-'));
 const log = createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent', pretty: false });
 
 type Cond = { type: string; status: string; reason: string; message: string };
-type Status = { phase?: string; lastSyncTime?: string; lastCommit?: string; lastError?: { reason?: string; message: string }; conditions?: Cond[]; gitTargets?: unknown[] };
+type Status = { phase?: string; lastSyncTime?: string; lastSyncDuration?: string; lastCommit?: string; lastError?: { reason?: string; message: string }; conditions?: Cond[]; gitTargets?: unknown[] };
 type Obj = { metadata: { annotations?: Record<string, string>; finalizers?: string[] }; status?: Status };
 
 const ctlApply = (yaml: string, ns = 'dr-syncer') => kubectl(ctl.kubeconfigPath, ['-n', ns, 'apply', '-f', '-'], { input: yaml });
@@ -214,6 +214,23 @@ describe('the operator when things fail', () => {
     proxy.restore();
     await until('the change made while it did not answer lands', async () => (await repoValue('fail/far/far/configmap-a.yaml')) === '2', 60_000);
     await until('sync-now cleared', async () => (await getRep('far')).metadata.annotations?.['dr-syncer.io/sync-now'] === undefined);
+  });
+
+  it('status.lastSyncDuration is the whole sync, the read of a slow source included', async (t) => {
+    await srcApply(`${namespace('slow')}\n${configMap('slow', 'a', '1')}`);
+    await ctlApply(replication('slow', { sourceCluster: 'far', sourceNamespace: 'slow' }));
+    await until('synced', async () => (await getRep('slow')).status?.phase === 'Synced' && (await repoValue('fail/slow/slow/configmap-a.yaml')) === '1');
+    const before = (await getRep('slow')).status?.lastSyncTime;
+    // Every answer of the source comes 0.6 s later: the read (the namespace, then its LIST) takes
+    // at least 1.2 s; the rest of the sync (render, Git) does not go near the source.
+    proxy.delay(600);
+    t.after(() => proxy.delay(0));
+    await kubectl(src.kubeconfigPath, ['-n', 'slow', 'patch', 'configmap', 'a', '--type=merge', '-p', '{"data":{"v":"2"}}']);
+    const st = await until('the change synced', async () => {
+      const s = (await getRep('slow')).status;
+      return s?.phase === 'Synced' && s.lastSyncTime !== before && (await repoValue('fail/slow/slow/configmap-a.yaml')) === '2' ? s : undefined;
+    }, 60_000);
+    assert.ok(Number.parseFloat(st.lastSyncDuration ?? '0') >= 1.2, `lastSyncDuration ${st.lastSyncDuration}: the read of the source is part of the sync`);
   });
 
   it('status-only changes at the source are not syncs', async () => {
