@@ -567,7 +567,7 @@ export const ReplicationStatus = Type.Object(
     ),
     lastSyncTime: Type.Optional(Timestamp('When the last successful sync finished.')),
     lastSyncStartTime: Type.Optional(Timestamp('When the last successful sync started reading the source: the DR repository holds the source as it was then.')),
-    lastSyncDuration: Type.Optional(Type.String({ description: 'How long the last sync took, for example "1.2s".' })),
+    lastSyncDuration: Type.Optional(Type.String({ description: 'How long the last sync took, from reading the source to the push, for example "1.2s".' })),
     nextSyncTime: Type.Optional(Timestamp('When the next scheduled sync is due (Scheduled mode, and Continuous mode\'s resync).')),
     lastManualSync: Type.Optional(
       Type.String({ description: 'The spec.trigger.manual value the controller handled last. Equal to spec.trigger.manual once the requested sync ran.' }),
