@@ -96,6 +96,9 @@ export function restoreStep(kind: string, o: KubeObject, by: string): { patch: R
   return { patch: { metadata }, change: down ? "left as it is (the state the cutover remembered is gone): the cutover's annotations go" : "running again already (started by hand): the cutover's annotations go" };
 }
 
+/** How to restore by hand a workload whose cutover's Replication is gone. */
+export const RESTORE_BY_HAND = `kubectl scale it (a CronJob: set spec.suspend to false), then kubectl annotate it ${SCALED_DOWN_BY}- ${ORIGINAL_REPLICAS}- (a CronJob: ${ORIGINAL_SUSPEND}-)`;
+
 /**
  * Failback of Replication `by`: restoreStep for each of `workloads`. `changed` says what it did
  * ("Deployment shop/web: replicas 0 -> 3"); `othersMarked`, which it left to another

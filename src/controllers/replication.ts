@@ -30,7 +30,7 @@ import { SyncGroups } from '../sync/group.ts';
 import { RenderCache } from '../sync/render-cache.ts';
 import { commitRole, NothingToFailOver } from '../sync/failover.ts';
 import type { RepoWorkload, RoleCommitResult } from '../sync/failover.ts';
-import { activeDrWorkloads, restoreSource, scaledDownSourceWorkloads, scaleSourceDown, SPLIT_BRAIN } from './failover.ts';
+import { activeDrWorkloads, RESTORE_BY_HAND, restoreSource, scaledDownSourceWorkloads, scaleSourceDown, SPLIT_BRAIN } from './failover.ts';
 import { failbackDataStep, withoutCopyBack } from './pvc-data.ts';
 import type { SyncResult, SyncSpec } from '../sync/engine.ts';
 import { sopsSealer } from '../sync/secrets.ts';
@@ -571,7 +571,7 @@ export class ReplicationController {
       if (restored.othersMarked.length) {
         this.d.events.event(rep as unknown as KubeObject, 'Warning', 'SourceLeftToOthers',
           `failback: left at the source as they are, another Replication's cutover scaled them down and its failback restores them: ${restored.othersMarked.join(', ')}. ` +
-          'If that Replication is gone, restore one by hand: kubectl scale, then kubectl annotate <kind>/<name> dr-syncer.io/scaled-down-by- dr-syncer.io/original-replicas-');
+          `If that Replication is gone, restore one by hand: ${RESTORE_BY_HAND}`);
       }
     }
     const how = r ? `failed back in commit ${commit?.slice(0, 12) ?? '(none)'}` : `failed back without a commit (${gone})`;

@@ -35,7 +35,11 @@ export async function startProxy(targetPort: number): Promise<Proxy> {
     let ended = false;
     outbound.on('data', (chunk: Buffer) => {
       if (delayMs <= 0) {
-        inbound.write(chunk);
+        // As pipe() would: the client's backpressure reaches the server.
+        if (!inbound.write(chunk)) {
+          outbound.pause();
+          inbound.once('drain', () => outbound.resume());
+        }
         return;
       }
       held = true;

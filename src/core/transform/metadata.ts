@@ -4,7 +4,7 @@
 import type { KubeObject, ObjectMeta } from '../types.ts';
 import { isRecord, setOwn } from '../types.ts';
 
-const SERVER_METADATA = [
+export const SERVER_METADATA = [
   'uid', 'resourceVersion', 'generation', 'creationTimestamp', 'managedFields', 'selfLink',
   'ownerReferences', 'finalizers', 'deletionTimestamp', 'deletionGracePeriodSeconds',
 ] as const;
@@ -68,23 +68,11 @@ function serverFreeMetadata(src: ObjectMeta): ObjectMeta {
 
 /** The annotations less the server's (the same object when it has none of them); undefined when none are left. */
 function withoutServerAnnotations(ann: Record<string, string>): Record<string, string> | undefined {
-  let out: Record<string, string> | undefined;
-  let kept = 0;
   const keys = Object.keys(ann);
-  for (const [i, k] of keys.entries()) {
-    if (SERVER_ANNOTATION_SET.has(k)) {
-      // The first one removed: copy what came before it.
-      if (out === undefined) {
-        out = {};
-        for (const before of keys.slice(0, i)) setOwn(out, before, ann[before]);
-      }
-      continue;
-    }
-    kept++;
-    if (out !== undefined) setOwn(out, k, ann[k]);
-  }
-  if (kept === 0) return undefined;
-  return out ?? ann;
+  if (!keys.some((k) => SERVER_ANNOTATION_SET.has(k))) return keys.length ? ann : undefined;
+  const out: Record<string, string> = {};
+  for (const k of keys) if (!SERVER_ANNOTATION_SET.has(k)) setOwn(out, k, ann[k]);
+  return isEmpty(out) ? undefined : out;
 }
 
 function isEmpty(o: Record<string, unknown>): boolean {
