@@ -7,8 +7,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { planNamespace } from '../../src/core/plan.ts';
+import type { ReusedFile } from '../../src/core/plan.ts';
 import type { KubeObject } from '../../src/core/types.ts';
-import { RenderCache } from '../../src/sync/render-cache.ts';
+import { RenderCache, withKeptRenderCache } from '../../src/sync/render-cache.ts';
 import { configMap, deployment } from '../fixtures/objects.ts';
 
 const OID = 'a'.repeat(40);
@@ -126,6 +127,59 @@ describe('render cache', () => {
       fs.writeFileSync(file, folder(null, JSON.stringify([['a', 'x.yaml', OID, 'ConfigMap']])));
       assert.equal((await RenderCache.load(file)).size, 1, 'a well-formed file loads');
       assert.equal((await RenderCache.load(path.join(dir, 'missing.json'))).size, 0);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('withKeptRenderCache writes the file as soon as the sync has rendered (while it pushes), again only for what changed after, and nothing for a sync that changed nothing', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'drs-rc-'));
+    try {
+      const repo = { cacheFile: (name: string) => path.join(dir, name) };
+      const spec = { replication: 'dr/app', sourceCluster: 'prod' };
+      const file = RenderCache.fileFor(repo, spec.replication, spec.sourceCluster)!;
+      const warnings: unknown[] = [];
+      const log = { warn: (o: unknown) => void warnings.push(o) };
+      const entry = (name: string) => ({ file: `configmap-${name}.yaml`, oid: OID, kind: 'ConfigMap' });
+      const kept = async (key: string) => {
+        const c = await RenderCache.load(file);
+        c.begin(scope);
+        return c.get('shop', key);
+      };
+      let duringPush: ReusedFile | undefined;
+      await withKeptRenderCache(repo, spec, log, async (c) => {
+        c.begin(scope);
+        c.keep('shop', 'a', entry('a'));
+        c.end();
+        // The push: the file is written meanwhile.
+        await c.idle();
+        duringPush = await kept('a');
+        // The branch moved: the retry renders again, and keeps something else.
+        c.begin(scope);
+        c.keep('shop', 'b', entry('b'));
+        c.end();
+      });
+      assert.deepEqual(duringPush, entry('a'), 'written before the sync returned');
+      assert.deepEqual([await kept('a'), await kept('b')], [undefined, entry('b')], 'the retry is what the file holds at the end');
+      // A sync that fails after rendering (its push refused): what it rendered is kept, no temporary file left.
+      await assert.rejects(withKeptRenderCache(repo, spec, log, async (c) => {
+        c.begin(scope);
+        c.keep('shop', 'c', entry('c'));
+        c.end();
+        throw new Error('push refused');
+      }), /push refused/);
+      assert.deepEqual(await kept('c'), entry('c'));
+      assert.deepEqual(fs.readdirSync(dir), [path.basename(file)]);
+      // Nothing changed: nothing written (the file removed after loading stays removed).
+      await withKeptRenderCache(repo, spec, log, async (c) => {
+        fs.rmSync(file);
+        c.begin(scope);
+        c.keep('shop', 'c', entry('c'));
+        c.end();
+        await c.idle();
+      });
+      assert.equal(fs.existsSync(file), false);
+      assert.deepEqual(warnings, []);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
