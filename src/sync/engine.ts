@@ -8,6 +8,7 @@ import { blobOid, isPrepared, PushConflictError } from '../adapters/git/repo.ts'
 import type { KubeClient } from '../adapters/kube/client.ts';
 import type { Discovery } from '../adapters/kube/client.ts';
 import { KubeApiError, resourcePath } from '../adapters/kube/client.ts';
+import type { ListPage } from '../adapters/kube/client.ts';
 import { commitMessage, diffFiles } from '../core/commit.ts';
 import type { FileDiff } from '../core/commit.ts';
 import type { FileChange } from '../core/patch.ts';
@@ -185,6 +186,8 @@ const LIST_AHEAD = 4;
  * the reader goes on. Bounded so that memory stays per namespace, not per cluster.
  */
 const READ_AHEAD_OBJECTS = 5000;
+/** Objects per LIST page (client-go's informers use the same). */
+const LIST_PAGE = 500;
 
 /**
  * Resolves the requested types, or refuses the whole sync: an unknown name (a typo, a CRD being
@@ -219,7 +222,14 @@ async function resolveTypes(client: KubeClient, spec: SyncSpec, sourceCluster: s
   );
 }
 
-async function openSource(client: KubeClient, spec: SyncSpec, log: Logger): Promise<SourceStream> {
+/** What a read of the source will list: its types and namespaces, and what it knows already. */
+interface ReadPlan extends Omit<SourceRead, 'namespaces'> {
+  types: ResourceType[];
+  targets: ResolvedNamespace[];
+  stop: AbortController;
+}
+
+async function planRead(client: KubeClient, spec: SyncSpec): Promise<ReadPlan> {
   const { resolved, discovery } = await resolveTypes(client, spec, spec.sourceCluster);
   const warnings = resolved.refused.map((r) => `resource type "${r.name}" skipped: ${r.reason}`);
   if (resolved.missingDefaults.length) warnings.push(`default resource types not served by the source cluster, skipped: ${resolved.missingDefaults.join(', ')}`);
@@ -236,25 +246,133 @@ async function openSource(client: KubeClient, spec: SyncSpec, log: Logger): Prom
   // Every LIST in flight listens on it (LIST_AHEAD namespaces x the types): more than Node's
   // default of 10 is expected, each removed when its request ends.
   setMaxListeners(0, stop.signal);
-  const listNamespace = async (t: ResolvedNamespace): Promise<SourceNamespace> => {
-    const failedTypes: ResourceType[] = [];
-    const nsWarnings: (string | undefined)[] = [];
-    const lists = await Promise.all(types.map(async (rt, i) => {
-      try {
-        return (await client.list(resourcePath(rt, t.source), {}, undefined, stop.signal)).items;
-      } catch (err) {
-        failedTypes.push(rt);
-        const msg = err instanceof Error ? err.message : String(err);
-        nsWarnings[i] = `listing ${rt.resource}${rt.group ? `.${rt.group}` : ''} in ${t.source} failed; its DR files are kept as they are: ${msg}`;
-        log.warn({ err, namespace: t.source, resource: rt.resource }, 'list failed');
-        return [];
-      }
-    }));
-    return { ...t, listed: lists.flat(), failedTypes, warnings: nsWarnings.filter((w) => w !== undefined) };
-  };
   const served = new Set(discovery.types.filter((t) => t.namespaced && !t.resource.includes('/')).map((t) => typeKeyOf(t)));
+  return { types, targets, frozen, served, warnings, serverVersion: discovery.serverVersion, stop };
+}
+
+const typeName = (rt: ResourceType): string => `${rt.resource}${rt.group ? `.${rt.group}` : ''}`;
+
+/** Lists `types` in namespace `t`: one list per type, in the types' order ([] for a type whose LIST failed). */
+async function listInNamespace(client: KubeClient, t: ResolvedNamespace, types: readonly ResourceType[], signal: AbortSignal, log: Logger): Promise<Omit<SourceNamespace, 'listed'> & { lists: KubeObject[][] }> {
+  const failedTypes: ResourceType[] = [];
+  const nsWarnings: (string | undefined)[] = [];
+  const lists = await Promise.all(types.map(async (rt, i) => {
+    try {
+      return (await client.list(resourcePath(rt, t.source), {}, undefined, signal)).items;
+    } catch (err) {
+      failedTypes.push(rt);
+      const msg = err instanceof Error ? err.message : String(err);
+      nsWarnings[i] = `listing ${typeName(rt)} in ${t.source} failed; its DR files are kept as they are: ${msg}`;
+      log.warn({ err, namespace: t.source, resource: rt.resource }, 'list failed');
+      return [];
+    }
+  }));
+  return { ...t, lists, failedTypes, warnings: nsWarnings.filter((w) => w !== undefined) };
+}
+
+async function openSource(client: KubeClient, spec: SyncSpec, log: Logger): Promise<SourceStream> {
+  const { types, targets, stop, ...plan } = await planRead(client, spec);
+  const listNamespace = async (t: ResolvedNamespace): Promise<SourceNamespace> => {
+    const { lists, ...ns } = await listInNamespace(client, t, types, stop.signal, log);
+    return { ...ns, listed: lists.flat() };
+  };
   const namespaces = listAhead(targets, listNamespace, LIST_AHEAD, (ns) => ns.listed.length, READ_AHEAD_OBJECTS);
-  return { namespaces, frozen, served, warnings, serverVersion: discovery.serverVersion, cancel: () => stop.abort() };
+  return { ...plan, namespaces, cancel: () => stop.abort() };
+}
+
+/**
+ * Groups whose types kube-apiserver serves itself. Only their types are listed cluster-wide: an
+ * aggregated API server (metrics.k8s.io, or any CRD-like group behind a proxy of its own) may
+ * answer a cluster-wide LIST with fewer objects than its namespaced LISTs would (filtering what
+ * it will not show instead of refusing), and a namespace missing from the answer would have
+ * its files pruned. A refused namespaced LIST fails its type instead, and keeps them.
+ */
+const SERVED_BY_KUBE_APISERVER = new Set(['', 'apps', 'batch', 'autoscaling', 'policy', 'networking.k8s.io', 'rbac.authorization.k8s.io', 'discovery.k8s.io', 'coordination.k8s.io', 'storage.k8s.io', 'events.k8s.io', 'resource.k8s.io']);
+
+/** Secrets are never listed cluster-wide: not even one of another namespace is read. */
+const mayListClusterWide = (rt: ResourceType): boolean => SERVED_BY_KUBE_APISERVER.has(rt.group) && !(rt.group === '' && rt.resource === 'secrets');
+
+/** A client's refused cluster-wide LISTs (type key -> until when, ms): not asked again on every sync. */
+const refusedClusterWide = new WeakMap<object, Map<string, number>>();
+const REFUSAL_MEMORY_MS = 10 * 60_000;
+
+/**
+ * Lists `rt` across the whole cluster in pages when that takes fewer requests than one LIST per
+ * namespace in `selected` (the first page, of one object, tells how many there are); keeps the
+ * objects of the selected namespaces only, by namespace. Undefined: list it per namespace (as
+ * many objects elsewhere, the server does not say how many, a type not served by kube-apiserver
+ * itself or Secrets, a reader that may not list cluster-wide (namespaced RBAC is enough for a
+ * sync), or a later page that failed: its partial answer is dropped).
+ * Why: a controller's client waits for its rate limit (20 requests/s by default) before each
+ * request, so a selector matching 600 namespaces spent 30 s per type on LISTs alone, on every
+ * sync; the same 60,000 objects in pages of 500 are ~120 requests. Only whole lists are used
+ * (the read collects every namespace before rendering), so nothing depends on the order the
+ * server returns objects in.
+ */
+export async function listClusterWide(client: Pick<KubeClient, 'listPage'>, rt: ResourceType, selected: ReadonlySet<string>, signal: AbortSignal, log: Logger = silentLogger, pageSize = LIST_PAGE): Promise<Map<string, KubeObject[]> | undefined> {
+  if (selected.size < 2 || !mayListClusterWide(rt)) return undefined;
+  const key = typeKeyOf(rt);
+  const refused = refusedClusterWide.get(client);
+  if ((refused?.get(key) ?? 0) > Date.now()) return undefined;
+  const path = resourcePath(rt);
+  let page: ListPage;
+  try {
+    page = await client.listPage(path, {}, 1, undefined, signal);
+  } catch (err) {
+    if (signal.aborted) throw err;
+    if (!refusedClusterWide.has(client)) refusedClusterWide.set(client, new Map());
+    refusedClusterWide.get(client)!.set(key, Date.now() + REFUSAL_MEMORY_MS);
+    log.debug({ resource: typeName(rt), err: err instanceof Error ? err.message : String(err) }, 'listing across the cluster refused; listing per namespace');
+    return undefined;
+  }
+  const pages = page.continue === undefined ? 1 : page.remainingItemCount === undefined ? Infinity : 1 + Math.ceil(page.remainingItemCount / pageSize);
+  if (pages >= selected.size) return undefined;
+  const byNamespace = new Map<string, KubeObject[]>();
+  for (;;) {
+    for (const o of page.items) {
+      const ns = o.metadata.namespace;
+      if (ns === undefined || !selected.has(ns)) continue;
+      let list = byNamespace.get(ns);
+      if (!list) byNamespace.set(ns, (list = []));
+      list.push(o);
+    }
+    if (page.continue === undefined) return byNamespace;
+    try {
+      page = await client.listPage(path, {}, pageSize, page.continue, signal);
+    } catch (err) {
+      if (signal.aborted) throw err;
+      // (A continue token expires after ~5 minutes, and one object another namespace cannot
+      // decode fails the whole answer: per namespace, the selected ones may still be read.)
+      log.info({ resource: typeName(rt), err: err instanceof Error ? err.message : String(err) }, 'listing across the cluster failed after its first pages; listing per namespace');
+      return undefined;
+    }
+  }
+}
+
+/**
+ * The whole read at once (the controller reads before it takes its repository lock). Types
+ * with fewer objects than pages of one-per-namespace LISTs are listed cluster-wide
+ * (listClusterWide); the rest per namespace, as the stream does. Same namespaces, same objects,
+ * in the same order as openSource.
+ */
+async function readSource(client: KubeClient, spec: SyncSpec, log: Logger): Promise<SourceRead> {
+  const { types, targets, stop, ...plan } = await planRead(client, spec);
+  try {
+    const selected = new Set(targets.map((t) => t.source));
+    const wide = await Promise.all(types.map((rt) => listClusterWide(client, rt, selected, stop.signal, log)));
+    const perNamespace = types.filter((_, i) => wide[i] === undefined);
+    const namespaces: SourceNamespace[] = [];
+    for await (const { lists, ...ns } of listAhead(targets, (t) => listInNamespace(client, t, perNamespace, stop.signal, log), LIST_AHEAD, () => 0, 0)) {
+      let next = 0;
+      // In the types' order, as openSource lists them.
+      const listed = types.flatMap((_, i) => wide[i]?.get(ns.source) ?? (wide[i] ? [] : lists[next++]!));
+      namespaces.push({ ...ns, listed });
+    }
+    return { ...plan, namespaces };
+  } finally {
+    // A read that failed stops the LISTs still in flight.
+    stop.abort();
+  }
 }
 
 /**
@@ -293,13 +411,6 @@ function listAhead<T, R>(items: readonly T[], read: (item: T) => Promise<R>, ahe
       }
     },
   };
-}
-
-async function readSource(client: KubeClient, spec: SyncSpec, log: Logger): Promise<SourceRead> {
-  const { cancel: _, ...stream } = await openSource(client, spec, log);
-  const namespaces: SourceNamespace[] = [];
-  for await (const ns of stream.namespaces) namespaces.push(ns);
-  return { ...stream, namespaces };
 }
 
 /**

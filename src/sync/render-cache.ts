@@ -348,7 +348,9 @@ export async function withKeptRenderCache<T>(
   // Written as soon as the sync has rendered, while it commits and pushes (a push mostly waits
   // for the Git server: ~40 ms of the full sync of 10,000 objects were this write after it); once
   // more at the end only if something changed since (a retry). What a failed write leaves
-  // unsaved, the last save reports.
+  // unsaved, the last save reports. The file may so describe a render whose push then failed:
+  // harmless, as nothing in it is used unchecked (entries against the folder's blobs, folder
+  // memos against its tree, claims read before anything is written).
   cache.onEnd = () => void cache.save(file).catch(() => {});
   let out: T;
   try {

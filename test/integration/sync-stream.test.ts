@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, it } from 'node:test';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { sharedDeflateThread, usableCpus } from '../../src/adapters/git/deflate-thread.ts';
 import { GitRepo } from '../../src/adapters/git/repo.ts';
 import { KubeClient, ONE_SHOT_KUBE_API } from '../../src/adapters/kube/client.ts';
@@ -74,7 +75,13 @@ it('streamed and collect-then-render syncs write the same tree; one LIST per typ
   assert.equal(lists, selected * TYPES + 1 + 1, `LIST requests of the sync (${lists})`);
   assert.ok(streamed.commit, 'the first sync commits');
 
+  // The collected read (the controller's) lists each type across the cluster when that takes
+  // fewer requests: a first page of one object says how many there are (ConfigMaps: 9 x 28 +
+  // 504 + 1 elsewhere = 757, so that page and two of 500; Services 216 and Deployments 108: that
+  // page and one more), and the namespaces once: 8 LIST requests instead of 32.
+  const b1 = source.sent.lists;
   const read = await readSyncSource(spec, { source });
+  assert.equal(source.sent.lists - b1, 8, 'LIST requests of the collected read');
   const collected = await runSync(spec, { source, repo: collectedRepo, read });
   assert.ok(collected.commit);
 
@@ -370,4 +377,28 @@ it('a render cache file that names the wrong owner for a folder, or another obje
   fs.writeFileSync(file, JSON.stringify(cache));
   assert.equal(child().commit, null, 'nothing written');
   assert.ok(gitOut(await git.clone('forged'), 'ls-tree', '--name-only', 'HEAD', `clusters/dr/${ns0}/`).split('\n').includes(`clusters/dr/${ns0}/configmap-obj-1.yaml`));
+});
+
+it('a reader allowed to list only in the selected namespaces (namespaced RBAC) reads the same objects, one LIST per type and namespace', async () => {
+  const admin = await KubeClient.fromFile(cluster.kubeconfigPath, undefined, ONE_SHOT_KUBE_API);
+  const selected = Array.from({ length: NAMESPACES + 1 }, (_, i) => benchNamespace(i));
+  // Namespaces may be listed everywhere (the selector needs it); the replicated types only in the selected namespaces.
+  await admin.request('POST', '/apis/rbac.authorization.k8s.io/v1/clusterroles', { metadata: { name: 'ns-lister' }, rules: [{ apiGroups: [''], resources: ['namespaces'], verbs: ['list', 'get'] }] });
+  await admin.request('POST', '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings', { metadata: { name: 'ns-lister' }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'ns-lister' }, subjects: [{ kind: 'User', name: 'ns-reader', apiGroup: 'rbac.authorization.k8s.io' }] });
+  for (const ns of selected) {
+    await admin.request('POST', `/apis/rbac.authorization.k8s.io/v1/namespaces/${ns}/roles`, { metadata: { name: 'reader' }, rules: [{ apiGroups: ['', 'apps'], resources: ['configmaps', 'services', 'deployments'], verbs: ['list'] }] });
+    await admin.request('POST', `/apis/rbac.authorization.k8s.io/v1/namespaces/${ns}/rolebindings`, { metadata: { name: 'reader' }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'reader' }, subjects: [{ kind: 'User', name: 'ns-reader', apiGroup: 'rbac.authorization.k8s.io' }] });
+  }
+  const kc = parseYaml(fs.readFileSync(cluster.kubeconfigPath, 'utf8')) as { users: { user: Record<string, unknown> }[] };
+  for (const u of kc.users) u.user.as = 'ns-reader';
+  const limited = await KubeClient.fromString(stringifyYaml(kc), undefined, ONE_SHOT_KUBE_API);
+
+  const names = (r: Awaited<ReturnType<typeof readSyncSource>>) => r.namespaces.map((n) => [n.source, n.failedTypes.length, n.listed.map((o) => `${o.kind}/${o.metadata.namespace}/${o.metadata.name}`)]);
+  const wide = await readSyncSource(spec, { source: admin });
+  const b = limited.sent.lists;
+  const narrow = await readSyncSource(spec, { source: limited });
+  assert.deepEqual(narrow.warnings, []);
+  assert.deepEqual(names(narrow), names(wide), 'the same namespaces, objects and order, nothing failed');
+  // The namespaces, a refused first page per type, then each type in each namespace (the big namespace's ConfigMaps in two pages).
+  assert.equal(limited.sent.lists - b, 1 + TYPES + selected.length * TYPES + 1);
 });

@@ -30,6 +30,14 @@ export interface ListResult {
   resourceVersion: string;
 }
 
+/** One page of a LIST. */
+export interface ListPage extends ListResult {
+  /** Where the next page starts; undefined on the last page. */
+  continue?: string;
+  /** How many objects the pages after this one hold, as the server counts them (not with selectors). */
+  remainingItemCount?: number;
+}
+
 /** Request mechanics (client-go's rest.Config equivalents). */
 export interface KubeClientOptions {
   /** Per-request timeout in ms, response body included; watches (raw) have none. Default 30 s. */
@@ -271,22 +279,29 @@ export class KubeClient {
 
   /** The pages of a LIST as they arrive: a caller can work on one page while the next is read. */
   async *listPages(path: string, query: Record<string, string> = {}, pageSize = 500, signal?: AbortSignal): AsyncGenerator<ListResult> {
-    let cont = '';
+    let cont: string | undefined;
     do {
-      const q = new URLSearchParams({ ...query, limit: String(pageSize) });
-      if (cont) q.set('continue', cont);
-      this.sent.lists++;
-      const page = await this.get<{ items: KubeObject[]; metadata: { continue?: string; resourceVersion: string }; apiVersion: string; kind: string }>(`${path}?${q}`, signal);
-      // List items carry no apiVersion/kind; restore them from the list's own.
-      const apiVersion = page.apiVersion;
-      const kind = page.kind.replace(/List$/, '');
-      for (const it of page.items) {
-        it.apiVersion ??= apiVersion;
-        it.kind ??= kind;
-      }
-      cont = page.metadata.continue ?? '';
-      yield { items: page.items, resourceVersion: page.metadata.resourceVersion };
+      const page = await this.listPage(path, query, pageSize, cont, signal);
+      cont = page.continue;
+      yield { items: page.items, resourceVersion: page.resourceVersion };
     } while (cont);
+  }
+
+  /** One page of a LIST: at most `limit` objects, from `cont` (a previous page's continue) on. */
+  async listPage(path: string, query: Record<string, string>, limit: number, cont?: string, signal?: AbortSignal): Promise<ListPage> {
+    const q = new URLSearchParams({ ...query, limit: String(limit) });
+    if (cont) q.set('continue', cont);
+    this.sent.lists++;
+    const page = await this.get<{ items: KubeObject[]; metadata: { continue?: string; resourceVersion: string; remainingItemCount?: number }; apiVersion: string; kind: string }>(`${path}?${q}`, signal);
+    // List items carry no apiVersion/kind; restore them from the list's own.
+    const apiVersion = page.apiVersion;
+    const kind = page.kind.replace(/List$/, '');
+    for (const it of page.items) {
+      it.apiVersion ??= apiVersion;
+      it.kind ??= kind;
+    }
+    const { continue: next, resourceVersion, remainingItemCount } = page.metadata;
+    return { items: page.items, resourceVersion, ...(next ? { continue: next } : {}), ...(typeof remainingItemCount === 'number' ? { remainingItemCount } : {}) };
   }
 
   async version(signal?: AbortSignal): Promise<{ gitVersion: string; major: string; minor: string }> {
