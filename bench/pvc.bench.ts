@@ -24,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import type { KeyPair } from '../src/agent/keys.ts';
 import { generateKeyPair } from '../src/agent/keys.ts';
+import { busyShare, machineJiffies } from './machine.ts';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -334,13 +335,6 @@ export function memoryMiB(pid: number): { peak: number; now: number } {
   return { peak: kb('VmHWM'), now: kb('VmRSS') };
 }
 
-/** Busy and total jiffies of the whole machine (all cores). */
-function machineJiffies(): { busy: number; total: number } {
-  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const total = f.reduce((a, b) => a + b, 0);
-  return { busy: total - f[3]! - (f[4] ?? 0), total };
-}
-
 export interface CopyResult {
   via: 'bastion' | 'direct';
   ms: number;
@@ -379,7 +373,7 @@ export async function rsyncPull(agents: Agents, via: 'bastion' | 'direct', dest:
     received: stat(stdout, 'Total bytes received'), sent: stat(stdout, 'Total bytes sent'),
     filesTransferred: stat(stdout, 'Number of regular files transferred'),
     cpu: { bastion: cpuSeconds(agents.bastion.pid) - cpu0.bastion, endpoint: cpuSeconds(agents.endpoint.pid) - cpu0.endpoint },
-    machineBusy: (m1.busy - m0.busy) / Math.max(1, m1.total - m0.total),
+    machineBusy: busyShare(m0, m1),
   };
 }
 

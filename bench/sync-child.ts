@@ -1,7 +1,6 @@
 // Runs one sync (or one LIST pass) in its own process, so its peak RSS is its own; prints JSON.
 // Used by bench/sync.bench.ts and bench/continuous.bench.ts (which passes its own namespace
 // label and types); not meant to be run by hand.
-import fs from 'node:fs';
 import os from 'node:os';
 import { GitRepo } from '../src/adapters/git/repo.ts';
 import { KubeClient, ONE_SHOT_KUBE_API, resourcePath } from '../src/adapters/kube/client.ts';
@@ -9,6 +8,7 @@ import { resolveResourceTypes } from '../src/core/select.ts';
 import { listOnly, resolveNamespaces, runSync } from '../src/sync/engine.ts';
 import type { SyncSpec } from '../src/sync/engine.ts';
 import { withKeptRenderCache } from '../src/sync/render-cache.ts';
+import { busyShare, machineJiffies } from './machine.ts';
 
 const [mode, kubeconfig, url, user, password, cacheDir, label = 'bench=true', types = 'configmaps,services,deployments'] = process.argv.slice(2) as [string, string, string, string, string, string, string?, string?];
 const [labelKey, labelValue] = label.split('=') as [string, string];
@@ -20,13 +20,7 @@ const spec: SyncSpec = {
   plan: { scaleToZero: true, pvc: {}, secretsMode: 'Omit' },
   git: { path: 'clusters/dr', author: { name: 'bench', email: 'b@x' }, prune: true },
 };
-/** Busy and total CPU time of the whole machine so far (/proc/stat, in clock ticks). */
-const machineCpu = () => {
-  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const idle = f[3]! + (f[4] ?? 0);
-  return { busy: f.reduce((a, b) => a + b, 0) - idle, total: f.reduce((a, b) => a + b, 0) };
-};
-const machine0 = machineCpu();
+const machine0 = machineJiffies();
 const t0 = performance.now();
 const cpu0 = process.cpuUsage();
 let extra: Record<string, unknown>;
@@ -51,9 +45,8 @@ if (mode === 'list') {
 }
 const ms = performance.now() - t0;
 const cpu = process.cpuUsage(cpu0);
-const machine = machineCpu();
 // Whole-machine use in the timed window only (not the process's start): how many of the cores
 // the API server, the Git server and this process kept busy together.
-const machineCores = (os.cpus().length * (machine.busy - machine0.busy)) / Math.max(1, machine.total - machine0.total);
+const machineCores = os.cpus().length * busyShare(machine0, machineJiffies());
 console.log(JSON.stringify({ mode, ms, cpuMs: (cpu.user + cpu.system) / 1000, requests: source.sent.requests, lists: source.sent.lists, maxRssMB: process.resourceUsage().maxRSS / 1024, cpus: os.cpus().length, machineCores, ...extra }));
 process.exit(0);

@@ -11,15 +11,10 @@ import { parseArgs, promisify } from 'node:util';
 import { KubeClient } from '../src/adapters/kube/client.ts';
 import { startCluster } from '../test/env/cluster.ts';
 import { startGitServer } from '../test/env/git-server.ts';
+import { busyShare, machineJiffies } from './machine.ts';
 import { seedObjects } from './seed.ts';
 
 const run = promisify(execFile);
-const TICKS_PER_SECOND = 100; // USER_HZ: /proc/stat counts in it on Linux
-/** Busy CPU time of the whole machine so far, in clock ticks (/proc/stat). */
-const machineTicks = (): number => {
-  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  return f.reduce((a, b) => a + b, 0) - f[3]! - (f[4] ?? 0);
-};
 const { values } = parseArgs({ options: { namespaces: { type: 'string', default: '100' }, 'per-namespace': { type: 'string', default: '100' }, runs: { type: 'string', default: '3' }, profile: { type: 'string' }, help: { type: 'boolean', default: false } } });
 if (values.help) {
   console.log('usage: npx tsx bench/sync.bench.ts [--namespaces N] [--per-namespace M] [--runs K] [--profile <dir>]\n\nEach measure is the median of K runs (default 3), interleaved with the LIST.\n--profile writes V8 CPU profiles of the sync processes into <dir>.');
@@ -113,7 +108,7 @@ try {
     await run('git', ['init', '-q', '--bare', dir]);
     await git.createRepo(`store-${i}`);
     const t = performance.now();
-    const cpu0 = machineTicks();
+    const cpu0 = machineJiffies();
     await new Promise<void>((resolve, reject) => {
       const p = spawn('git', ['fast-import', '--quiet'], { cwd: dir, stdio: ['pipe', 'ignore', 'inherit'] });
       p.on('error', reject).on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`git fast-import exited ${code}`))));
@@ -121,7 +116,8 @@ try {
     });
     await run('git', ['push', '-q', `${git.base}/store-${i}.git`, 'refs/heads/main:refs/heads/main'], { cwd: dir });
     // The whole machine's CPU: git fast-import, git push, and the Git server indexing the pack.
-    stores.push({ ms: performance.now() - t, coreSeconds: (machineTicks() - cpu0) / TICKS_PER_SECOND });
+    const ms = performance.now() - t;
+    stores.push({ ms, coreSeconds: (ms / 1000) * os.cpus().length * busyShare(cpu0, machineJiffies()) });
     await fs.promises.rm(dir, { recursive: true, force: true });
   }
   const gitStore = Math.min(...stores.map((x) => x.ms));
