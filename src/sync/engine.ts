@@ -21,7 +21,7 @@ import {
   joinPath, KUSTOMIZATION, kustomization, NAMESPACE_FILE, normalizeRepoPath, objectFileName, REPLICATION_ANNOTATION, renderNamespace,
 } from '../core/render.ts';
 import type { ResolvedTypes } from '../core/select.ts';
-import { resolveResourceTypes, suggestType } from '../core/select.ts';
+import { resolveResourceTypes, suggestType, typeKey } from '../core/select.ts';
 import type { PruneContext } from '../core/prune.ts';
 import { fileObjectType, previousFileFate, typeKeyOf } from '../core/prune.ts';
 import type { KubeObject, LabelSelector, ResourceType, Skipped } from '../core/types.ts';
@@ -250,8 +250,6 @@ async function planRead(client: KubeClient, spec: SyncSpec): Promise<ReadPlan> {
   return { types, targets, frozen, served, warnings, serverVersion: discovery.serverVersion, stop };
 }
 
-const typeName = (rt: ResourceType): string => `${rt.resource}${rt.group ? `.${rt.group}` : ''}`;
-
 /** Lists `types` in namespace `t`: one list per type, in the types' order ([] for a type whose LIST failed). */
 async function listInNamespace(client: KubeClient, t: ResolvedNamespace, types: readonly ResourceType[], signal: AbortSignal, log: Logger): Promise<Omit<SourceNamespace, 'listed'> & { lists: KubeObject[][] }> {
   const failedTypes: ResourceType[] = [];
@@ -262,7 +260,7 @@ async function listInNamespace(client: KubeClient, t: ResolvedNamespace, types: 
     } catch (err) {
       failedTypes.push(rt);
       const msg = err instanceof Error ? err.message : String(err);
-      nsWarnings[i] = `listing ${typeName(rt)} in ${t.source} failed; its DR files are kept as they are: ${msg}`;
+      nsWarnings[i] = `listing ${typeKey(rt)} in ${t.source} failed; its DR files are kept as they are: ${msg}`;
       log.warn({ err, namespace: t.source, resource: rt.resource }, 'list failed');
       return [];
     }
@@ -292,9 +290,14 @@ const SERVED_BY_KUBE_APISERVER = new Set(['', 'apps', 'batch', 'autoscaling', 'p
 /** Secrets are never listed cluster-wide: not even one of another namespace is read. */
 const mayListClusterWide = (rt: ResourceType): boolean => SERVED_BY_KUBE_APISERVER.has(rt.group) && !(rt.group === '' && rt.resource === 'secrets');
 
-/** A client's refused cluster-wide LISTs (type key -> until when, ms): not asked again on every sync. */
-const refusedClusterWide = new WeakMap<object, Map<string, number>>();
-const REFUSAL_MEMORY_MS = 10 * 60_000;
+/**
+ * Per client and type, how many requests a cluster-wide LIST took when it was not chosen
+ * (Infinity: refused), and until when that is believed: a sync of a few namespaces in a large
+ * cluster does not pay a first page per type every time, nor a reader with namespaced RBAC a
+ * refusal. (Counts change slowly; a stale one only costs requests.)
+ */
+const perNamespaceChoices = new WeakMap<object, Map<string, { pages: number; until: number }>>();
+const CHOICE_MEMORY_MS = 10 * 60_000;
 
 /**
  * Lists `rt` across the whole cluster in pages when that takes fewer requests than one LIST per
@@ -302,7 +305,8 @@ const REFUSAL_MEMORY_MS = 10 * 60_000;
  * objects of the selected namespaces only, by namespace. Undefined: list it per namespace (as
  * many objects elsewhere, the server does not say how many, a type not served by kube-apiserver
  * itself or Secrets, a reader that may not list cluster-wide (namespaced RBAC is enough for a
- * sync), or a later page that failed: its partial answer is dropped).
+ * sync), or a later page that failed: its partial answer is dropped). A choice made from the
+ * first page (too many, not counted, refused) is remembered for the client (perNamespaceChoices).
  * Why: a controller's client waits for its rate limit (20 requests/s by default) before each
  * request, so a selector matching 600 namespaces spent 30 s per type on LISTs alone, on every
  * sync; the same 60,000 objects in pages of 500 are ~120 requests. Only whole lists are used
@@ -311,22 +315,26 @@ const REFUSAL_MEMORY_MS = 10 * 60_000;
  */
 export async function listClusterWide(client: Pick<KubeClient, 'listPage'>, rt: ResourceType, selected: ReadonlySet<string>, signal: AbortSignal, log: Logger = silentLogger, pageSize = LIST_PAGE): Promise<Map<string, KubeObject[]> | undefined> {
   if (selected.size < 2 || !mayListClusterWide(rt)) return undefined;
-  const key = typeKeyOf(rt);
-  const refused = refusedClusterWide.get(client);
-  if ((refused?.get(key) ?? 0) > Date.now()) return undefined;
+  let choices = perNamespaceChoices.get(client);
+  if (!choices) perNamespaceChoices.set(client, (choices = new Map()));
+  const key = typeKey(rt);
+  const known = choices.get(key);
+  if (known && known.until > Date.now() && known.pages >= selected.size) return undefined;
+  const perNamespace = (pages: number) => {
+    choices.set(key, { pages, until: Date.now() + CHOICE_MEMORY_MS });
+    return undefined;
+  };
   const path = resourcePath(rt);
   let page: ListPage;
   try {
     page = await client.listPage(path, {}, 1, undefined, signal);
   } catch (err) {
     if (signal.aborted) throw err;
-    if (!refusedClusterWide.has(client)) refusedClusterWide.set(client, new Map());
-    refusedClusterWide.get(client)!.set(key, Date.now() + REFUSAL_MEMORY_MS);
-    log.debug({ resource: typeName(rt), err: err instanceof Error ? err.message : String(err) }, 'listing across the cluster refused; listing per namespace');
-    return undefined;
+    log.debug({ resource: key, err: err instanceof Error ? err.message : String(err) }, 'listing across the cluster refused; listing per namespace');
+    return perNamespace(Infinity);
   }
   const pages = page.continue === undefined ? 1 : page.remainingItemCount === undefined ? Infinity : 1 + Math.ceil(page.remainingItemCount / pageSize);
-  if (pages >= selected.size) return undefined;
+  if (pages >= selected.size) return perNamespace(pages);
   const byNamespace = new Map<string, KubeObject[]>();
   for (;;) {
     for (const o of page.items) {
@@ -343,7 +351,7 @@ export async function listClusterWide(client: Pick<KubeClient, 'listPage'>, rt: 
       if (signal.aborted) throw err;
       // (A continue token expires after ~5 minutes, and one object another namespace cannot
       // decode fails the whole answer: per namespace, the selected ones may still be read.)
-      log.info({ resource: typeName(rt), err: err instanceof Error ? err.message : String(err) }, 'listing across the cluster failed after its first pages; listing per namespace');
+      log.info({ resource: key, err: err instanceof Error ? err.message : String(err) }, 'listing across the cluster failed after its first pages; listing per namespace');
       return undefined;
     }
   }
@@ -365,7 +373,10 @@ async function readSource(client: KubeClient, spec: SyncSpec, log: Logger): Prom
     for await (const { lists, ...ns } of listAhead(targets, (t) => listInNamespace(client, t, perNamespace, stop.signal, log), LIST_AHEAD, () => 0, 0)) {
       let next = 0;
       // In the types' order, as openSource lists them.
-      const listed = types.flatMap((_, i) => wide[i]?.get(ns.source) ?? (wide[i] ? [] : lists[next++]!));
+      const listed = types.flatMap((_, i) => {
+        const w = wide[i];
+        return w ? (w.get(ns.source) ?? []) : lists[next++]!;
+      });
       namespaces.push({ ...ns, listed });
     }
     return { ...plan, namespaces };

@@ -41,9 +41,16 @@ describe('listClusterWide', () => {
 
   it('lists per namespace (undefined) when that takes no more requests, when the server does not count, when the reader may not list cluster-wide, or for one namespace', async () => {
     // 1 + ceil(1000 / 500) = 3 pages for 3 namespaces: one LIST each is no more.
-    const many = pager({ items: [cm('a', 'one')], resourceVersion: '9', continue: 'k1', remainingItemCount: 1000 });
+    const first: ListPage = { items: [cm('a', 'one')], resourceVersion: '9', continue: 'k1', remainingItemCount: 1000 };
+    const many = pager(first, first, { items: [cm('d', 'two')], resourceVersion: '9' });
     assert.equal(await listClusterWide(many, configmaps, selected, new AbortController().signal, silentLogger, 500), undefined);
     assert.equal(many.asked.length, 1, 'nothing but the first page');
+    // Remembered for this client: the next sync of as many namespaces asks nothing; one of more namespaces asks again.
+    assert.equal(await listClusterWide(many, configmaps, selected, new AbortController().signal, silentLogger, 500), undefined);
+    assert.equal(many.asked.length, 1);
+    const wider = await listClusterWide(many, configmaps, new Set(['a', 'b', 'c', 'd']), new AbortController().signal, silentLogger, 500);
+    assert.deepEqual([...(wider?.keys() ?? [])], ['a', 'd'], '4 namespaces: 3 pages are fewer, so it asks again, and lists cluster-wide');
+    assert.equal(many.asked.length, 3);
     const uncounted = pager({ items: [cm('a', 'one')], resourceVersion: '9', continue: 'k1' });
     assert.equal(await listClusterWide(uncounted, configmaps, selected, new AbortController().signal), undefined);
     const refused = pager(Object.assign(new Error('configmaps is forbidden: User "ns-reader" cannot list resource "configmaps" at the cluster scope'), { status: 403 }));
