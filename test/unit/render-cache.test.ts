@@ -180,6 +180,19 @@ describe('render cache', () => {
       });
       assert.equal(fs.existsSync(file), false);
       assert.deepEqual(warnings, []);
+      // A cache folder that cannot be written (a file where the folder should be): the sync's
+      // result still comes back, the early write fails quietly and the last one warns once.
+      const blocked = path.join(dir, 'blocked');
+      fs.writeFileSync(blocked, '');
+      const out = await withKeptRenderCache({ cacheFile: (name: string) => path.join(blocked, name) }, spec, log, async (c) => {
+        c.begin(scope);
+        c.keep('shop', 'd', entry('d'));
+        c.end();
+        await c.idle();
+        return 'pushed';
+      });
+      assert.equal(out, 'pushed');
+      assert.equal(warnings.length, 1, 'one warning, from the last write');
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
